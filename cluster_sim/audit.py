@@ -1,0 +1,65 @@
+"""The auditor: invariants checked after every run, reported in summary.json.
+
+- every VM in the job has exactly one outcome, and it agrees with the generation's plan;
+- every snapshot, checkpoint, mount, hot-add and redirected-access hold taken was released,
+  or is counted in `leaks` (a leak without any node failure or injected fault is a violation);
+- no LUN held more storage snapshots than `max_snapshots_per_lun`;
+- simulated time never ran backwards in the trace;
+- the job ended before `run.until_s`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cluster_sim.results import Audit, Leaks
+
+if TYPE_CHECKING:
+    from cluster_sim.backup.job import BackupJob
+    from cluster_sim.cluster.model import ClusterModel
+
+_EXPECTED = {
+    "app": {"app_consistent", "crash_consistent"},  # ws2016 may fall back to a standard checkpoint
+    "crash": {"crash_consistent"},
+    "saved_state": {"saved_state"},
+    "offline": {"offline"},
+    "fail": {"failed"},
+}
+
+
+def count_leaks(cm: ClusterModel, node_state: dict[str, dict[str, dict]]) -> Leaks:  # type: ignore[type-arg]
+    mounts = sum(v.get("mounted", 0) for vms in node_state.values() for v in vms.values())
+    hot = sum(v.get("hot_added", 0) for vms in node_state.values() for v in vms.values())
+    return Leaks(
+        snapshots=len(cm.array.leaked_snapshots()),
+        checkpoints=len(cm.array.leaked_checkpoints()),
+        mounts=mounts,
+        redirected_holds=len(cm.csvs.leaked_holds()),
+        hot_adds=hot,
+    )
+
+
+def audit(cm: ClusterModel, job: BackupJob | None, leaks: Leaks, faults_happened: bool) -> Audit:
+    v: list[str] = []
+    if job is not None:
+        for name in sorted(job.records):
+            rec = job.records[name]
+            if rec.outcome is None:
+                v.append(f"{name}: no outcome")
+                continue
+            if rec.double_outcomes:
+                v.append(f"{name}: {rec.double_outcomes + 1} outcomes")
+            if rec.outcome != "failed" and rec.outcome not in _EXPECTED[rec.plan.mode]:
+                v.append(f"{name}: outcome {rec.outcome} but planned {rec.plan.mode}")
+        if job.ended_s is None or not job.quiesced.triggered:
+            v.append(f"job did not end before run.until_s = {cm.sc.run.until_s:g} s")
+    leaked = {k: n for k, n in leaks.model_dump().items() if n}
+    if leaked and not faults_happened:
+        v.append("leaks without any fault: " + ", ".join(f"{k}={n}" for k, n in sorted(leaked.items())))
+    limit = cm.sc.storage.array.max_snapshots_per_lun
+    for lun in cm.array.luns.values():
+        if lun.peak_existing > limit:
+            v.append(f"{lun.csv}: {lun.peak_existing} snapshots exceed the limit of {limit}")
+    if not cm.trace.monotonic():
+        v.append("trace: simulated time ran backwards")
+    return Audit(ok=not v, violations=v)

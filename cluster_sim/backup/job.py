@@ -1,0 +1,352 @@
+"""The backup job orchestrator and the steps every generation is built from.
+
+A job backs up every VM of the fleet once (plus retries). Each VM ends with exactly one
+outcome and a reason; a VM whose attempt fails is retried after `retry_wait_s`, up to
+`retries` times (only failed VMs are retried [V]). Generations differ in the order and kind
+of steps (see ws2008r2.py .. ws2016.py); the steps themselves live here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+
+from cluster_sim.backup.eligibility import Plan, plan
+from cluster_sim.cluster.model import ClusterModel
+from cluster_sim.cluster.nodes import NodeDown
+from cluster_sim.cluster.storage import Checkpoint, SnapshotFailure, StorageSnapshot
+from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, BACKUP_TARGET, VmSpec, cluster_nic, fabric
+from cluster_sim.scenario import Backup
+
+Proc = Generator[simpy.Event, Any, Any]
+
+# Failures a retry can cure; the rest are properties of the VM and fail at once.
+PERMANENT = {"event_10103_no_scsi", "production_checkpoint_failed"}
+
+
+class StepFailed(Exception):
+    # SimPy re-creates a failed process's exception as type(e)(*e.args): keep args = (reason, detail)
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.reason + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass
+class VmRecord:
+    spec: VmSpec
+    plan: Plan
+    outcome: str | None = None
+    reason: str = ""
+    start_s: float | None = None
+    end_s: float | None = None
+    attempts: int = 0
+    bytes_copied_mib: float = 0.0
+    downtime_s: float = 0.0
+    snapshot_id: str = ""
+    torn: bool = False
+    double_outcomes: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SetResult:
+    snaps: dict[str, StorageSnapshot]
+    hold_s: float
+    over_hold_limit: bool
+
+
+class BackupJob:
+    def __init__(self, cm: ClusterModel, generation: str, cfg: Backup):
+        self.cm = cm
+        self.env = cm.env
+        self.trace = cm.trace
+        self.gen = generation
+        self.cfg = cfg
+        self.records = {
+            v.name: VmRecord(v, plan(v, generation, cfg.allow_standard_checkpoint_fallback)) for v in cm.vms
+        }
+        self.vss_lock = {n: simpy.Resource(self.env, capacity=1) for n in cm.nodes}
+        self.copy_slots = {n: simpy.Resource(self.env, capacity=cfg.concurrent_vms_per_node) for n in cm.nodes}
+        self.remaining = len(self.records)
+        self.done = self.env.event()  # every VM has its outcome (the backup window ends)
+        self.quiesced = self.env.event()  # ... and every release and clean-up has run
+        self.active = 0
+        self.started_s: float | None = None
+        self.ended_s: float | None = None
+        # counters reported in summary.json
+        self.host_mounts = 0
+        self.scsi_hot_adds = 0
+        self.snapshot_sets = 0
+        self.sw_snapshots = 0
+        self.avhdx_vm_s = 0.0
+        self._set_seq = 0
+        self.retry_hook: Callable[[str], None] | None = None  # generation's way to re-run a VM
+        self.hw_snapshots_before = cm.array.created
+
+    # -- outcomes ----------------------------------------------------------------------------------
+    def finalize(self, vm: str, outcome: str, reason: str = "") -> None:
+        rec = self.records[vm]
+        if rec.outcome is not None:
+            rec.double_outcomes += 1  # the auditor reports this
+            return
+        rec.outcome = outcome
+        rec.reason = reason
+        rec.end_s = self.env.now
+        self.trace("vm_outcome", vm=vm, outcome=outcome, reason=reason, attempts=rec.attempts)
+        self.remaining -= 1
+        if self.remaining == 0 and not self.done.triggered:
+            self.ended_s = self.env.now
+            self.cm.io.set_phase("after")
+            self.trace("job_end", generation=self.gen)
+            self.done.succeed()
+        self._check_quiet()
+
+    # -- work tracking: the run ends when outcomes are in and no job process is still running --
+    def track(self, gen: Proc) -> simpy.Process:
+        self.active += 1
+        proc = self.env.process(gen)
+        proc.callbacks.append(self._untrack)
+        return proc
+
+    def _untrack(self, _ev: simpy.Event) -> None:
+        self.active -= 1
+        self._check_quiet()
+
+    def _check_quiet(self) -> None:
+        if self.remaining == 0 and self.active == 0 and not self.quiesced.triggered:
+            self.quiesced.succeed()
+
+    def begin(self, vm: str) -> None:
+        rec = self.records[vm]
+        rec.attempts += 1
+        if rec.start_s is None:
+            rec.start_s = self.env.now
+        self.trace("vm_attempt", vm=vm, attempt=rec.attempts, node=self.cm.host[vm])
+
+    def fail(self, vm: str, reason: str) -> None:
+        """This attempt failed: retry later if allowed, else the VM's outcome is `failed`."""
+        rec = self.records[vm]
+        if rec.outcome is not None:
+            return
+        rec.history.append(reason)
+        self.trace("vm_attempt_failed", vm=vm, reason=reason, attempt=rec.attempts)
+        if reason not in PERMANENT and rec.attempts <= self.cfg.retries:
+            self.track(self._retry_later(vm))
+        else:
+            self.finalize(vm, "failed", reason)
+
+    def _retry_later(self, vm: str) -> Proc:
+        yield self.env.timeout(self.cfg.retry_wait_s)
+        if self.records[vm].plan.mode == "offline":
+            self.track(self.offline_copy(vm))
+        elif self.retry_hook is not None:
+            self.retry_hook(vm)
+
+    @property
+    def retried_vms(self) -> int:
+        return sum(1 for r in self.records.values() if r.attempts > 1)
+
+    # -- the run -----------------------------------------------------------------------------------
+    def run(self, body: Callable[[BackupJob], Proc]) -> Proc:
+        yield self.env.timeout(self.cfg.start_s)
+        self.started_s = self.env.now
+        self.cm.io.set_phase("backup")
+        self.trace("job_start", generation=self.gen, vms=len(self.records))
+        for name in sorted(self.records):
+            rec = self.records[name]
+            if rec.plan.mode == "fail":
+                self.begin(name)
+                self.finalize(name, "failed", rec.plan.reason)
+            elif rec.plan.mode == "offline":
+                self.track(self.offline_copy(name))
+        yield from body(self)
+
+    def online_vms(self) -> list[str]:
+        return sorted(n for n, r in self.records.items() if r.plan.mode in ("app", "crash", "saved_state"))
+
+    def new_set_id(self) -> str:
+        self._set_seq += 1
+        return f"set-{self._set_seq:05d}"
+
+    # -- steps -------------------------------------------------------------------------------------
+    def node_call(self, node: str, method: str, *args: Any) -> Proc:
+        try:
+            return (yield self.cm.gateway.call(node, method, *args))
+        except NodeDown as exc:
+            raise StepFailed("node_failed", exc.node) from None
+
+    def acquire_vss(self, node: str) -> Proc:
+        """One shadow-copy set creation at a time per machine [MS]; waiting longer than
+        `snapshot_set_wait_limit_s` fails with VSS_E_SNAPSHOT_SET_IN_PROGRESS."""
+        req = self.vss_lock[node].request()
+        got = yield req | self.env.timeout(self.cfg.snapshot_set_wait_limit_s)
+        if req not in got:
+            req.cancel()
+            raise StepFailed("snapshot_set_in_progress", node)
+        return req
+
+    def release_vss(self, node: str, req: simpy.events.Event) -> None:
+        self.vss_lock[node].release(req)
+
+    def guest_freeze(self, vm: str, node: str, app: bool) -> Proc:
+        """Guest VSS freeze (Windows) or file-system freeze (Linux); returns the freeze time."""
+        spec = self.records[vm].spec
+        ok = yield from self.node_call(node, "freeze", vm)
+        if not ok:
+            raise StepFailed("vm_not_running", node)
+        rng = self.cm.streams.get("vm", vm, "guest_freeze")
+        if spec.guest_os == "linux":
+            d = float(self.cfg.linux_freeze_median_s * math.exp(self.cfg.guest_freeze_sigma * rng.standard_normal()))
+            limit, code = self.cfg.linux_freeze_limit_s, "linux_freeze_timeout"
+        else:
+            d = float(self.cfg.guest_freeze_median_s * math.exp(self.cfg.guest_freeze_sigma * rng.standard_normal()))
+            limit, code = self.cfg.writer_freeze_limit_s, "vss_writer_timeout"
+        if d > limit:
+            yield self.env.timeout(limit)
+            self.cm.gateway.cast(node, "thaw", vm)
+            raise StepFailed(code, f"guest took {d:.1f} s")
+        yield self.env.timeout(d)
+        self.trace("guest_frozen", vm=vm, node=node, freeze_s=round(d, 6), app=app)
+        return d
+
+    def thaw(self, vm: str, node: str) -> None:
+        self.cm.gateway.cast(node, "thaw", vm)
+
+    def snapshot_set(self, node: str, luns: list[str], vms: tuple[str, ...], set_id: str) -> Proc:
+        """Take one shadow-copy set over `luns`. The set fails whole if one LUN fails [MS].
+        Returns SetResult; raises StepFailed with the failing code."""
+        self.snapshot_sets += 1
+        t0 = self.env.now
+        self.trace("snapshot_set_start", node=node, set=set_id, luns=len(luns), vms=len(vms))
+        if self.cfg.provider == "software":
+            snaps = {}
+            yield self.env.timeout(self.cm.array.cfg.snapshot_commit_base_s)
+            for lun in luns:
+                snaps[lun] = self.cm.array.software_snapshot(lun, self.cm.csvs[lun].coordinator, set_id, vms)
+                self.sw_snapshots += 1
+        else:
+            procs = {lun: self.env.process(self.cm.array.snapshot(lun, node, set_id, vms)) for lun in luns}
+            snaps, failure = {}, None
+            for lun, p in procs.items():
+                try:
+                    snaps[lun] = (yield p).snapshot
+                except SnapshotFailure as exc:
+                    failure = failure or exc
+            if failure is not None:
+                for s in snaps.values():
+                    self.cm.array.release(s)
+                self.trace("snapshot_set_failed", node=node, set=set_id, code=failure.code, csv=failure.csv)
+                raise StepFailed(failure.code, failure.csv)
+        hold = self.env.now - t0
+        over = hold > self.cfg.hold_writes_limit_s
+        self.trace("snapshot_set_done", node=node, set=set_id, hold_s=round(hold, 6), over_limit=over)
+        return SetResult(snaps, hold, over)
+
+    def copy_path(self, reader: str, snap: StorageSnapshot | None) -> list[str]:
+        if snap is not None and snap.software and snap.host != reader:
+            # software provider: the shadow copy lives on the coordinator; others read over SMB [MS]
+            return [ARRAY_READ, fabric(snap.host), cluster_nic(snap.host), cluster_nic(reader), BACKUP_TARGET]
+        return [ARRAY_READ, fabric(reader), BACKUP_TARGET]
+
+    def copy(self, vm: str, reader: str, snap: StorageSnapshot | None, mib: float) -> Proc:
+        arr = self.cm.array.cfg
+        flow = self.cm.net.start(
+            self.copy_path(reader, snap), size_mib=mib, cap_mib_s=self.cfg.copy_stream_mib_s,
+            tag=("copy", vm), ops_per_mib=1.0 / arr.copy_io_size_mib,
+        )
+        self.trace("copy_start", vm=vm, node=reader, mib=round(mib, 3))
+        finished = yield flow.done
+        self.records[vm].bytes_copied_mib += flow.transferred if not finished else mib
+        if not finished:
+            raise StepFailed("copy_interrupted", reader)
+        self.trace("copy_end", vm=vm, node=reader)
+
+    def merge(self, vm: str, node: str, cp: Checkpoint) -> Proc:
+        """Merge the AVHDX back into its parent; its size is what the VM wrote meanwhile."""
+        spec = self.records[vm].spec
+        written = changed_mib(spec, self.env.now - cp.created_s)
+        flow = self.cm.net.start([fabric(node), ARRAY_READ, ARRAY_WRITE], size_mib=written,
+                                 cap_mib_s=self.cfg.merge_mib_s, tag=("merge", vm))
+        yield flow.done
+        self.cm.array.merge_checkpoint(cp)
+        self.avhdx_vm_s += self.env.now - cp.created_s
+
+    def discard_checkpoint(self, cp: Checkpoint) -> None:
+        """A failed attempt's checkpoint is merged away at once (Hyper-V cleans it up)."""
+        if cp.merged_s is None:
+            self.cm.array.merge_checkpoint(cp)
+            self.avhdx_vm_s += self.env.now - cp.created_s
+
+    def host_auto_recovery(self, node: str, vms: list[str]) -> Proc:
+        """ws2008r2/ws2012: mount every VHD of the set on the host, revert it to the guest
+        snapshot, dismount. Each mount costs more the more VHDs the host has mounted [seeds]."""
+        base, exp = self.cfg.host_mount_base_s, self.cfg.host_mount_exponent
+        for vm in vms:
+            for _ in self.records[vm].spec.disks:
+                mounted = yield from self.node_call(node, "mount", vm, 1)
+                self.host_mounts += 1
+                yield self.env.timeout(base * max(1, mounted) ** exp)
+        for vm in vms:
+            self.cm.gateway.cast(node, "dismount", vm, len(self.records[vm].spec.disks))
+        self.trace("auto_recovery_done", node=node, vms=len(vms))
+
+    def scsi_fixup(self, vm: str, node: str) -> Proc:
+        """ws2012r2: hot-add AutoRecovery.vhdx over SCSI, fix up inside the guest, remove [seeds]."""
+        if not self.records[vm].spec.scsi_controller:
+            raise StepFailed("event_10103_no_scsi", vm)
+        yield from self.node_call(node, "hot_add", vm)
+        self.scsi_hot_adds += 1
+        yield self.env.timeout(self.cfg.scsi_fixup_s)
+        self.cm.gateway.cast(node, "hot_remove", vm)
+
+    def save_state(self, vm: str, node: str) -> Proc:
+        yield from self.node_call(node, "set_state", vm, "saved")
+        self.cm.io.stop_vm(vm)
+        self.trace("vm_saved", vm=vm, node=node)
+        yield self.env.timeout(self.cfg.saved_state_downtime_s / 2)
+
+    def resume_state(self, vm: str, node: str, saved_at: float) -> Proc:
+        yield self.env.timeout(self.cfg.saved_state_downtime_s / 2)
+        self.cm.gateway.cast(node, "set_state", vm, "running")
+        self.cm.io.start_vm(vm, node)
+        self.records[vm].downtime_s += self.env.now - saved_at
+        self.trace("vm_resumed", vm=vm, node=node)
+
+    def bytes_to_copy(self, vm: str) -> float:
+        spec = self.records[vm].spec
+        if self.cfg.mode == "incremental" and self.gen == "ws2016" and spec.has_rct:
+            return changed_mib(spec, self.cfg.incremental_interval_s)
+        return spec.used_mib
+
+    def offline_copy(self, vm: str) -> Proc:
+        """A VM that is not running: its files are copied as they are (no snapshot needed)."""
+        node = self.cm.host[vm]
+        self.begin(vm)
+        async_slot = self.copy_slots[node].request()
+        yield async_slot
+        try:
+            yield from self.copy(vm, node, None, self.records[vm].spec.used_mib)
+        except StepFailed as exc:
+            self.copy_slots[node].release(async_slot)
+            self.fail(vm, exc.reason)
+            return
+        self.copy_slots[node].release(async_slot)
+        self.finalize(vm, "offline", "vm_not_running")
+
+
+def changed_mib(spec: VmSpec, interval_s: float) -> float:
+    """Distinct MiB written in `interval_s` when writes fall uniformly on the working set:
+    U (1 - exp(-W/U)), U = working set MiB, W = MiB written (occupancy of random writes) [P]."""
+    u = spec.used_mib * spec.working_set_fraction
+    w = spec.write_mib_s * max(0.0, interval_s)
+    if u <= 0 or w <= 0:
+        return 0.0
+    return u * (1.0 - math.exp(-w / u))

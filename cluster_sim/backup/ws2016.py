@@ -1,0 +1,187 @@
+"""ws2016: checkpoints for the whole set, then one storage snapshot set, then an RCT copy.
+
+1. Through the management API (WMI) the backup app makes every VM of the set ready: a
+   production checkpoint per VM (guest VSS in Windows, file-system freeze in Linux); if that is
+   not possible, a standard checkpoint when allowed (crash-consistent), else the VM fails [MS].
+   Per node at most `concurrent_vms_per_node` checkpoints are made at once [P].
+2. Only when the whole set is ready, one hardware snapshot set covers every LUN involved (at
+   most `max_luns_per_set` LUNs per set, else several sets) [seeds, MS]. The set node
+   coordinates with each CSV owner; each CSV is redirected only for the metadata operation.
+3. Each checkpoint becomes a reference point and its AVHDX is merged; VMs run on AVHDX from
+   their checkpoint until that merge (`avhdx_vm_s`) [seeds]. The copy reads only what RCT says
+   changed since the previous reference point (full on the first backup; no RCT for .vhd disks
+   or configuration version 5.0) [seeds].
+VMs that fail are retried together in a later round after `retry_wait_s`.
+"""
+
+from __future__ import annotations
+
+import simpy
+
+from cluster_sim.backup.job import BackupJob, Proc, StepFailed
+from cluster_sim.cluster.storage import Checkpoint, StorageSnapshot
+
+
+def body(job: BackupJob) -> Proc:
+    env = job.env
+    pool: list[str] = []
+
+    def retry(vm: str) -> None:
+        if not pool:
+            job.track(_start_round_after_instant(job, pool))
+        pool.append(vm)
+
+    job.retry_hook = retry
+    job.track(run_round(job, job.online_vms()))
+    yield job.done
+
+
+def _start_round_after_instant(job: BackupJob, pool: list[str]) -> Proc:
+    yield job.env.timeout(0)  # gather every retry due at this instant into one round
+    vms = sorted(pool)
+    pool.clear()
+    yield job.track(run_round(job, vms))
+
+
+def set_node(job: BackupJob, luns: list[str]) -> str:
+    up = [n for n in job.cm.nodes if n in job.cm.up]
+    if job.cfg.ws2016_set_node == "first" or not up:
+        return up[0] if up else job.cm.nodes[0]
+    owned = {n: sum(1 for lun in luns if job.cm.csvs[lun].coordinator == n) for n in up}
+    return max(up, key=lambda n: (owned[n], -up.index(n)))
+
+
+def run_round(job: BackupJob, vms: list[str]) -> Proc:
+    env, cm = job.env, job.cm
+    if not vms:
+        return
+    slots = {n: simpy.Resource(env, capacity=job.cfg.concurrent_vms_per_node) for n in cm.nodes}
+    checkpoints: dict[str, Checkpoint] = {}
+    kinds: dict[str, str] = {}
+
+    # ---- 1. checkpoints for the whole set ----
+    def make_checkpoint(vm: str) -> Proc:
+        node = cm.host[vm]
+        rec = job.records[vm]
+        job.begin(vm)
+        with slots[node].request() as req:
+            yield req
+            kind = "standard"
+            spec = rec.spec
+            wants_production = rec.plan.mode == "app" or (spec.guest_os == "linux" and spec.integration_services)
+            if wants_production:
+                try:
+                    yield from job.guest_freeze(vm, node, app=(rec.plan.mode == "app"))
+                    kind = "production"
+                except StepFailed as exc:
+                    if exc.reason == "node_failed" or not job.cfg.allow_standard_checkpoint_fallback:
+                        raise
+                    rec.history.append(exc.reason + "->standard_checkpoint")
+            yield env.timeout(job.cfg.checkpoint_create_s)
+            if kind == "production":
+                job.thaw(vm, node)
+            checkpoints[vm] = cm.array.create_checkpoint(vm, kind)
+            kinds[vm] = kind
+
+    procs = {vm: env.process(make_checkpoint(vm)) for vm in vms}
+    for vm, p in procs.items():
+        try:
+            yield p
+        except StepFailed as exc:
+            job.fail(vm, exc.reason)
+    ready = [vm for vm in vms if vm in checkpoints]
+    if not ready:
+        return
+
+    # ---- 2. one snapshot set over every LUN involved (64 LUNs per set at most) ----
+    luns = sorted({job.records[vm].spec.csv for vm in ready})
+    per_set = job.cfg.max_luns_per_set
+    copies = []
+    for i in range(0, len(luns), per_set):
+        chunk = luns[i : i + per_set]
+        members = [vm for vm in ready if job.records[vm].spec.csv in chunk]
+        node = set_node(job, chunk)
+        snaps = yield from _take_set(job, node, chunk, members, checkpoints)
+        if snaps is None:
+            continue
+        # ---- 3. reference points, merges and RCT copies ----
+        procs3 = [env.process(_after_snapshot(job, vm, snaps[job.records[vm].spec.csv], checkpoints.pop(vm), kinds[vm]))
+                  for vm in members]
+        copies.append(job.track(_release_when_done(job, procs3, list(snaps.values()))))
+    if copies:
+        yield simpy.AllOf(env, copies)
+
+
+def _take_set(job: BackupJob, node: str, luns: list[str], members: list[str], checkpoints: dict[str, Checkpoint]) -> Proc:
+    env, cm = job.env, job.cm
+    try:
+        lock = yield from job.acquire_vss(node)
+    except StepFailed as exc:
+        _fail_members(job, members, checkpoints, exc.reason)
+        return None
+    try:
+        if job.cfg.csv_owner_coordination_s and any(cm.csvs[lun].coordinator != node for lun in luns):
+            yield env.timeout(job.cfg.csv_owner_coordination_s)
+        holds = [(cm.csvs[lun], cm.csvs[lun].hold("metadata", node)) for lun in luns]
+        t_meta = env.now
+        failed: StepFailed | None = None
+        try:
+            res = yield from job.snapshot_set(node, luns, tuple(members), job.new_set_id())
+        except StepFailed as exc:
+            failed = exc
+        rest = t_meta + job.cfg.csv_metadata_redirect_s - env.now
+        if rest > 0:
+            yield env.timeout(rest)
+        for vol, h in holds:
+            vol.release(h)
+        if failed is not None:
+            _fail_members(job, members, checkpoints, failed.reason)
+            return None
+        if res.over_hold_limit:
+            for s in res.snaps.values():
+                cm.array.release(s)
+            _fail_members(job, members, checkpoints, "vss_hold_writes_timeout")
+            return None
+        for vm in members:
+            job.records[vm].snapshot_id = res.snaps[job.records[vm].spec.csv].sid
+        return res.snaps
+    finally:
+        job.release_vss(node, lock)
+
+
+def _fail_members(job: BackupJob, members: list[str], checkpoints: dict[str, Checkpoint], reason: str) -> None:
+    for vm in members:
+        cp = checkpoints.pop(vm, None)
+        if cp is not None:
+            job.discard_checkpoint(cp)
+        job.fail(vm, reason)
+
+
+def _after_snapshot(job: BackupJob, vm: str, snap: StorageSnapshot, cp: Checkpoint, kind: str) -> Proc:
+    env = job.env
+    node = job.cm.host[vm]
+    merge = env.process(job.merge(vm, node, cp))
+    slot = job.copy_slots[node].request()
+    yield slot
+    try:
+        yield from job.copy(vm, node, snap, job.bytes_to_copy(vm))
+    except StepFailed as exc:
+        job.copy_slots[node].release(slot)
+        yield merge
+        job.fail(vm, exc.reason)
+        return
+    job.copy_slots[node].release(slot)
+    yield merge
+    rec = job.records[vm]
+    if kind == "production" and rec.plan.mode == "app":
+        job.finalize(vm, "app_consistent", "")
+    else:
+        reason = rec.plan.reason or "standard_checkpoint_fallback"
+        job.finalize(vm, "crash_consistent", reason)
+
+
+def _release_when_done(job: BackupJob, procs: list, snaps: list[StorageSnapshot]) -> Proc:  # type: ignore[type-arg]
+    if procs:
+        yield simpy.AllOf(job.env, procs)
+    for s in snaps:
+        job.cm.array.release(s)

@@ -1,0 +1,1 @@
+"""Kernel: simulated time (SimPy), named random streams, the fluid resource model, the trace."""

@@ -1,0 +1,188 @@
+"""Result models (pydantic) and writing them out.
+
+`summary.json` must be byte-identical for the same scenario and seed on either backend, so it
+holds only simulated quantities (no wall times, no backend name) and floats are rounded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OUTCOMES = ("app_consistent", "crash_consistent", "saved_state", "offline", "failed")
+
+
+def r6(x: float) -> float:
+    """Round for output; NaN (no data) stays NaN and is written as null."""
+    return x if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Outcomes(_Out):
+    app_consistent: int = 0
+    crash_consistent: int = 0
+    saved_state: int = 0
+    offline: int = 0
+    failed: int = 0
+
+
+class Latency(_Out):
+    baseline_p50: float | None = None
+    baseline_p99: float | None = None
+    backup_p50: float | None = None
+    backup_p99: float | None = None
+
+
+class Leaks(_Out):
+    snapshots: int = 0
+    checkpoints: int = 0
+    mounts: int = 0
+    redirected_holds: int = 0
+    hot_adds: int = 0
+
+
+class NodeFailureOut(_Out):
+    node: str
+    detected_s: float
+    how: str
+    vms_down: int
+
+
+class Audit(_Out):
+    ok: bool
+    violations: list[str] = Field(default_factory=list)
+
+
+class CsvRow(_Out):
+    csv: str
+    coordinator: str
+    vms: int
+    read_mib_s: float
+    write_mib_s: float
+    redirected_s: float
+    hw_snapshots: int = 0
+    peak_snapshots: int = 0
+
+
+class VmRow(_Out):
+    vm: str
+    template: str
+    guest_os: str
+    node: str
+    csv: str
+    generation: str
+    outcome: str
+    reason: str
+    start_s: float | None
+    end_s: float | None
+    retries: int
+    bytes_copied_mib: float
+    downtime_s: float
+    snapshot_id: str
+    read_mib_s: float
+    write_mib_s: float
+    mean_latency_ms: float | None
+
+
+class Summary(_Out):
+    scenario: str
+    seed: int
+    generation: str
+    vm_count: int
+    node_count: int
+    csv_count: int
+    backup_window_s: float
+    window_lower_bound_s: float
+    hw_snapshots_created: int
+    sw_snapshots_created: int
+    snapshot_sets: int
+    peak_pending_snapshots: int
+    peak_snapshots_per_lun: int
+    host_mounts: int
+    scsi_hot_adds: int
+    redirected_s_total: float
+    redirected_s_max_csv: float
+    outcomes: Outcomes
+    failures_by_reason: dict[str, int]
+    torn_undetected: int
+    vm_downtime_s_total: float
+    io_latency_ms: Latency
+    bytes_copied_mib: float
+    avhdx_vm_s: float
+    leaks: Leaks
+    node_failures: list[NodeFailureOut]
+    sim_end_s: float
+    trace_events: int
+    audit: Audit
+
+
+class GenerationResult(BaseModel):
+    """One generation's run (or the steady run when the scenario has no backup section)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    summary: Summary
+    vms: list[VmRow]
+    csvs: list[CsvRow]
+    latency_series: dict[str, list[float]]
+    trace: Any = Field(default=None, exclude=True)  # kernel.trace.Trace
+    wall_s: float = 0.0
+    round_trips: int = 0
+
+
+class RunResult(BaseModel):
+    scenario: str
+    seed: int
+    backend: str
+    generations: list[GenerationResult]
+    wall_s: float = 0.0
+
+    def by_generation(self) -> dict[str, GenerationResult]:
+        return {g.summary.generation: g for g in self.generations}
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------------
+def summary_json(s: Summary) -> str:
+    return json.dumps(s.model_dump(mode="json"), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def _write_rows(path: Path, rows: list[BaseModel]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    fields = list(type(rows[0]).model_fields)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            d = r.model_dump(mode="json")
+            w.writerow({k: ("" if v is None else v) for k, v in d.items()})
+
+
+def write_generation(g: GenerationResult, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(summary_json(g.summary))
+    _write_rows(folder / "vms.csv", g.vms)
+    _write_rows(folder / "csvs.csv", g.csvs)
+    with open(folder / "latency.csv", "w", encoding="utf-8") as fh:
+        fh.write("t_s,p50_ms,p99_ms\n")
+        s = g.latency_series
+        for t, a, b in zip(s.get("t_s", []), s.get("p50_ms", []), s.get("p99_ms", []), strict=True):
+            fh.write(f"{t:.6f},{a:.6f},{b:.6f}\n")
+    if g.trace is not None:
+        g.trace.write_jsonl(folder / "trace.jsonl")
+
+
+def to_jsonable(x: Any) -> Any:
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x

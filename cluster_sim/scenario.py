@@ -1,0 +1,342 @@
+"""Scenario files: one strict pydantic model tree, loaded from YAML.
+
+Units live in field names (`_s` seconds, `_gib`/`_mib` sizes, `_mib_s` rates). Every number
+that comes from the domain has a default and a comment naming its source tag from
+../shared/DOMAIN.md: [MS] Microsoft, [V] vendor, [seeds] the source articles, [P] our choice.
+
+A bad file raises `ScenarioError`, whose message names the file, the field path and the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+GENERATIONS = ("ws2008r2", "ws2012", "ws2012r2", "ws2016")
+Generation = Literal["ws2008r2", "ws2012", "ws2012r2", "ws2016"]
+CONFIG_VERSIONS = ("5.0", "6.2", "7.0", "7.1", "8.0", "8.1", "8.2", "8.3", "9.0", "9.1", "9.2", "9.3", "10.0")
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot run: names the file, the field path and the reason."""
+
+    def __init__(self, file: str | None, problems: list[tuple[str, str]]):
+        self.file = file or "<scenario>"
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        if len(self.problems) == 1:
+            path, reason = self.problems[0]
+            return f"{self.file}: {path}: {reason}" if path else f"{self.file}: {reason}"
+        lines = [f"{self.file}: {len(self.problems)} problems"]
+        lines += [f"  {p}: {r}" if p else f"  {r}" for p, r in self.problems]
+        return "\n".join(lines)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=False)
+
+
+# --------------------------------------------------------------------------------------------
+# cluster
+# --------------------------------------------------------------------------------------------
+class Networks(_Strict):
+    cluster_mib_s: PosFloat = 1150.0  # [P] 10 GbE cluster/CSV NIC per node
+    live_migration_mib_s: PosFloat = 1150.0  # [P] 10 GbE live-migration NIC per node
+    storage_fabric_mib_s_per_node: PosFloat = 1600.0  # [P] 2 x 8 Gb FC HBA ports per node
+    backup_target_mib_s: PosFloat = 2000.0  # [P] ingest rate of the backup repository
+    # [P] many clusters run CSV redirected I/O and live migration over the same NIC; then
+    # both kinds of traffic share the cluster NIC's capacity (max-min).
+    shared_cluster_and_lm: bool = False
+    smb_hop_service_ms: PosFloat = 0.1  # [P] per network hop for redirected (SMB) I/O
+    fabric_service_ms: PosFloat = 0.05  # [P] storage fabric hop (FC/iSCSI HBA and switch)
+
+
+class Cluster(_Strict):
+    nodes: Annotated[int, Field(ge=1, le=64)]  # [MS] a failover cluster has at most 64 nodes
+    heartbeat_interval_s: PosFloat = 1.0  # [MS] SameSubnetDelay 1 s
+    heartbeat_threshold: Annotated[int, Field(ge=1)] = 10  # [MS] 2016: 10 missed heartbeats
+    networks: Networks = Networks()
+    node_memory_gib: PosFloat = 768.0  # [P] host RAM available to VMs
+    # [P] how often the driver polls node actors (liveness and volatile-state sampling);
+    # a dead actor is discovered at the first poll after its death.
+    node_poll_interval_s: PosFloat = 60.0
+
+
+# --------------------------------------------------------------------------------------------
+# storage
+# --------------------------------------------------------------------------------------------
+class Array(_Strict):
+    read_mib_s: PosFloat = 6000.0  # [P] mid-range array
+    write_mib_s: PosFloat = 4000.0  # [P]
+    iops: PosFloat = 200000.0  # [P]
+    service_time_ms: PosFloat = 0.5  # [P] unloaded back-end I/O service time
+    controllers: Annotated[int, Field(ge=1, le=16)] = 2  # [P] snapshot requests served one at a time per controller
+    snapshot_commit_base_s: PosFloat = 0.5  # [P] DOMAIN.md: base 0.5 s
+    snapshot_commit_per_pending_s: NonNegFloat = 0.25  # [P] queueing cost per snapshot pending on the controller
+    snapshot_commit_per_existing_s: NonNegFloat = 0.02  # [P] cost per snapshot already on the LUN
+    max_snapshots_per_lun: Annotated[int, Field(ge=1)] = 255  # [V] NetApp-like 255, EqualLogic-like 512
+    snapshot_style: Literal["cow", "row"] = "cow"  # [V] copy-on-write or redirect-on-write
+    cow_first_write_fraction: Fraction = 0.3  # [P] f: share of writes that hit a not-yet-copied block
+    row_metadata_overhead: NonNegFloat = 0.1  # [V] redirect-on-write costs 1 op plus metadata
+    copy_io_size_mib: PosFloat = 1.0  # [P] backup reads are large sequential I/Os
+
+
+class Storage(_Strict):
+    csvs: Annotated[int, Field(ge=1, le=1024)]
+    array: Array = Array()
+
+
+# --------------------------------------------------------------------------------------------
+# fleet
+# --------------------------------------------------------------------------------------------
+class Disk(_Strict):
+    size_gib: PosFloat
+    format: Literal["vhdx", "vhd", "vhds"] = "vhdx"
+    used_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5  # [P] share of the disk holding data
+
+
+class Workload(_Strict):
+    read_iops: NonNegFloat = 100.0
+    write_iops: NonNegFloat = 50.0
+    io_size_kib: PosFloat = 8.0
+    dirty_mib_s: NonNegFloat = 20.0  # memory dirtying rate (live migration)
+    working_set_fraction: Annotated[float, Field(gt=0, le=1)] = 0.3  # share of disk the writes touch
+
+
+class Template(_Strict):
+    template: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")]
+    count: Annotated[int, Field(ge=1, le=100_000)]
+    guest_os: Literal["windows", "linux"] = "windows"
+    memory_gib: PosFloat = 8.0
+    disks: Annotated[list[Disk], Field(min_length=1, max_length=64)]
+    scsi_controller: bool = True
+    integration_services: bool = True  # Linux IS / Windows IC installed at all
+    integration_services_backup: bool = True  # the Backup (volume snapshot) service offered
+    dynamic_disks: bool = False
+    filesystem: Literal["ntfs", "refs", "fat32", "ext4", "xfs"] = "ntfs"
+    config_version: str = "8.0"
+    running: bool = True
+    workload: Workload = Workload()
+
+    @field_validator("config_version", mode="before")
+    @classmethod
+    def _version_as_text(cls, v: Any) -> Any:
+        # YAML reads 8.0 as a float; users write it unquoted, so accept it and keep the text.
+        if isinstance(v, float | int) and not isinstance(v, bool):
+            v = f"{float(v):.1f}"
+        if isinstance(v, str) and v not in CONFIG_VERSIONS:
+            raise ValueError(f"unknown VM configuration version {v!r}; known: {', '.join(CONFIG_VERSIONS)}")
+        return v
+
+
+# --------------------------------------------------------------------------------------------
+# backup (generations)
+# --------------------------------------------------------------------------------------------
+class Backup(_Strict):
+    generations: Annotated[list[Generation], Field(min_length=1)] = list(GENERATIONS)
+    provider: Literal["hardware", "software"] = "hardware"
+    vms_per_snapshot: Annotated[int, Field(ge=1, le=1000)] = 1  # [seeds, V] ws2012r2 batching
+    concurrent_vms_per_node: Annotated[int, Field(ge=1, le=64)] = 3  # [MS] DPM default 3, up to 8
+    retries: Annotated[int, Field(ge=0, le=100)] = 3  # [V] vendors retry failed VMs 3 times
+    retry_wait_s: NonNegFloat = 600.0  # [MS] wait 10 min before a retry
+    mode: Literal["full", "incremental"] = "full"
+    start_s: NonNegFloat = 0.0
+    hold_writes_limit_s: PosFloat = 10.0  # [MS] VSS_E_HOLD_WRITES_TIMEOUT past 10 s
+    writer_freeze_limit_s: PosFloat = 60.0  # [MS] VSS_E_WRITERERROR_TIMEOUT past 60 s
+    saved_state_downtime_s: NonNegFloat = 20.0  # [V] "several seconds" to under a minute; 20 s [P]
+    allow_standard_checkpoint_fallback: bool = True  # [MS] ws2016 production -> standard checkpoint
+    linux_freeze_limit_s: PosFloat = 10.0  # [MS] Linux VSS daemon must answer within 10 s
+    max_luns_per_set: Annotated[int, Field(ge=1, le=64)] = 64  # [MS] at most 64 volumes per shadow-copy set
+    # ---- phase timings, all [P] unless tagged ----
+    guest_freeze_median_s: PosFloat = 3.0  # [P] guest VSS prepare + freeze, lognormal median
+    guest_freeze_sigma: NonNegFloat = 0.5  # [P] lognormal shape of the guest freeze time
+    linux_freeze_median_s: PosFloat = 1.0  # [P] fsfreeze of all file systems
+    checkpoint_create_s: PosFloat = 2.0  # [P] create an AVHDX differencing disk
+    host_mount_base_s: PosFloat = 3.0  # [P] mount + revert + dismount one VHD on the host, alone
+    host_mount_exponent: NonNegFloat = 0.5  # [seeds] per-disk cost grows as (disks mounted at once)^exp
+    scsi_fixup_s: PosFloat = 6.0  # [P] hot-add AutoRecovery.vhdx, fix up in the guest, remove
+    csv_owner_coordination_s: NonNegFloat = 1.0  # [seeds] snapshot node coordinates with the CSV owner
+    csv_metadata_redirect_s: NonNegFloat = 2.0  # [MS] ws2012: snapshot creation briefly redirected
+    copy_stream_mib_s: PosFloat = 400.0  # [P] one backup stream's read rate cap
+    merge_mib_s: PosFloat = 200.0  # [P] AVHDX merge rate cap
+    snapshot_set_wait_limit_s: PosFloat = 1800.0  # [P] wait for this node's VSS before VSS_E_SNAPSHOT_SET_IN_PROGRESS
+    incremental_interval_s: PosFloat = 86400.0  # [P] time since the previous backup (nightly)
+    ws2016_set_node: Literal["least_loaded", "first"] = "first"  # [P] node that takes the ws2016 snapshot set
+
+
+# --------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------
+class Run(_Strict):
+    backend: Literal["local", "ray"] = "local"
+    until_s: PosFloat = 86400.0  # simulated-time horizon
+    ray_num_cpus: Annotated[int, Field(ge=1)] | None = None  # default: the machine's cores
+    ray_address: str | None = None  # connect to an existing Ray cluster instead of starting one
+    steady_duration_s: PosFloat = 3600.0  # [P] length of a run without a backup section
+    latency_rho_max: Annotated[float, Field(gt=0, lt=1)] = 0.98  # [P] utilisation cap in R = S/(1-rho)
+
+
+class Scenario(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=120)]
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 42
+    cluster: Cluster
+    storage: Storage
+    fleet: Annotated[list[Template], Field(min_length=1)]
+    placement: Literal["round_robin", "spread"] = "round_robin"
+    backup: Backup | None = None
+    run: Run = Run()
+
+    @model_validator(mode="after")
+    def _feasible(self) -> Scenario:
+        names = [t.template for t in self.fleet]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"fleet: template names must be unique; repeated: {', '.join(dup)}")
+        total = sum(t.count for t in self.fleet)
+        if total > 100_000:
+            raise ValueError(f"fleet: {total} VMs in all; at most 100000 are supported")
+        n, c = self.cluster.nodes, self.storage.csvs
+        if self.placement == "round_robin" and c < min(n, total):
+            raise ValueError(
+                f"storage.csvs: round_robin placement puts each VM's disks on a CSV coordinated by its "
+                f"node, so every node that hosts a VM needs a CSV: {c} CSVs for {min(n, total)} such "
+                f"nodes (use csvs >= {min(n, total)} or placement: spread)"
+            )
+        # Memory: VMs must fit on their nodes at placement time.
+        from cluster_sim.cluster.topology import place_fleet  # local import: topology needs the model
+
+        per_node: dict[str, float] = {}
+        for vm in place_fleet(self):
+            per_node[vm.node] = per_node.get(vm.node, 0.0) + vm.memory_mib / 1024
+        worst = max(per_node.items(), key=lambda kv: kv[1]) if per_node else None
+        if worst and worst[1] > self.cluster.node_memory_gib:
+            raise ValueError(
+                f"fleet: placement cannot work: {worst[0]} would host {worst[1]:.0f} GiB of VM memory "
+                f"but cluster.node_memory_gib is {self.cluster.node_memory_gib:g}"
+            )
+        return self
+
+    def vm_count(self) -> int:
+        return sum(t.count for t in self.fleet)
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith("function-") or part in ("literal", "str", "int", "float", "bool"):
+            continue  # pydantic's internal union/validator tags are not user field names
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _problems_from_validation(err: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for e in err.errors(include_url=False):
+        path = _loc_to_path(tuple(e.get("loc", ())))
+        msg = e.get("msg", "invalid")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+            # model-level checks name their own field path as "path: reason"
+            if not path and ": " in msg and " " not in msg.split(": ", 1)[0]:
+                path, msg = msg.split(": ", 1)
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown field (check the spelling; see the scenario reference in README.md)"
+        problems.append((path, msg))
+    return problems
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b.c=value` -> ("a.b.c", YAML-typed value)."""
+    if "=" not in text:
+        raise ScenarioError("--set", [("", f"expected dotted.path=value, got {text!r}")])
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ScenarioError("--set", [("", f"empty field path in {text!r}")])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError as exc:
+        raise ScenarioError("--set", [(key, f"value {raw!r} is not valid YAML: {exc}")]) from exc
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[tuple[str, Any]], file: str | None) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for key, value in overrides:
+        parts = key.split(".")
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ScenarioError(file, [(key, f"{part!r} is not an index of a list of {len(node)}")])
+                idx = int(part)
+                if last:
+                    node[idx] = value
+                else:
+                    node = node[idx]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    if node.get(part) is None:
+                        node[part] = {}
+                    node = node[part]
+            else:
+                raise ScenarioError(file, [(key, f"{'.'.join(parts[:i])} is a value, not a section")])
+    return data
+
+
+def scenario_from_dict(data: Any, file: str | None = None) -> Scenario:
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        raise ScenarioError(file, [("", f"a scenario is a YAML mapping of sections; this file is {kind}")])
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(file, _problems_from_validation(err)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise ScenarioError(str(path), [("", "no such file")])
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(str(path), [("", f"cannot read: {exc}")]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ScenarioError(str(path), [("", f"YAML syntax error at {where}{problem}")]) from None
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Load and validate a scenario file; `overrides` are `dotted.path=value` strings."""
+    data = read_yaml(path)
+    if overrides:
+        if not isinstance(data, dict):
+            scenario_from_dict(data, str(path))
+        data = apply_overrides(data, [parse_override(o) for o in overrides], str(path))
+    return scenario_from_dict(data, str(path))

@@ -1,0 +1,259 @@
+"""Runs: one fresh cluster per generation, on the local or the Ray node backend."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from cluster_sim.audit import audit, count_leaks
+from cluster_sim.backup import BODIES
+from cluster_sim.backup.job import BackupJob
+from cluster_sim.cluster.model import ClusterModel
+from cluster_sim.cluster.nodes import LocalBackend, RayBackend
+from cluster_sim.cluster.topology import node_name, place_fleet
+from cluster_sim.kernel.rng import Streams
+from cluster_sim.results import (
+    CsvRow,
+    GenerationResult,
+    Latency,
+    NodeFailureOut,
+    Outcomes,
+    RunResult,
+    Summary,
+    VmRow,
+    r6,
+)
+from cluster_sim.scenario import Scenario
+
+Progress = Callable[[str, str], None]  # (generation, "start" | "done")
+
+
+def _nan_none(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else r6(x)
+
+
+def lower_bound_s(sc: Scenario, mib: float) -> float:
+    """Bytes to copy over the bottleneck bandwidth of the copy path."""
+    if mib <= 0:
+        return 0.0
+    n = sc.cluster.nodes
+    b = sc.backup
+    streams = n * (b.concurrent_vms_per_node if b else 1) * (b.copy_stream_mib_s if b else math.inf)
+    bw = min(
+        sc.cluster.networks.backup_target_mib_s,
+        sc.storage.array.read_mib_s,
+        n * sc.cluster.networks.storage_fabric_mib_s_per_node,
+        streams,
+    )
+    return mib / bw
+
+
+def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend | RayBackend,
+                   kill_actors: list[tuple[str, float]] | None = None) -> GenerationResult:
+    wall0 = time.perf_counter()
+    vms = place_fleet(sc)
+    cm = ClusterModel(sc, vms, backend, Streams(sc.seed))
+    cm.start()
+    for node, at_s in kill_actors or []:
+        cm.env.process(_kill_later(cm, backend, node, at_s))
+    job: BackupJob | None = None
+    if generation is not None:
+        assert sc.backup is not None
+        job = BackupJob(cm, generation, sc.backup)
+        cm.env.process(job.run(BODIES[generation]))
+        cm.env.run(until=job.quiesced | cm.env.timeout(sc.run.until_s))
+        if not job.done.triggered:
+            for name in sorted(job.records):
+                if job.records[name].outcome is None:
+                    job.finalize(name, "failed", "horizon_reached")
+            job.ended_s = None
+    else:
+        cm.env.run(until=min(sc.run.steady_duration_s, sc.run.until_s))
+    cm.finish()
+    node_state = cm.collect_node_state()
+    leaks = count_leaks(cm, node_state)
+    faults = bool(cm.failures)
+    result_audit = audit(cm, job, leaks, faults)
+    summary = _summary(sc, generation, cm, job, leaks, result_audit)
+    rows = _vm_rows(sc, generation, cm, job)
+    csv_rows = _csv_rows(cm)
+    g = GenerationResult(
+        summary=summary,
+        vms=rows,
+        csvs=csv_rows,
+        latency_series={"t_s": cm.io.series_t, "p50_ms": cm.io.series_p50, "p99_ms": cm.io.series_p99},
+        trace=cm.trace,
+        wall_s=time.perf_counter() - wall0,
+        round_trips=cm.gateway.round_trips,
+    )
+    return g
+
+
+def _kill_later(cm: ClusterModel, backend: LocalBackend | RayBackend, node: str, at_s: float):  # type: ignore[no-untyped-def]
+    """Test hook: the node's actor dies at `at_s` without the cluster being told."""
+    yield cm.env.timeout(at_s)
+    cm.trace("actor_killed", node=node)
+    if isinstance(backend, RayBackend):
+        backend.kill_behind_our_back(node)
+    else:
+        backend.kill(node)
+
+
+def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, job: BackupJob | None, leaks, aud) -> Summary:  # type: ignore[no-untyped-def]
+    outcomes = Counter()
+    reasons: Counter[str] = Counter()
+    torn = 0
+    downtime = 0.0
+    copied = 0.0
+    if job is not None:
+        for rec in job.records.values():
+            outcomes[rec.outcome] += 1
+            if rec.outcome == "failed":
+                reasons[rec.reason] += 1
+            elif rec.torn:
+                torn += 1
+            downtime += rec.downtime_s
+            copied += rec.bytes_copied_mib
+    window = 0.0
+    if job is not None and job.started_s is not None:
+        end = job.ended_s if job.ended_s is not None else cm.env.now
+        window = end - job.started_s
+    redirected = {v.name: v.redirected_s for v in cm.csvs}
+    b50, b99 = cm.io.percentiles("baseline")
+    d50, d99 = cm.io.percentiles("backup")
+    return Summary(
+        scenario=sc.name,
+        seed=sc.seed,
+        generation=generation or "steady",
+        vm_count=len(cm.vms),
+        node_count=len(cm.nodes),
+        csv_count=len(cm.csvs.volumes),
+        backup_window_s=r6(window),
+        window_lower_bound_s=r6(lower_bound_s(sc, copied)),
+        hw_snapshots_created=cm.array.created,
+        sw_snapshots_created=job.sw_snapshots if job else 0,
+        snapshot_sets=job.snapshot_sets if job else 0,
+        peak_pending_snapshots=cm.array.peak_pending,
+        peak_snapshots_per_lun=cm.array.peak_per_lun(),
+        host_mounts=job.host_mounts if job else 0,
+        scsi_hot_adds=job.scsi_hot_adds if job else 0,
+        redirected_s_total=r6(sum(redirected.values())),
+        redirected_s_max_csv=r6(max(redirected.values(), default=0.0)),
+        outcomes=Outcomes(**{k: outcomes.get(k, 0) for k in Outcomes.model_fields}),
+        failures_by_reason=dict(sorted(reasons.items())),
+        torn_undetected=torn,
+        vm_downtime_s_total=r6(downtime),
+        io_latency_ms=Latency(
+            baseline_p50=_nan_none(b50), baseline_p99=_nan_none(b99),
+            backup_p50=_nan_none(d50), backup_p99=_nan_none(d99),
+        ),
+        bytes_copied_mib=r6(copied),
+        avhdx_vm_s=r6(job.avhdx_vm_s if job else 0.0),
+        leaks=leaks,
+        node_failures=[NodeFailureOut(node=f.node, detected_s=r6(f.detected_s), how=f.how, vms_down=f.vms_down)
+                       for f in cm.failures],
+        sim_end_s=r6(cm.env.now),
+        trace_events=len(cm.trace),
+        audit=aud,
+    )
+
+
+def _vm_rows(sc: Scenario, generation: str | None, cm: ClusterModel, job: BackupJob | None) -> list[VmRow]:
+    rows = []
+    for spec in cm.vms:
+        rec = job.records[spec.name] if job else None
+        lat = cm.io.vm_mean_latency_ms(spec.name)
+        rows.append(VmRow(
+            vm=spec.name, template=spec.template, guest_os=spec.guest_os, node=cm.host[spec.name], csv=spec.csv,
+            generation=generation or "steady",
+            outcome=(rec.outcome or "") if rec else ("running" if spec.running and cm.host[spec.name] in cm.up else
+                                                      "down" if spec.running else "off"),
+            reason=rec.reason if rec else "",
+            start_s=_nan_none(rec.start_s) if rec and rec.start_s is not None else None,
+            end_s=_nan_none(rec.end_s) if rec and rec.end_s is not None else None,
+            retries=max(0, rec.attempts - 1) if rec else 0,
+            bytes_copied_mib=r6(rec.bytes_copied_mib) if rec else 0.0,
+            downtime_s=r6(rec.downtime_s) if rec else 0.0,
+            snapshot_id=rec.snapshot_id if rec else "",
+            read_mib_s=r6(spec.read_mib_s), write_mib_s=r6(spec.write_mib_s),
+            mean_latency_ms=_nan_none(lat),
+        ))
+    return rows
+
+
+def _csv_rows(cm: ClusterModel) -> list[CsvRow]:
+    rows = []
+    for vol in cm.csvs:
+        vms = [s for s in cm.vms if s.csv == vol.name]
+        lun = cm.array.luns[vol.name]
+        rows.append(CsvRow(
+            csv=vol.name, coordinator=vol.coordinator, vms=len(vms),
+            read_mib_s=r6(sum(s.read_mib_s for s in vms if s.running)),
+            write_mib_s=r6(sum(s.write_mib_s for s in vms if s.running)),
+            redirected_s=r6(vol.redirected_s),
+            hw_snapshots=sum(1 for s in cm.array.snapshots.values() if s.csv == vol.name and not s.software),
+            peak_snapshots=lun.peak_existing,
+        ))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray lifecycle
+# ----------------------------------------------------------------------------------------------
+class RaySession:
+    """Starts a local Ray instance (or joins `address`) and shuts down only what it started."""
+
+    def __init__(self, num_cpus: int | None = None, address: str | None = None):
+        import ray
+
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if address:
+                ray.init(address=address, **kw)
+            else:
+                ray.init(address="local", num_cpus=num_cpus or min(2, os.cpu_count() or 1), **kw)
+            self.started = True
+
+    def close(self) -> None:
+        if self.started and self.ray.is_initialized():
+            self.ray.shutdown()
+        self.started = False
+
+
+def run(sc: Scenario, backend: str | None = None, seed: int | None = None,
+        generations: list[str] | None = None, progress: Progress | None = None,
+        kill_actors: list[tuple[str, float]] | None = None) -> RunResult:
+    """Run every generation of the scenario (or the steady state without a backup section)."""
+    if seed is not None:
+        sc = sc.model_copy(update={"seed": seed})
+    backend = backend or sc.run.backend
+    gens: list[str | None] = list(generations or (sc.backup.generations if sc.backup else [None]))
+    wall0 = time.perf_counter()
+    session = None
+    nodes = [node_name(i) for i in range(sc.cluster.nodes)]
+    if backend == "ray":
+        session = RaySession(sc.run.ray_num_cpus, sc.run.ray_address)
+    be: LocalBackend | RayBackend | None = None
+    try:
+        # Actors are created once and reset per generation (each generation gets a fresh cluster).
+        be = RayBackend(nodes) if backend == "ray" else LocalBackend(nodes)
+        out = []
+        for gen in gens:
+            if progress:
+                progress(gen or "steady", "start")
+            be.revive_all()
+            out.append(run_generation(sc, gen, be, kill_actors))
+            if progress:
+                progress(gen or "steady", "done")
+    finally:
+        if be is not None:
+            be.close()
+        if session is not None:
+            session.close()
+    return RunResult(scenario=sc.name, seed=sc.seed, backend=backend, generations=out,
+                     wall_s=time.perf_counter() - wall0)
