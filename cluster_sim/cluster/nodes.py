@@ -50,6 +50,7 @@ class Node:
     name: str
     vms: dict[str, VmVolatile] = field(default_factory=dict)
     ops_applied: int = 0
+    mounted: int = 0  # VHDs mounted on this host, all VMs together
 
     # -- batch entry point (one per instant) ----------------------------------------------------
     def apply(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
@@ -63,6 +64,7 @@ class Node:
     def op_reset(self) -> None:
         self.vms.clear()
         self.ops_applied = 0
+        self.mounted = 0
 
     def op_host(self, vms: list[tuple[str, str]]) -> int:
         for name, state in vms:
@@ -71,14 +73,17 @@ class Node:
 
     def op_evict(self, vm: str) -> dict[str, Any] | None:
         v = self.vms.pop(vm, None)
-        return None if v is None else v.__dict__.copy()
+        if v is None:
+            return None
+        self.mounted -= v.mounted
+        return v.__dict__.copy()
 
     def op_heartbeat(self) -> tuple[int, int]:
-        running = sum(1 for v in self.vms.values() if v.state == "running")
-        return running, self.mounted_total()
+        """(VMs hosted, VHDs mounted on the host): a cheap liveness answer."""
+        return len(self.vms), self.mounted
 
     def mounted_total(self) -> int:
-        return sum(v.mounted for v in self.vms.values())
+        return self.mounted
 
     def _vm(self, vm: str) -> VmVolatile:
         v = self.vms.get(vm)
@@ -114,12 +119,15 @@ class Node:
     def op_mount(self, vm: str, disks: int) -> int:
         """Mount `disks` VHDs of `vm` on the host; returns VHDs mounted on this host now."""
         self._vm(vm).mounted += disks
-        return self.mounted_total()
+        self.mounted += disks
+        return self.mounted
 
     def op_dismount(self, vm: str, disks: int) -> int:
         v = self._vm(vm)
-        v.mounted = max(0, v.mounted - disks)
-        return self.mounted_total()
+        n = min(v.mounted, disks)
+        v.mounted -= n
+        self.mounted -= n
+        return self.mounted
 
     def op_hot_add(self, vm: str) -> int:
         v = self._vm(vm)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,43 +28,56 @@ _EPS = 1e-9
 def _progressive_fill(
     cap_links: np.ndarray, inc: np.ndarray, caps: np.ndarray, weights: np.ndarray
 ) -> np.ndarray:
-    """Weighted max-min fair rates.
+    """Weighted max-min fair rates (bottleneck algorithm with rate caps).
 
     cap_links: (L,) link capacities; inc: (L, F) bool incidence; caps: (F,) rate caps (inf = none);
     weights: (F,) positive weights. Returns (F,) rates.
+
+    Each round computes every link's fair share (residual capacity over the weight of the flows
+    still rising on it). A flow whose cap is at or below the smallest share on its path reaches
+    its cap before any of its links saturates, because freezing flows below a link's share never
+    lowers that share; all such flows are frozen at their caps together. When there are none, the
+    links with the smallest share saturate and freeze their flows at that share. Every round
+    freezes at least one flow, and usually many, so a few rounds suffice.
     """
     n_flows = inc.shape[1]
     rate = np.zeros(n_flows)
     if n_flows == 0:
         return rate
-    incf = inc.astype(float)
-    active = np.ones(n_flows, dtype=bool)
-    residual = cap_links.astype(float).copy()
-    has_link = inc.any(axis=0)
+    n_links = inc.shape[0]
+    # Flows cross few links: work on (flow, link) pairs instead of the L x F matrix.
+    pair_link, pair_flow = np.nonzero(inc)
+    has_link = np.bincount(pair_flow, minlength=n_flows) > 0
     if np.any(~has_link & ~np.isfinite(caps)):
         raise ValueError("a flow with no links must have a rate cap")
+    active = np.ones(n_flows, dtype=bool)
+    residual = cap_links.astype(float).copy()
+    cap_level = caps / weights
     while active.any():
-        w_active = weights * active
-        load_w = incf @ w_active  # sum of active weights per link
+        pair_active = active[pair_flow]
+        load_w = np.bincount(pair_link, weights=(weights[pair_flow] * pair_active), minlength=n_links)
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(load_w > _EPS, np.maximum(residual, 0.0) / load_w, np.inf)
-        link_level = np.where(inc, share[:, None], np.inf).min(axis=0) if inc.shape[0] else np.full(n_flows, np.inf)
-        cap_level = (caps - rate) / weights
-        level = np.minimum(link_level, cap_level)
-        step = level[active].min()
-        if not np.isfinite(step):
+        link_level = np.full(n_flows, np.inf)
+        np.minimum.at(link_level, pair_flow, share[pair_link])
+        at_cap = active & (cap_level <= link_level * (1 + 1e-12))
+        if at_cap.any():
+            rate[at_cap] = caps[at_cap]
+            sel = at_cap[pair_flow]
+            residual -= np.bincount(pair_link[sel], weights=caps[pair_flow[sel]], minlength=n_links)
+            active &= ~at_cap
+            continue
+        best = share.min()
+        if not np.isfinite(best):
             raise ValueError("unbounded flow rate: a flow has no finite link or cap")
-        step = max(step, 0.0)
-        rate = rate + weights * step * active
-        residual = residual - incf @ (weights * step * active)
-        saturated = residual <= _EPS * np.maximum(cap_links, 1.0)
-        frozen = np.isfinite(cap_level) & ((cap_level - step) <= _EPS * np.maximum(np.abs(caps), 1.0))
-        if saturated.any():
-            frozen |= inc[saturated].any(axis=0)
-        newly = active & frozen
-        if not newly.any():  # numerical safety: freeze the flows at the minimum level
-            newly = active & (level <= step + _EPS)
-        active &= ~newly
+        bottleneck = share <= best * (1 + 1e-12) + _EPS
+        frozen = np.zeros(n_flows, dtype=bool)
+        frozen[pair_flow[bottleneck[pair_link]]] = True
+        frozen &= active
+        rate[frozen] = weights[frozen] * best
+        sel = frozen[pair_flow]
+        residual -= np.bincount(pair_link[sel], weights=rate[pair_flow[sel]], minlength=n_links)
+        active &= ~frozen
     return rate
 
 
@@ -100,26 +112,45 @@ def max_min_fair(
     return {n: float(r) for n, r in zip(names, rates, strict=True)}
 
 
-@dataclass(eq=False)
 class Flow:
-    fid: int
-    links: tuple[int, ...]
-    size: float  # MiB; inf for a steady demand
-    cap: float  # MiB/s; inf for none
-    weight: float
-    tag: Any
-    ops_per_mib: float  # array back-end I/Os per MiB carried (for IOPS utilisation)
-    done: simpy.Event
-    remaining: float = 0.0
-    rate: float = 0.0
-    started_s: float = 0.0
-    transferred: float = 0.0
-    active: bool = True
-    meta: dict[str, Any] = field(default_factory=dict)
+    """A handle on one flow. Its numbers live in the network's arrays while it runs."""
+
+    __slots__ = ("fid", "slot", "net", "size", "tag", "done", "started_s", "active", "_final")
+
+    def __init__(self, fid: int, slot: int, net: FluidNetwork, size: float, tag: Any, done: simpy.Event, started_s: float):
+        self.fid = fid
+        self.slot = slot
+        self.net = net
+        self.size = size
+        self.tag = tag
+        self.done = done
+        self.started_s = started_s
+        self.active = True
+        self._final = (0.0, size)  # (transferred, remaining) once ended
+
+    @property
+    def rate(self) -> float:
+        return float(self.net._rate[self.slot]) if self.active else 0.0
+
+    @property
+    def transferred(self) -> float:
+        return float(self.net._moved[self.slot]) if self.active else self._final[0]
+
+    @property
+    def remaining(self) -> float:
+        return float(self.net._remaining[self.slot]) if self.active else self._final[1]
+
+    @property
+    def cap(self) -> float:
+        return float(self.net._cap[self.slot])
 
 
 class FluidNetwork:
-    """Links and flows in a SimPy environment, with a recorded utilisation history."""
+    """Links and flows in a SimPy environment, with a recorded utilisation history.
+
+    Flows occupy slots of persistent numpy arrays (incidence, caps, weights, rates, remaining
+    sizes), so a recomputation costs a few vector operations whatever the number of flows.
+    """
 
     def __init__(self, env: simpy.Environment, capacities: dict[str, float], hooks: InstantHooks | None = None):
         self.env = env
@@ -127,7 +158,18 @@ class FluidNetwork:
         self.link_names = list(capacities)
         self.lidx = {n: i for i, n in enumerate(self.link_names)}
         self.capacity = np.array([capacities[n] for n in self.link_names], dtype=float)
-        self.flows: dict[int, Flow] = {}
+        n_links = len(self.link_names)
+        size = 64
+        self._inc = np.zeros((n_links, size), dtype=bool)
+        self._cap = np.full(size, np.inf)
+        self._w = np.ones(size)
+        self._opm = np.zeros(size)
+        self._rate = np.zeros(size)
+        self._remaining = np.zeros(size)
+        self._moved = np.zeros(size)
+        self._alive = np.zeros(size, dtype=bool)
+        self._free: list[int] = list(range(size - 1, -1, -1))
+        self.flows: dict[int, Flow] = {}  # slot -> flow
         self._next_id = 0
         self._last_advance = env.now
         self._dirty = False
@@ -137,14 +179,23 @@ class FluidNetwork:
         self.hist_t: list[float] = []
         self.hist_load: list[np.ndarray] = []
         self.hist_ops: list[float] = []
-        self.hist_rates: list[dict[int, float]] = []
-        self.keep_rates = False
         self.listeners: list[Callable[[], None]] = []  # called after every recomputation
         self._record()
 
     # ---- public API -----------------------------------------------------------------------
     def link(self, name: str) -> int:
         return self.lidx[name]
+
+    def _grow(self) -> None:
+        old = self._cap.shape[0]
+        new = old * 2
+        self._inc = np.hstack([self._inc, np.zeros((self._inc.shape[0], old), dtype=bool)])
+        self._cap = np.concatenate([self._cap, np.full(old, np.inf)])
+        self._w = np.concatenate([self._w, np.ones(old)])
+        for name in ("_opm", "_rate", "_remaining", "_moved"):
+            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(old)]))
+        self._alive = np.concatenate([self._alive, np.zeros(old, dtype=bool)])
+        self._free.extend(range(new - 1, old - 1, -1))
 
     def start(
         self,
@@ -157,52 +208,65 @@ class FluidNetwork:
     ) -> Flow:
         if size_mib < 0:
             raise ValueError("flow size must be >= 0")
+        if weight <= 0:
+            raise ValueError("flow weight must be > 0")
         self._advance()
-        f = Flow(
-            fid=self._next_id,
-            links=tuple(self.lidx[n] for n in links),
-            size=float(size_mib),
-            cap=math.inf if cap_mib_s is None else float(cap_mib_s),
-            weight=float(weight),
-            tag=tag,
-            ops_per_mib=float(ops_per_mib),
-            done=self.env.event(),
-            remaining=float(size_mib),
-            started_s=self.env.now,
-        )
+        fid = self._next_id
         self._next_id += 1
-        if f.size <= 0:
+        if size_mib <= 0:
+            f = Flow(fid, -1, self, 0.0, tag, self.env.event(), self.env.now)
             f.active = False
             f.done.succeed(True)
             return f
-        self.flows[f.fid] = f
+        if not self._free:
+            self._grow()
+        slot = self._free.pop()
+        self._inc[:, slot] = False
+        self._inc[[self.lidx[n] for n in links], slot] = True
+        self._cap[slot] = math.inf if cap_mib_s is None else float(cap_mib_s)
+        self._w[slot] = float(weight)
+        self._opm[slot] = float(ops_per_mib)
+        self._rate[slot] = 0.0
+        self._remaining[slot] = float(size_mib)
+        self._moved[slot] = 0.0
+        self._alive[slot] = True
+        f = Flow(fid, slot, self, float(size_mib), tag, self.env.event(), self.env.now)
+        self.flows[slot] = f
         self._mark()
         return f
+
+    def _end(self, f: Flow, ok: bool) -> None:
+        s = f.slot
+        f._final = (float(self._moved[s]), 0.0 if ok else float(self._remaining[s]))
+        f.active = False
+        self._alive[s] = False
+        self._rate[s] = 0.0
+        del self.flows[s]
+        self._free.append(s)
+        f.done.succeed(ok)
 
     def stop(self, flow: Flow) -> None:
         """End a flow early (a crash, a steady demand that changes); `done` fires with False."""
         if not flow.active:
             return
         self._advance()
-        flow.active = False
-        del self.flows[flow.fid]
-        flow.done.succeed(False)
+        self._end(flow, False)
         self._mark()
 
     def set_cap(self, flow: Flow, cap_mib_s: float | None, weight: float | None = None) -> None:
         if not flow.active:
             return
         self._advance()
-        flow.cap = math.inf if cap_mib_s is None else float(cap_mib_s)
+        self._cap[flow.slot] = math.inf if cap_mib_s is None else float(cap_mib_s)
         if weight is not None:
-            flow.weight = float(weight)
+            self._w[flow.slot] = float(weight)
         self._mark()
 
     def set_ops(self, flow: Flow, ops_per_mib: float) -> None:
-        if not flow.active or flow.ops_per_mib == ops_per_mib:
+        if not flow.active or self._opm[flow.slot] == ops_per_mib:
             return
         self._advance()
-        flow.ops_per_mib = float(ops_per_mib)
+        self._opm[flow.slot] = float(ops_per_mib)
         self._mark()
 
     def settle_now(self) -> None:
@@ -211,22 +275,21 @@ class FluidNetwork:
             self._recompute()
 
     def link_load(self) -> dict[str, float]:
-        load = np.zeros(len(self.link_names))
-        for f in self.flows.values():
-            for li in f.links:
-                load[li] += f.rate
-        return dict(zip(self.link_names, load.tolist(), strict=True))
+        return dict(zip(self.link_names, self._load().tolist(), strict=True))
 
     # ---- internals --------------------------------------------------------------------------
+    def _load(self) -> np.ndarray:
+        idx = np.flatnonzero(self._alive)
+        if not len(idx):
+            return np.zeros(len(self.link_names))
+        return self._inc[:, idx].astype(float) @ self._rate[idx]
+
     def _advance(self) -> None:
         dt = self.env.now - self._last_advance
         if dt > 0:
-            for f in self.flows.values():
-                if f.rate > 0:
-                    moved = f.rate * dt
-                    f.transferred += moved
-                    if math.isfinite(f.remaining):
-                        f.remaining = max(0.0, f.remaining - moved)
+            moved = self._rate * dt  # dead slots have rate 0
+            self._moved += moved
+            self._remaining = np.maximum(0.0, self._remaining - moved)
         self._last_advance = self.env.now
 
     def _mark(self) -> None:
@@ -239,64 +302,48 @@ class FluidNetwork:
         self._dirty = False
         self._advance()
         self.recomputes += 1
-        flows = list(self.flows.values())
-        n = len(flows)
-        if n:
-            inc = np.zeros((len(self.link_names), n), dtype=bool)
-            for j, f in enumerate(flows):
-                inc[list(f.links), j] = True
-            caps = np.array([f.cap for f in flows])
-            weights = np.array([f.weight for f in flows])
-            rates = _progressive_fill(self.capacity, inc, caps, weights)
-            for f, r in zip(flows, rates, strict=True):
-                f.rate = float(r)
+        idx = np.flatnonzero(self._alive)
+        if len(idx):
+            self._rate[idx] = _progressive_fill(self.capacity, self._inc[:, idx], self._cap[idx], self._w[idx])
         self._record()
         for fn in self.listeners:
             fn()
         self._schedule_next_completion()
 
     def _record(self) -> None:
-        load = np.zeros(len(self.link_names))
-        ops = 0.0
-        for f in self.flows.values():
-            if f.rate > 0:
-                load[list(f.links)] += f.rate
-                ops += f.rate * f.ops_per_mib
+        idx = np.flatnonzero(self._alive)
+        if len(idx):
+            load = self._inc[:, idx].astype(float) @ self._rate[idx]
+            ops = float(self._rate[idx] @ self._opm[idx])
+        else:
+            load, ops = np.zeros(len(self.link_names)), 0.0
         t = float(self.env.now)
         if self.hist_t and self.hist_t[-1] == t:
             self.hist_load[-1] = load
             self.hist_ops[-1] = ops
-            if self.keep_rates:
-                self.hist_rates[-1] = {f.fid: f.rate for f in self.flows.values()}
         else:
             self.hist_t.append(t)
             self.hist_load.append(load)
             self.hist_ops.append(ops)
-            if self.keep_rates:
-                self.hist_rates.append({f.fid: f.rate for f in self.flows.values()})
 
     def _schedule_next_completion(self) -> None:
         self._timer_gen += 1
-        best = math.inf
-        for f in self.flows.values():
-            if math.isfinite(f.remaining) and f.rate > 0:
-                best = min(best, f.remaining / f.rate)
-        if math.isfinite(best):
-            self.env.process(self._completion_timer(self._timer_gen, best))
+        live = self._alive & (self._rate > 0) & np.isfinite(self._remaining)
+        if live.any():
+            best = float((self._remaining[live] / self._rate[live]).min())
+            gen = self._timer_gen
+            ev = self.env.timeout(best)
+            ev.callbacks.append(lambda _e: self._on_timer(gen))
 
-    def _completion_timer(self, gen: int, delay: float):  # type: ignore[no-untyped-def]
-        yield self.env.timeout(delay)
+    def _on_timer(self, gen: int) -> None:
         if gen != self._timer_gen:
             return  # superseded by a later recomputation
         self._advance()
-        finished = [
-            f
-            for f in self.flows.values()
-            if math.isfinite(f.remaining) and (f.remaining <= _EPS * max(1.0, f.size) or (f.rate > 0 and f.remaining / f.rate <= 1e-9))
-        ]
-        for f in finished:
-            f.remaining = 0.0
-            f.active = False
-            del self.flows[f.fid]
-            f.done.succeed(True)
+        rem = self._remaining
+        with np.errstate(divide="ignore", invalid="ignore"):
+            due = self._alive & np.isfinite(rem) & (
+                (rem <= _EPS) | ((self._rate > 0) & (rem / np.where(self._rate > 0, self._rate, 1.0) <= 1e-9))
+            )
+        for slot in np.flatnonzero(due).tolist():
+            self._end(self.flows[slot], True)
         self._mark()

@@ -27,15 +27,21 @@ class InstantHooks:
         self._pending[priority] = callback
         if not self._running:
             self._running = True
-            self.env.process(self._run())
+            self._defer()
 
-    def _run(self):  # type: ignore[no-untyped-def]
+    def _defer(self) -> None:
+        ev = self.env.timeout(0)
+        ev.callbacks.append(self._step)
+
+    def _step(self, _ev: simpy.Event) -> None:
         env = self.env
-        while self._pending:
-            yield env.timeout(0)
-            if env.peek() == env.now:
-                continue  # other work of this instant first
-            prio = min(self._pending)
-            callback = self._pending.pop(prio)
-            callback()
-        self._running = False
+        if env.peek() == env.now:
+            self._defer()  # other work of this instant first
+            return
+        prio = min(self._pending)
+        callback = self._pending.pop(prio)
+        callback()
+        if self._pending:
+            self._defer()
+        else:
+            self._running = False
