@@ -67,9 +67,9 @@ class Cluster(_Strict):
     heartbeat_threshold: Annotated[int, Field(ge=1)] = 10  # [MS] 2016: 10 missed heartbeats
     networks: Networks = Networks()
     node_memory_gib: PosFloat = 768.0  # [P] host RAM available to VMs
-    # [P] how often the driver polls node actors (liveness and volatile-state sampling);
-    # a dead actor is discovered at the first poll after its death.
-    node_poll_interval_s: PosFloat = 60.0
+    # [P] how often the driver polls node actors (liveness): a node actor that dies on its own
+    # (not by a scheduled crash, whose time the cluster knows) is found at the next poll.
+    node_poll_interval_s: PosFloat = 300.0
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import simpy
 
 from cluster_sim.backup.eligibility import Plan, plan
 from cluster_sim.cluster.model import ClusterModel
-from cluster_sim.cluster.nodes import NodeDown
 from cluster_sim.cluster.storage import Checkpoint, SnapshotFailure, StorageSnapshot
 from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, BACKUP_TARGET, VmSpec, cluster_nic, fabric
 from cluster_sim.scenario import Backup
@@ -89,7 +88,7 @@ class BackupJob:
         self.avhdx_vm_s = 0.0
         self._set_seq = 0
         self.retry_hook: Callable[[str], None] | None = None  # generation's way to re-run a VM
-        self.hw_snapshots_before = cm.array.created
+        self.mounted: dict[str, int] = {}  # VHDs mounted per host by this job's auto-recovery
 
     # -- outcomes ----------------------------------------------------------------------------------
     def finalize(self, vm: str, outcome: str, reason: str = "") -> None:
@@ -177,11 +176,13 @@ class BackupJob:
         return f"set-{self._set_seq:05d}"
 
     # -- steps -------------------------------------------------------------------------------------
-    def node_call(self, node: str, method: str, *args: Any) -> Proc:
-        try:
-            return (yield self.cm.gateway.call(node, method, *args))
-        except NodeDown as exc:
-            raise StepFailed("node_failed", exc.node) from None
+    def ensure_host(self, vm: str, node: str) -> None:
+        """The cluster service's view decides whether a step on `node` can go on: the node
+        must be up and still own the VM (a crash or a move fails the step)."""
+        if node not in self.cm.up:
+            raise StepFailed("node_failed", node)
+        if self.cm.host.get(vm) != node:
+            raise StepFailed("vm_moved", node)
 
     def acquire_vss(self, node: str) -> Proc:
         """One shadow-copy set creation at a time per machine [MS]; waiting longer than
@@ -199,9 +200,8 @@ class BackupJob:
     def guest_freeze(self, vm: str, node: str, app: bool) -> Proc:
         """Guest VSS freeze (Windows) or file-system freeze (Linux); returns the freeze time."""
         spec = self.records[vm].spec
-        ok = yield from self.node_call(node, "freeze", vm)
-        if not ok:
-            raise StepFailed("vm_not_running", node)
+        self.ensure_host(vm, node)
+        self.cm.gateway.cast(node, "freeze", vm)
         rng = self.cm.streams.get("vm", vm, "guest_freeze")
         if spec.guest_os == "linux":
             d = float(self.cfg.linux_freeze_median_s * math.exp(self.cfg.guest_freeze_sigma * rng.standard_normal()))
@@ -211,9 +211,11 @@ class BackupJob:
             limit, code = self.cfg.writer_freeze_limit_s, "vss_writer_timeout"
         if d > limit:
             yield self.env.timeout(limit)
+            self.ensure_host(vm, node)
             self.cm.gateway.cast(node, "thaw", vm)
             raise StepFailed(code, f"guest took {d:.1f} s")
         yield self.env.timeout(d)
+        self.ensure_host(vm, node)
         self.trace("guest_frozen", vm=vm, node=node, freeze_s=round(d, 6), app=app)
         return d
 
@@ -289,29 +291,43 @@ class BackupJob:
         """ws2008r2/ws2012: mount every VHD of the set on the host, revert it to the guest
         snapshot, dismount. Each mount costs more the more VHDs the host has mounted [seeds]."""
         base, exp = self.cfg.host_mount_base_s, self.cfg.host_mount_exponent
-        for vm in vms:
-            for _ in self.records[vm].spec.disks:
-                mounted = yield from self.node_call(node, "mount", vm, 1)
+        gw = self.cm.gateway
+        disks = {vm: len(self.records[vm].spec.disks) for vm in vms}
+        for vm, n in disks.items():
+            gw.cast(node, "mount", vm, n)
+        # The node keeps the mounts (a crash loses them); the cost follows the count of VHDs
+        # this host has mounted at once, which the driver knows from its own mount requests.
+        held = self.mounted.get(node, 0)
+        for n in disks.values():
+            for _ in range(n):
+                held += 1
                 self.host_mounts += 1
-                yield self.env.timeout(base * max(1, mounted) ** exp)
+                yield self.env.timeout(base * held**exp)
+        self.mounted[node] = held
         for vm in vms:
-            self.cm.gateway.cast(node, "dismount", vm, len(self.records[vm].spec.disks))
+            self.ensure_host(vm, node)
+        for vm, n in disks.items():
+            gw.cast(node, "dismount", vm, n)
+        self.mounted[node] -= sum(disks.values())
         self.trace("auto_recovery_done", node=node, vms=len(vms))
 
     def scsi_fixup(self, vm: str, node: str) -> Proc:
         """ws2012r2: hot-add AutoRecovery.vhdx over SCSI, fix up inside the guest, remove [seeds]."""
         if not self.records[vm].spec.scsi_controller:
             raise StepFailed("event_10103_no_scsi", vm)
-        yield from self.node_call(node, "hot_add", vm)
+        self.cm.gateway.cast(node, "hot_add", vm)
         self.scsi_hot_adds += 1
         yield self.env.timeout(self.cfg.scsi_fixup_s)
+        self.ensure_host(vm, node)
         self.cm.gateway.cast(node, "hot_remove", vm)
 
     def save_state(self, vm: str, node: str) -> Proc:
-        yield from self.node_call(node, "set_state", vm, "saved")
+        self.ensure_host(vm, node)
+        self.cm.gateway.cast(node, "set_state", vm, "saved")
         self.cm.io.stop_vm(vm)
         self.trace("vm_saved", vm=vm, node=node)
         yield self.env.timeout(self.cfg.saved_state_downtime_s / 2)
+        self.ensure_host(vm, node)
 
     def resume_state(self, vm: str, node: str, saved_at: float) -> Proc:
         yield self.env.timeout(self.cfg.saved_state_downtime_s / 2)

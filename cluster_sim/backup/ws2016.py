@@ -23,7 +23,6 @@ from cluster_sim.cluster.storage import Checkpoint, StorageSnapshot
 
 
 def body(job: BackupJob) -> Proc:
-    env = job.env
     pool: list[str] = []
 
     def retry(vm: str) -> None:

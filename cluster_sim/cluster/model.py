@@ -79,15 +79,14 @@ class ClusterModel:
         self.env.process(self._poll())
 
     def _poll(self):  # type: ignore[no-untyped-def]
+        """Liveness: collect every answer due (a dead actor shows up as NodeDown), then send
+        each live node a heartbeat, whose answer the next poll collects."""
         interval = self.sc.cluster.node_poll_interval_s
         while True:
-            events = {n: self.gateway.call(n, "heartbeat") for n in sorted(self.up)}
+            self.gateway.harvest()
+            for n in sorted(self.up):
+                self.gateway.cast(n, "heartbeat")
             self.polls += 1
-            for n, ev in events.items():
-                try:
-                    yield ev
-                except NodeDown:
-                    pass  # _found_down has handled it
             yield self.env.timeout(interval)
 
     # -- failures --------------------------------------------------------------------------------
@@ -113,17 +112,14 @@ class ClusterModel:
     def collect_node_state(self) -> dict[str, dict[str, dict]]:  # type: ignore[type-arg]
         """Ask every live node for its volatile state (run after the simulation has stopped)."""
         out: dict[str, dict[str, dict]] = {}  # type: ignore[type-arg]
-
-        def ask():  # type: ignore[no-untyped-def]
-            evs = {n: self.gateway.call(n, "snapshot") for n in sorted(self.up)}
-            for n, ev in evs.items():
-                try:
-                    out[n] = yield ev
-                except NodeDown:
-                    pass
-
-        proc = self.env.process(ask())
-        self.env.run(until=proc)
+        asked = {n: self.gateway.submit(n, "snapshot") for n in sorted(self.up)}
+        self.gateway.flush()
+        self.gateway.harvest()
+        for n, h in asked.items():
+            try:
+                out[n] = h.get()
+            except NodeDown:
+                pass
         return out
 
     def finish(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import simpy
 
-from cluster_sim.kernel.instant import NODE_CALLS, InstantHooks
+from cluster_sim.kernel.instant import InstantHooks
 
 VM_STATES = ("running", "paused", "saved", "off")
 
@@ -144,23 +144,26 @@ class Node:
 
 
 # ----------------------------------------------------------------------------------------------
-# backends
+# backends: send a batch without waiting; collect answers of earlier sends together
 # ----------------------------------------------------------------------------------------------
+Ops = list[tuple[str, tuple[Any, ...]]]
+
+
 class LocalBackend:
-    """Nodes as in-process objects."""
+    """Nodes as in-process objects. A batch is applied when it is sent."""
 
     name = "local"
 
     def __init__(self, names: list[str]):
-        self.nodes: dict[str, Node | None] = {n: Node(n) for n in names}
         self.names = list(names)
+        self.nodes: dict[str, Node | None] = {n: Node(n) for n in names}
 
-    def submit(self, batches: dict[str, list[tuple[str, tuple[Any, ...]]]]) -> dict[str, list[Any] | NodeDown]:
-        out: dict[str, list[Any] | NodeDown] = {}
-        for node, ops in batches.items():
-            obj = self.nodes.get(node)
-            out[node] = NodeDown(node) if obj is None else obj.apply(ops)
-        return out
+    def send(self, node: str, ops: Ops) -> Any:
+        obj = self.nodes.get(node)
+        return NodeDown(node) if obj is None else obj.apply(ops)
+
+    def collect(self, payloads: list[Any]) -> list[list[Any] | NodeDown]:
+        return payloads
 
     def kill(self, node: str) -> None:
         self.nodes[node] = None  # the object and all it held are gone
@@ -169,7 +172,7 @@ class LocalBackend:
         self.nodes[node] = Node(node)
 
     def revive_all(self) -> None:
-        for node in list(self.nodes):
+        for node in self.names:
             self.restart(node)
 
     def close(self) -> None:
@@ -177,135 +180,215 @@ class LocalBackend:
 
 
 class RayBackend:
-    """Nodes as Ray actors (one per cluster node), created once and reset per run."""
+    """Nodes as Ray actors, one per cluster node, created once per run and reset per generation.
+
+    An actor runs the calls of one caller in the order they were sent, so sending without
+    waiting keeps every node's state exactly as the local backend has it."""
 
     name = "ray"
 
-    def __init__(self, names: list[str], prefix: str = "cluster-sim"):
+    def __init__(self, names: list[str]):
         import ray
 
         self._ray = ray
         self._remote = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(Node)
-        self.prefix = prefix
+        self.names = list(names)
         self.actors: dict[str, Any] = {}
         for n in names:
             self.restart(n)
+        ray.get([a.apply.remote([]) for a in self.actors.values()])  # wait until all are up
 
-    def submit(self, batches: dict[str, list[tuple[str, tuple[Any, ...]]]]) -> dict[str, list[Any] | NodeDown]:
+    def send(self, node: str, ops: Ops) -> Any:
+        actor = self.actors.get(node)
+        return NodeDown(node) if actor is None else actor.apply.remote(ops)
+
+    def collect(self, payloads: list[Any]) -> list[list[Any] | NodeDown]:
         ray = self._ray
-        refs = {}
-        out: dict[str, list[Any] | NodeDown] = {}
-        for node, ops in batches.items():
-            actor = self.actors.get(node)
-            if actor is None:
-                out[node] = NodeDown(node)
-            else:
-                refs[node] = actor.apply.remote(ops)
-        for node, ref in refs.items():  # all sent above; wait for the answers together
-            try:
-                out[node] = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError):
-                self.actors[node] = None
-                out[node] = NodeDown(node)
+        refs = [p for p in payloads if not isinstance(p, NodeDown)]
+        got: dict[int, Any] = {}
+        try:
+            values = ray.get(refs)
+            got = {id(r): v for r, v in zip(refs, values, strict=True)}
+        except ray.exceptions.RayActorError:
+            for r in refs:  # find which actors are gone
+                try:
+                    got[id(r)] = ray.get(r)
+                except ray.exceptions.RayActorError as exc:
+                    got[id(r)] = NodeDown(getattr(exc, "actor_id", None) or "?")
+        out: list[list[Any] | NodeDown] = []
+        for p in payloads:
+            out.append(p if isinstance(p, NodeDown) else got[id(p)])
         return out
 
     def kill(self, node: str) -> None:
         actor = self.actors.get(node)
         if actor is not None:
             self._ray.kill(actor, no_restart=True)
+            self._wait_dead(actor)
         self.actors[node] = None
 
     def kill_behind_our_back(self, node: str) -> None:
-        """Kill the actor without telling the gateway (tests: an actor dying on its own)."""
+        """Kill the actor without telling anyone (tests: an actor dying on its own)."""
         actor = self.actors.get(node)
         if actor is not None:
             self._ray.kill(actor, no_restart=True)
+            self._wait_dead(actor)
+
+    def _wait_dead(self, actor: Any) -> None:
+        # ray.kill is asynchronous; wait until the actor refuses calls so that the death falls
+        # at the same point of the simulation on every run.
+        ray = self._ray
+        for _ in range(600):
+            try:
+                ray.get(actor.apply.remote([]), timeout=10)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                return
+            import time
+
+            time.sleep(0.05)
+        raise RuntimeError("a killed Ray actor kept answering")
 
     def restart(self, node: str) -> None:
         self.actors[node] = self._remote.remote(node)
 
     def revive_all(self) -> None:
-        for node, actor in list(self.actors.items()):
-            if actor is None:
+        for node in self.names:
+            if self.actors.get(node) is None:
                 self.restart(node)
 
     def close(self) -> None:
         for node in list(self.actors):
-            self.kill(node)
+            actor = self.actors[node]
+            if actor is not None:
+                self._ray.kill(actor, no_restart=True)
         self.actors.clear()
 
 
 # ----------------------------------------------------------------------------------------------
 # gateway
 # ----------------------------------------------------------------------------------------------
+class _Ticket:
+    __slots__ = ("node", "payload", "value", "collected")
+
+    def __init__(self, node: str, payload: Any):
+        self.node = node
+        self.payload = payload
+        self.value: list[Any] | NodeDown | None = None
+        self.collected = False
+
+
+class Handle:
+    """The future answer of one node operation; `get()` reads it (waiting if it must)."""
+
+    __slots__ = ("gateway", "node", "pos", "ticket")
+
+    def __init__(self, gateway: NodeGateway, node: str, pos: int):
+        self.gateway = gateway
+        self.node = node
+        self.pos = pos
+        self.ticket: _Ticket | None = None
+
+    def get(self) -> Any:
+        gw = self.gateway
+        if self.ticket is None:
+            gw.flush()  # still queued in this instant: send now
+        assert self.ticket is not None
+        if not self.ticket.collected:
+            gw.harvest()
+        value = self.ticket.value
+        if isinstance(value, NodeDown):
+            raise NodeDown(self.node)
+        assert value is not None
+        return value[self.pos]
+
+
 class NodeGateway:
+    """The driver's only way to reach nodes.
+
+    `cast` and `submit` queue an operation for a node. Queued operations are sent only when an
+    answer is read (`Handle.get()`, `harvest()`: a poll, a crash, the end of a run): then every
+    node's queue goes out as one batch and all answers are collected with one wait. A node runs
+    its operations in the order they were queued whichever backend runs it, so the node state
+    every read sees is the same on both backends; Ray round trips grow with reads, not with
+    calls or instants. A node found not to answer is reported through `on_down`.
+    """
+
     def __init__(self, env: simpy.Environment, hooks: InstantHooks, backend: LocalBackend | RayBackend):
         self.env = env
         self.hooks = hooks
         self.backend = backend
-        self._ops: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
-        self._waiters: dict[str, list[tuple[int, simpy.Event]]] = {}
-        self._need_flush = False
-        self.round_trips = 0
+        self._ops: dict[str, Ops] = {}
+        self._handles: dict[str, list[Handle]] = {}
+        self._outstanding: list[_Ticket] = []
+        self.sends = 0  # batches sent
+        self.waits = 0  # times the driver waited for answers
         self.calls = 0
         self.down: set[str] = set()  # nodes found not answering
         self.on_down: Callable[[str], None] | None = None
 
-    def call(self, node: str, method: str, *args: Any) -> simpy.Event:
-        """Queue a call; the returned event fires with the answer at the end of this instant,
-        or fails with NodeDown."""
-        ev = self.env.event()
-        if node in self.down:
-            ev.fail(NodeDown(node))
-            ev.defused = True
-            return ev
+    @property
+    def round_trips(self) -> int:
+        return self.waits
+
+    def _queue(self, node: str, method: str, args: tuple[Any, ...]) -> int:
         ops = self._ops.setdefault(node, [])
-        self._waiters.setdefault(node, []).append((len(ops), ev))
         ops.append((method, args))
         self.calls += 1
-        if not self._need_flush:
-            self._need_flush = True
-            self.hooks.request(NODE_CALLS, self.flush)
-        return ev
+        return len(ops) - 1
+
+    def submit(self, node: str, method: str, *args: Any) -> Handle:
+        h = Handle(self, node, -1)
+        if node in self.down:
+            h.ticket = _Ticket(node, None)
+            h.ticket.value, h.ticket.collected = NodeDown(node), True
+            return h
+        h.pos = self._queue(node, method, args)
+        self._handles.setdefault(node, []).append(h)
+        return h
 
     def cast(self, node: str, method: str, *args: Any) -> None:
-        """Queue a call whose answer nobody waits for (sent with the next batch)."""
-        if node in self.down:
-            return
-        self._ops.setdefault(node, []).append((method, args))
-        self.calls += 1
+        """Queue an operation whose answer nobody reads."""
+        if node not in self.down:
+            self._queue(node, method, args)
 
     def flush(self) -> None:
-        self._need_flush = False
+        """Send every queued operation (one batch per node), without waiting."""
         if not self._ops:
             return
         batches, self._ops = self._ops, {}
-        waiters, self._waiters = self._waiters, {}
-        self.round_trips += 1
-        results = self.backend.submit(batches)
-        for node in sorted(results):
-            res = results[node]
-            if isinstance(res, NodeDown):
-                for _, ev in waiters.get(node, []):
-                    ev.fail(NodeDown(node))
-                    ev.defused = True
-                self._mark_down(node)
-            else:
-                for pos, ev in waiters.get(node, []):
-                    ev.succeed(res[pos])
+        handles, self._handles = self._handles, {}
+        for node in sorted(batches):
+            t = _Ticket(node, self.backend.send(node, batches[node]))
+            self.sends += 1
+            self._outstanding.append(t)
+            for h in handles.get(node, []):
+                h.ticket = t
+
+    def harvest(self) -> None:
+        """Send what is queued and collect the answers of every batch sent so far (one wait)."""
+        self.flush()
+        if not self._outstanding:
+            return
+        tickets, self._outstanding = self._outstanding, []
+        self.waits += 1
+        values = self.backend.collect([t.payload for t in tickets])
+        for t, v in zip(tickets, values, strict=True):
+            t.value, t.collected = v, True
+        for t in tickets:
+            if isinstance(t.value, NodeDown):
+                self._mark_down(t.node)
 
     def _mark_down(self, node: str) -> None:
         if node not in self.down:
             self.down.add(node)
+            self._ops.pop(node, None)
             if self.on_down is not None:
                 self.on_down(node)
 
     def kill(self, node: str) -> None:
         """The host dies now: its volatile state is lost. The cluster learns of it separately."""
+        self.harvest()  # every batch sent before the crash has run
         self._ops.pop(node, None)
-        for _, ev in self._waiters.pop(node, []):
-            ev.fail(NodeDown(node))
-            ev.defused = True
         self.backend.kill(node)
         self.down.add(node)
 

@@ -1,10 +1,10 @@
 """End-of-instant hooks.
 
 Some work must happen once per simulated instant, after every process scheduled at that
-instant has run: batching node calls into one round trip, recomputing fluid rates once. A
-single deferrer process serves all such hooks (two independent deferrers would keep yielding
-to each other forever). Hooks run lowest priority number first; a hook may cause more events
-at the same instant, so the deferrer waits for those to run before the next hook.
+instant has run (recomputing fluid rates once for every flow that started or ended). One
+deferrer serves all such hooks (two independent deferrers would keep yielding to each other
+forever). Hooks run lowest priority number first; a hook may cause more events at the same
+instant, so the deferrer waits for those to run before the next hook.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from collections.abc import Callable
 
 import simpy
 
-NODE_CALLS = 10  # node call batches first: their results resume processes that start flows
-FLUID = 20  # then one fluid recomputation for everything that changed this instant
+FLUID = 20  # one fluid recomputation for everything that changed this instant
 
 
 class InstantHooks:
