@@ -115,9 +115,10 @@ def max_min_fair(
 class Flow:
     """A handle on one flow. Its numbers live in the network's arrays while it runs."""
 
-    __slots__ = ("fid", "slot", "net", "size", "tag", "done", "started_s", "active", "_final")
+    __slots__ = ("fid", "slot", "net", "size", "tag", "done", "started_s", "active", "_final", "_cap")
 
-    def __init__(self, fid: int, slot: int, net: FluidNetwork, size: float, tag: Any, done: simpy.Event, started_s: float):
+    def __init__(self, fid: int, slot: int, net: FluidNetwork, size: float, tag: Any, done: simpy.Event,
+                 started_s: float, cap: float = math.inf):
         self.fid = fid
         self.slot = slot
         self.net = net
@@ -127,6 +128,7 @@ class Flow:
         self.started_s = started_s
         self.active = True
         self._final = (0.0, size)  # (transferred, remaining) once ended
+        self._cap = cap
 
     @property
     def rate(self) -> float:
@@ -134,15 +136,21 @@ class Flow:
 
     @property
     def transferred(self) -> float:
-        return float(self.net._moved[self.slot]) if self.active else self._final[0]
+        if not self.active:
+            return self._final[0]
+        self.net._advance()  # bring the books up to now
+        return float(self.net._moved[self.slot])
 
     @property
     def remaining(self) -> float:
-        return float(self.net._remaining[self.slot]) if self.active else self._final[1]
+        if not self.active:
+            return self._final[1]
+        self.net._advance()
+        return float(self.net._remaining[self.slot])
 
     @property
     def cap(self) -> float:
-        return float(self.net._cap[self.slot])
+        return float(self.net._cap[self.slot]) if self.active else self._cap
 
 
 class FluidNetwork:
@@ -210,11 +218,17 @@ class FluidNetwork:
             raise ValueError("flow size must be >= 0")
         if weight <= 0:
             raise ValueError("flow weight must be > 0")
+        link_idx = [self.lidx[n] for n in links]  # KeyError for an unknown link, before any change
+        cap = math.inf if cap_mib_s is None else float(cap_mib_s)
+        if cap < 0:
+            raise ValueError("flow cap must be >= 0")
+        if not link_idx and not math.isfinite(cap):
+            raise ValueError("a flow with no links must have a rate cap")
         self._advance()
         fid = self._next_id
         self._next_id += 1
         if size_mib <= 0:
-            f = Flow(fid, -1, self, 0.0, tag, self.env.event(), self.env.now)
+            f = Flow(fid, -1, self, 0.0, tag, self.env.event(), self.env.now, cap)
             f.active = False
             f.done.succeed(True)
             return f
@@ -222,15 +236,15 @@ class FluidNetwork:
             self._grow()
         slot = self._free.pop()
         self._inc[:, slot] = False
-        self._inc[[self.lidx[n] for n in links], slot] = True
-        self._cap[slot] = math.inf if cap_mib_s is None else float(cap_mib_s)
+        self._inc[link_idx, slot] = True
+        self._cap[slot] = cap
         self._w[slot] = float(weight)
         self._opm[slot] = float(ops_per_mib)
         self._rate[slot] = 0.0
         self._remaining[slot] = float(size_mib)
         self._moved[slot] = 0.0
         self._alive[slot] = True
-        f = Flow(fid, slot, self, float(size_mib), tag, self.env.event(), self.env.now)
+        f = Flow(fid, slot, self, float(size_mib), tag, self.env.event(), self.env.now, cap)
         self.flows[slot] = f
         self._mark()
         return f
@@ -238,6 +252,7 @@ class FluidNetwork:
     def _end(self, f: Flow, ok: bool) -> None:
         s = f.slot
         f._final = (float(self._moved[s]), 0.0 if ok else float(self._remaining[s]))
+        f._cap = float(self._cap[s])
         f.active = False
         self._alive[s] = False
         self._rate[s] = 0.0
@@ -340,9 +355,13 @@ class FluidNetwork:
             return  # superseded by a later recomputation
         self._advance()
         rem = self._remaining
+        now = self.env.now
         with np.errstate(divide="ignore", invalid="ignore"):
+            left_s = rem / np.where(self._rate > 0, self._rate, 1.0)
+            # due: nothing left, or less left than the clock can still resolve at this time
+            # (otherwise a flow could be rescheduled for this same instant forever)
             due = self._alive & np.isfinite(rem) & (
-                (rem <= _EPS) | ((self._rate > 0) & (rem / np.where(self._rate > 0, self._rate, 1.0) <= 1e-9))
+                (rem <= _EPS) | ((self._rate > 0) & ((left_s <= 1e-9) | (now + left_s <= now)))
             )
         for slot in np.flatnonzero(due).tolist():
             self._end(self.flows[slot], True)

@@ -16,6 +16,18 @@ import simpy
 FLUID = 20  # one fluid recomputation for everything that changed this instant
 
 
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts the events it processes (for benchmarks)."""
+
+    def __init__(self, initial_time: float = 0) -> None:
+        super().__init__(initial_time)
+        self.steps = 0
+
+    def step(self) -> None:
+        self.steps += 1
+        super().step()
+
+
 class InstantHooks:
     def __init__(self, env: simpy.Environment):
         self.env = env

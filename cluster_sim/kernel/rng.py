@@ -13,7 +13,8 @@ import numpy as np
 
 
 def _key(names: tuple[str, ...]) -> tuple[int, ...]:
-    digest = hashlib.blake2b("\x1f".join(names).encode(), digest_size=16).digest()
+    # repr of the tuple keeps names apart: ("a", "b") and ("a\x1fb",) hash differently
+    digest = hashlib.blake2b(repr(tuple(names)).encode(), digest_size=16).digest()
     return tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
 
 

@@ -26,9 +26,15 @@ class _LineSink:
     info = debug = warning = error = msg
 
 
+def _nan_to_null(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: write a missing number as null (json.dumps never asks `default` about floats)."""
+    for k, v in event_dict.items():
+        if isinstance(v, float) and v != v:
+            event_dict[k] = None
+    return event_dict
+
+
 def _json(obj: Any) -> Any:
-    if isinstance(obj, float) and obj != obj:  # NaN
-        return None
     raise TypeError(f"not serialisable: {type(obj).__name__}")
 
 
@@ -47,7 +53,7 @@ class Trace:
         sink = _LineSink()
         log = structlog.wrap_logger(
             sink,
-            processors=[structlog.processors.JSONRenderer(default=_json)],
+            processors=[_nan_to_null, structlog.processors.JSONRenderer(default=_json)],
             context_class=dict,
         )
         for t, event, ids in self.events:

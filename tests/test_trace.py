@@ -1,0 +1,111 @@
+"""Tests for the event trace: simulated-time stamps, JSON lines output, monotonicity."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import simpy
+
+from cluster_sim.kernel.trace import Trace, read_jsonl
+
+
+def _run_traced():
+    env = simpy.Environment()
+    trace = Trace(env)
+
+    def proc():
+        trace("job_start", job="j1")
+        yield env.timeout(2.5)
+        trace("copy_start", vm="vm-1", node="n1", mib=12.25)
+        yield env.timeout(0.1234567891)
+        trace("copy_end", vm="vm-1", node="n1")
+
+    env.process(proc())
+    env.run()
+    return env, trace
+
+
+def test_events_are_stamped_with_simulated_time():
+    _env, trace = _run_traced()
+    assert len(trace) == 3
+    assert [(t, e) for t, e, _ in trace.events] == [
+        (0.0, "job_start"),
+        (2.5, "copy_start"),
+        (2.6234567891, "copy_end"),
+    ]
+    assert trace.events[1][2] == {"vm": "vm-1", "node": "n1", "mib": 12.25}
+
+
+def test_stamp_follows_the_clock_at_call_time_not_creation_time():
+    env = simpy.Environment(initial_time=100.0)
+    trace = Trace(env)
+    trace("a")
+    env.run(until=130.0)
+    trace("b", k=1)
+    assert trace.events == [(100.0, "a", {}), (130.0, "b", {"k": 1})]
+
+
+def test_write_jsonl_writes_one_json_object_per_line_with_event_time_and_ids(tmp_path):
+    _env, trace = _run_traced()
+    path = tmp_path / "trace.jsonl"
+    trace.write_jsonl(path)
+    raw = path.read_text(encoding="utf-8")
+    assert raw.endswith("\n")
+    lines = raw.splitlines()
+    assert len(lines) == 3
+    objs = [json.loads(line) for line in lines]
+    assert objs == [
+        {"event": "job_start", "sim_time_s": 0.0, "job": "j1"},
+        {"event": "copy_start", "sim_time_s": 2.5, "vm": "vm-1", "node": "n1", "mib": 12.25},
+        # simulated time is rounded to the microsecond in the output
+        {"event": "copy_end", "sim_time_s": 2.623457, "vm": "vm-1", "node": "n1"},
+    ]
+    assert read_jsonl(path) == objs
+
+
+def test_read_jsonl_skips_blank_lines(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"event": "a", "sim_time_s": 1.0}\n\n  \n{"event": "b", "sim_time_s": 2.0}\n')
+    assert read_jsonl(path) == [{"event": "a", "sim_time_s": 1.0}, {"event": "b", "sim_time_s": 2.0}]
+
+
+def test_monotonic_is_true_for_a_normal_run():
+    _env, trace = _run_traced()
+    assert trace.monotonic() is True
+
+
+def test_monotonic_is_true_for_equal_timestamps_and_empty_trace():
+    env = simpy.Environment()
+    trace = Trace(env)
+    assert trace.monotonic() is True
+    trace("a")
+    trace("b")
+    assert trace.monotonic() is True
+
+
+def test_monotonic_is_false_after_an_out_of_order_event_is_appended():
+    _env, trace = _run_traced()
+    trace.events.append((1.0, "late", {}))
+    assert trace.monotonic() is False
+
+
+def test_nan_values_are_written_as_null(tmp_path):
+    env = simpy.Environment()
+    trace = Trace(env)
+    trace("measure", vm="vm-1", value=float("nan"), ok=1.5)
+    path = tmp_path / "nan.jsonl"
+    trace.write_jsonl(path)
+    line = path.read_text(encoding="utf-8").strip()
+    assert "NaN" not in line
+    # Strict JSON (no NaN literal) must parse it.
+    obj = json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    assert obj == {"event": "measure", "sim_time_s": 0.0, "vm": "vm-1", "value": None, "ok": 1.5}
+
+
+def test_non_serialisable_values_raise_type_error(tmp_path):
+    env = simpy.Environment()
+    trace = Trace(env)
+    trace("bad", obj=object())
+    with pytest.raises(TypeError, match="not serialisable"):
+        trace.write_jsonl(tmp_path / "bad.jsonl")
