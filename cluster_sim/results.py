@@ -56,6 +56,21 @@ class NodeFailureOut(_Out):
     vms_down: int
 
 
+class Migrations(_Out):
+    requested: int = 0
+    completed: int = 0
+    refused: int = 0
+    retried: int = 0
+    aborted: int = 0
+    failed: int = 0
+
+
+class MigrationDowntime(_Out):
+    p50: float | None = None
+    p99: float | None = None
+    max: float | None = None
+
+
 class Audit(_Out):
     ok: bool
     violations: list[str] = Field(default_factory=list)
@@ -87,6 +102,8 @@ class VmRow(_Out):
     bytes_copied_mib: float
     downtime_s: float
     snapshot_id: str
+    migrated_during_backup: bool
+    nodes_visited: str
     read_mib_s: float
     write_mib_s: float
     mean_latency_ms: float | None
@@ -119,6 +136,12 @@ class Summary(_Out):
     avhdx_vm_s: float
     leaks: Leaks
     node_failures: list[NodeFailureOut]
+    migrations: Migrations
+    migration_downtime_ms: MigrationDowntime
+    migration_delay_s_total: float
+    failovers: int
+    vms_restarted: int
+    retried_vms: int
     sim_end_s: float
     trace_events: int
     audit: Audit
@@ -135,6 +158,7 @@ class GenerationResult(BaseModel):
     trace: Any = Field(default=None, exclude=True)  # kernel.trace.Trace
     wall_s: float = 0.0
     round_trips: int = 0
+    sim_events: int = 0
 
 
 class RunResult(BaseModel):

@@ -61,6 +61,17 @@ class Networks(_Strict):
     fabric_service_ms: PosFloat = 0.05  # [P] storage fabric hop (FC/iSCSI HBA and switch)
 
 
+class Migration(_Strict):
+    max_downtime_s: NonNegFloat = 0.3  # [P] allowed blackout of the stop-and-copy
+    max_rounds: Annotated[int, Field(ge=1)] = 30  # [P] live pre-copy rounds at most
+    max_total_factor: Annotated[float, Field(ge=1)] = 3.0  # [P] stop when 3x memory has been sent
+    memory_working_set_fraction: Annotated[float, Field(gt=0, le=1)] = 0.9  # [P] as SimGrid: dirtying capped at 90 % of memory
+    resume_s: NonNegFloat = 0.05  # [P] resume on the destination after the last pages
+    max_concurrent_per_node: Annotated[int, Field(ge=1)] = 2  # [MS] Hyper-V default: 2 simultaneous live migrations
+    retry_s: PosFloat = 30.0  # [P] a refused migration is asked again after this
+    max_wait_s: PosFloat = 7200.0  # [P] a migration refused for this long is given up (failed)
+
+
 class Cluster(_Strict):
     nodes: Annotated[int, Field(ge=1, le=64)]  # [MS] a failover cluster has at most 64 nodes
     heartbeat_interval_s: PosFloat = 1.0  # [MS] SameSubnetDelay 1 s
@@ -70,6 +81,9 @@ class Cluster(_Strict):
     # [P] how often the driver polls node actors (liveness): a node actor that dies on its own
     # (not by a scheduled crash, whose time the cluster knows) is found at the next poll.
     node_poll_interval_s: PosFloat = 300.0
+    migration: Migration = Migration()
+    failover_boot_s: NonNegFloat = 60.0  # [P] a failed-over VM boots on a survivor in this time
+    imbalance_vms: Annotated[int, Field(ge=1)] = 2  # [P] load balancing moves VMs while counts differ by more
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,6 +186,12 @@ class Backup(_Strict):
     snapshot_set_wait_limit_s: PosFloat = 1800.0  # [P] wait for this node's VSS before VSS_E_SNAPSHOT_SET_IN_PROGRESS
     incremental_interval_s: PosFloat = 86400.0  # [P] time since the previous backup (nightly)
     ws2016_set_node: Literal["least_loaded", "first"] = "first"  # [P] node that takes the ws2016 snapshot set
+    # [V] a VM in its snapshot critical section (guest freeze through host snapshot and
+    # auto-recovery) refuses to move and the migration is retried; or the move is allowed and
+    # the step notices; or the move aborts that VM's backup attempt.
+    migration_policy: Literal["block_and_retry", "allow", "abort_backup"] = "block_and_retry"
+    stale_backup_hold_s: NonNegFloat = 1800.0  # [MS] a dead ws2008r2 backup leaves the CSV redirected 30 min
+    clear_stale_redirect: bool = False  # the backup app clears that state itself after a failover
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,6 +206,52 @@ class Run(_Strict):
     latency_rho_max: Annotated[float, Field(gt=0, lt=1)] = 0.98  # [P] utilisation cap in R = S/(1-rho)
 
 
+class _Event(_Strict):
+    at_s: NonNegFloat
+
+
+class MigrateVm(_Event):
+    kind: Literal["migrate_vm"]
+    vm: str
+    to: str | None = None  # default: the least loaded other node
+
+
+class DrainNode(_Event):
+    kind: Literal["drain_node"]
+    node: str
+    max_concurrent: Annotated[int, Field(ge=1)] = 2  # [issue 4] 2 at a time per node by default
+
+
+class CrashNode(_Event):
+    kind: Literal["crash_node"]
+    node: str
+
+
+class RecoverNode(_Event):
+    kind: Literal["recover_node"]
+    node: str
+
+
+class SnapshotFault(_Event):
+    kind: Literal["snapshot_fault"]
+    csv: str
+    code: Literal["provider_veto", "out_of_space", "timeout"]
+    count: Annotated[int, Field(ge=1, le=100_000)] = 1
+
+
+class LoadBalance(_Event):
+    kind: Literal["load_balance"]
+    every_s: PosFloat = 300.0
+    max_moves: Annotated[int, Field(ge=1)] = 4
+    until_s: PosFloat | None = None
+
+
+Event = Annotated[
+    MigrateVm | DrainNode | CrashNode | RecoverNode | SnapshotFault | LoadBalance,
+    Field(discriminator="kind"),
+]
+
+
 class Scenario(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=120)]
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 42
@@ -194,6 +260,7 @@ class Scenario(_Strict):
     fleet: Annotated[list[Template], Field(min_length=1)]
     placement: Literal["round_robin", "spread"] = "round_robin"
     backup: Backup | None = None
+    events: list[Event] = Field(default_factory=list)
     run: Run = Run()
 
     @model_validator(mode="after")
@@ -224,7 +291,27 @@ class Scenario(_Strict):
                 f"fleet: placement cannot work: {worst[0]} would host {worst[1]:.0f} GiB of VM memory "
                 f"but cluster.node_memory_gib is {self.cluster.node_memory_gib:g}"
             )
+        self._check_events()
         return self
+
+    def vm_names(self) -> set[str]:
+        return {f"{t.template}-{k + 1:04d}" for t in self.fleet for k in range(t.count)}
+
+    def _check_events(self) -> None:
+        if not self.events:
+            return
+        vms = self.vm_names()
+        nodes = {f"node-{i + 1}" for i in range(self.cluster.nodes)}
+        csvs = {f"csv-{i + 1}" for i in range(self.storage.csvs)}
+        for i, ev in enumerate(self.events):
+            where = f"events[{i}]"
+            if ev.at_s >= self.run.until_s:
+                raise ValueError(f"{where}.at_s: {ev.at_s:g} s is not before run.until_s ({self.run.until_s:g} s)")
+            for field, known, what in (("vm", vms, "VM"), ("node", nodes, "node"), ("to", nodes, "node"),
+                                       ("csv", csvs, "CSV")):
+                name = getattr(ev, field, None)
+                if name is not None and name not in known:
+                    raise ValueError(f"{where}.{field}: unknown {what} {name!r}")
 
     def vm_count(self) -> int:
         return sum(t.count for t in self.fleet)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from cluster_sim.audit import audit, count_leaks
 from cluster_sim.backup import BODIES
 from cluster_sim.backup.job import BackupJob
+from cluster_sim.cluster.events import schedule_events
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.nodes import LocalBackend, RayBackend
 from cluster_sim.cluster.topology import node_name, place_fleet
@@ -19,6 +20,8 @@ from cluster_sim.results import (
     CsvRow,
     GenerationResult,
     Latency,
+    MigrationDowntime,
+    Migrations,
     NodeFailureOut,
     Outcomes,
     RunResult,
@@ -57,6 +60,7 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     vms = place_fleet(sc)
     cm = ClusterModel(sc, vms, backend, Streams(sc.seed))
     cm.start()
+    schedule_events(cm)
     for node, at_s in kill_actors or []:
         cm.env.process(_kill_later(cm, backend, node, at_s))
     job: BackupJob | None = None
@@ -88,6 +92,7 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
         trace=cm.trace,
         wall_s=time.perf_counter() - wall0,
         round_trips=cm.gateway.round_trips,
+        sim_events=cm.env.steps,
     )
     return g
 
@@ -106,7 +111,6 @@ def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, job: Backup
     outcomes = Counter()
     reasons: Counter[str] = Counter()
     torn = 0
-    downtime = 0.0
     copied = 0.0
     if job is not None:
         for rec in job.records.values():
@@ -115,13 +119,15 @@ def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, job: Backup
                 reasons[rec.reason] += 1
             elif rec.torn:
                 torn += 1
-            downtime += rec.downtime_s
             copied += rec.bytes_copied_mib
+    downtime = sum(_vm_downtime(cm, job, v.name) for v in cm.vms)
     window = 0.0
     if job is not None and job.started_s is not None:
         end = job.ended_s if job.ended_s is not None else cm.env.now
         window = end - job.started_s
     redirected = {v.name: v.redirected_s for v in cm.csvs}
+    ms = cm.migrations.stats
+    mig_dt = sorted(ms.downtime_s or [])
     b50, b99 = cm.io.percentiles("baseline")
     d50, d99 = cm.io.percentiles("backup")
     return Summary(
@@ -155,10 +161,32 @@ def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, job: Backup
         leaks=leaks,
         node_failures=[NodeFailureOut(node=f.node, detected_s=r6(f.detected_s), how=f.how, vms_down=f.vms_down)
                        for f in cm.failures],
+        migrations=Migrations(requested=ms.requested, completed=ms.completed, refused=ms.refused,
+                              retried=ms.retried, aborted=ms.aborted, failed=ms.failed),
+        migration_downtime_ms=MigrationDowntime(
+            p50=r6(1000 * _pct(mig_dt, 50)) if mig_dt else None,
+            p99=r6(1000 * _pct(mig_dt, 99)) if mig_dt else None,
+            max=r6(1000 * mig_dt[-1]) if mig_dt else None,
+        ),
+        migration_delay_s_total=r6(ms.delay_s_total),
+        failovers=cm.failovers,
+        vms_restarted=cm.vms_restarted,
+        retried_vms=job.retried_vms if job else 0,
         sim_end_s=r6(cm.env.now),
         trace_events=len(cm.trace),
         audit=aud,
     )
+
+
+def _pct(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def _vm_downtime(cm: ClusterModel, job: BackupJob | None, vm: str) -> float:
+    """Saved-state time during the backup plus migration blackouts and failover outages."""
+    return (job.records[vm].downtime_s if job else 0.0) + cm.vm_downtime.get(vm, 0.0)
 
 
 def _vm_rows(sc: Scenario, generation: str | None, cm: ClusterModel, job: BackupJob | None) -> list[VmRow]:
@@ -176,8 +204,10 @@ def _vm_rows(sc: Scenario, generation: str | None, cm: ClusterModel, job: Backup
             end_s=_nan_none(rec.end_s) if rec and rec.end_s is not None else None,
             retries=max(0, rec.attempts - 1) if rec else 0,
             bytes_copied_mib=r6(rec.bytes_copied_mib) if rec else 0.0,
-            downtime_s=r6(rec.downtime_s) if rec else 0.0,
+            downtime_s=r6(_vm_downtime(cm, job, spec.name)),
             snapshot_id=rec.snapshot_id if rec else "",
+            migrated_during_backup=rec.migrated_during_backup if rec else False,
+            nodes_visited="|".join(cm.visited[spec.name]),
             read_mib_s=r6(spec.read_mib_s), write_mib_s=r6(spec.write_mib_s),
             mean_latency_ms=_nan_none(lat),
         ))

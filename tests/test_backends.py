@@ -61,18 +61,22 @@ def test_ray_actor_killed_mid_run_is_reported_as_that_node_failing(ray_session):
     assert [(f.node, f.how) for f in fails] == [("node-2", "actor_died")]
     assert fails[0].detected_s == pytest.approx(2 * poll)
     assert fails[0].vms_down == 5  # 15 VMs round-robin over 3 nodes
-    down = sorted(r.vm for r in g.vms if r.outcome == "down")
-    assert len(down) == 5 and all(r.node == "node-2" for r in g.vms if r.outcome == "down")
+    # its VMs failed over to the survivors and booted there (failover_boot_s = 60 s)
+    assert g.summary.failovers == 1 and g.summary.vms_restarted == 5
+    moved = [r for r in g.vms if r.nodes_visited.startswith("node-2|")]
+    assert len(moved) == 5 and {r.node for r in moved} <= {"node-1", "node-3"}
+    assert all(r.outcome == "running" and r.downtime_s == pytest.approx(60.0) for r in moved)
     assert g.summary.sim_end_s == pytest.approx(1500)  # the run went on to its end
     # the local backend, with the same hook, gives the same summary
     loc = cluster_sim.run(sc, backend="local", kill_actors=[("node-2", 400.0)])
     assert summary_json(loc.generations[0].summary) == summary_json(g.summary)
 
 
-def test_killed_local_node_stops_its_vms_io_and_is_found_at_next_poll():
+def test_killed_local_node_is_found_at_next_poll_and_its_vms_fail_over():
     sc = small(backup=False)
     g = cluster_sim.run(sc, backend="local", kill_actors=[("node-3", 10.0)]).generations[0]
     assert [(f.node, f.detected_s) for f in g.summary.node_failures] == [("node-3", 300.0)]
-    lat = {r.vm: r for r in g.vms}
-    assert {r.outcome for r in lat.values() if r.node == "node-3"} == {"down"}
-    assert {r.outcome for r in lat.values() if r.node != "node-3"} == {"running"}
+    rows = {r.vm: r for r in g.vms}
+    assert not any(r.node == "node-3" for r in rows.values())  # nothing runs on the dead node
+    restarted = [r for r in rows.values() if r.nodes_visited.startswith("node-3|")]
+    assert len(restarted) == 5 and all(r.outcome == "running" for r in restarted)

@@ -26,6 +26,13 @@ Proc = Generator[simpy.Event, Any, Any]
 # Failures a retry can cure; the rest are properties of the VM and fail at once.
 PERMANENT = {"event_10103_no_scsi", "production_checkpoint_failed"}
 
+# Injected snapshot faults -> the reason a VM reports [MS]
+FAULT_REASONS = {
+    "provider_veto": "provider_veto",  # VSS_E_PROVIDER_VETO 0x80042306
+    "out_of_space": "out_of_space",  # VSS_E_INSUFFICIENT_STORAGE 0x8004231F
+    "timeout": "provider_timeout",  # VSS_E_HOLD_WRITES_TIMEOUT-like provider stall 0x80042314
+}
+
 
 class StepFailed(Exception):
     # SimPy re-creates a failed process's exception as type(e)(*e.args): keep args = (reason, detail)
@@ -51,6 +58,7 @@ class VmRecord:
     downtime_s: float = 0.0
     snapshot_id: str = ""
     torn: bool = False
+    migrated_during_backup: bool = False
     double_outcomes: int = 0
     history: list[str] = field(default_factory=list)
 
@@ -89,6 +97,13 @@ class BackupJob:
         self._set_seq = 0
         self.retry_hook: Callable[[str], None] | None = None  # generation's way to re-run a VM
         self.mounted: dict[str, int] = {}  # VHDs mounted per host by this job's auto-recovery
+        self.critical: set[str] = set()  # VMs between guest freeze and the end of auto-recovery
+        self.aborted: set[str] = set()  # attempts aborted by a migration (policy abort_backup)
+        self.orphans: dict[str, list[Checkpoint]] = {}  # AVHDX left unmerged by a crash
+        self.running = False
+        cm.migrations.gate = self.gate
+        cm.migrations.on_moved = self._moved
+        cm.restart_listeners.append(self._restarted)
 
     # -- outcomes ----------------------------------------------------------------------------------
     def finalize(self, vm: str, outcome: str, reason: str = "") -> None:
@@ -103,6 +118,7 @@ class BackupJob:
         self.remaining -= 1
         if self.remaining == 0 and not self.done.triggered:
             self.ended_s = self.env.now
+            self.running = False
             self.cm.io.set_phase("after")
             self.trace("job_end", generation=self.gen)
             self.done.succeed()
@@ -130,9 +146,34 @@ class BackupJob:
             rec.start_s = self.env.now
         self.trace("vm_attempt", vm=vm, attempt=rec.attempts, node=self.cm.host[vm])
 
+    # -- migration policy and moves --------------------------------------------------------------
+    def gate(self, vm: str) -> str:
+        """Asked by a live migration: may this VM move now?"""
+        if not self.running or vm not in self.critical:
+            return "ok"
+        policy = self.cfg.migration_policy
+        if policy == "block_and_retry":
+            return "refuse"
+        if policy == "abort_backup":
+            self.aborted.add(vm)
+            self.trace("backup_aborted_by_migration", vm=vm)
+            return "abort"
+        return "ok"
+
+    def _moved(self, vm: str, src: str, dst: str) -> None:
+        if self.running:
+            self.records[vm].migrated_during_backup = True
+
+    def _restarted(self, vm: str) -> None:
+        """A VM failed over and booted: Hyper-V merges what a crash left behind."""
+        for cp in self.orphans.pop(vm, []):
+            self.discard_checkpoint(cp)
+
     def fail(self, vm: str, reason: str) -> None:
         """This attempt failed: retry later if allowed, else the VM's outcome is `failed`."""
         rec = self.records[vm]
+        self.critical.discard(vm)
+        self.aborted.discard(vm)
         if rec.outcome is not None:
             return
         rec.history.append(reason)
@@ -144,9 +185,22 @@ class BackupJob:
 
     def _retry_later(self, vm: str) -> Proc:
         yield self.env.timeout(self.cfg.retry_wait_s)
+        yield from self.wait_for_host(vm)
         if self.records[vm].plan.mode == "offline":
             self.track(self.offline_copy(vm))
         elif self.retry_hook is not None:
+            self.retry_hook(vm)
+
+    def wait_for_host(self, vm: str) -> Proc:
+        """Wait until the VM's owner node is alive and seen up (after a failover)."""
+        step = self.cm.sc.cluster.heartbeat_interval_s * self.cm.sc.cluster.heartbeat_threshold
+        while self.cm.host[vm] not in self.cm.alive or self.cm.host[vm] not in self.cm.up:
+            yield self.env.timeout(step)
+
+    def requeue_when_hosted(self, vm: str) -> Proc:
+        """A VM whose queued work sat on a dead (or other) node: hand it to its host, no attempt lost."""
+        yield from self.wait_for_host(vm)
+        if self.records[vm].outcome is None and self.retry_hook is not None:
             self.retry_hook(vm)
 
     @property
@@ -157,6 +211,7 @@ class BackupJob:
     def run(self, body: Callable[[BackupJob], Proc]) -> Proc:
         yield self.env.timeout(self.cfg.start_s)
         self.started_s = self.env.now
+        self.running = True
         self.cm.io.set_phase("backup")
         self.trace("job_start", generation=self.gen, vms=len(self.records))
         for name in sorted(self.records):
@@ -179,8 +234,10 @@ class BackupJob:
     def ensure_host(self, vm: str, node: str) -> None:
         """The cluster service's view decides whether a step on `node` can go on: the node
         must be up and still own the VM (a crash or a move fails the step)."""
-        if node not in self.cm.up:
+        if node not in self.cm.alive or node not in self.cm.up:
             raise StepFailed("node_failed", node)
+        if vm in self.aborted:
+            raise StepFailed("aborted_by_migration", node)
         if self.cm.host.get(vm) != node:
             raise StepFailed("vm_moved", node)
 
@@ -246,7 +303,7 @@ class BackupJob:
                 for s in snaps.values():
                     self.cm.array.release(s)
                 self.trace("snapshot_set_failed", node=node, set=set_id, code=failure.code, csv=failure.csv)
-                raise StepFailed(failure.code, failure.csv)
+                raise StepFailed(FAULT_REASONS.get(failure.code, failure.code), failure.csv)
         hold = self.env.now - t0
         over = hold > self.cfg.hold_writes_limit_s
         self.trace("snapshot_set_done", node=node, set=set_id, hold_s=round(hold, 6), over_limit=over)
@@ -259,6 +316,8 @@ class BackupJob:
         return [ARRAY_READ, fabric(reader), BACKUP_TARGET]
 
     def copy(self, vm: str, reader: str, snap: StorageSnapshot | None, mib: float) -> Proc:
+        if reader not in self.cm.alive or (snap is not None and snap.software and snap.host not in self.cm.alive):
+            raise StepFailed("node_failed", reader)
         arr = self.cm.array.cfg
         flow = self.cm.net.start(
             self.copy_path(reader, snap), size_mib=mib, cap_mib_s=self.cfg.copy_stream_mib_s,
@@ -271,18 +330,30 @@ class BackupJob:
             raise StepFailed("copy_interrupted", reader)
         self.trace("copy_end", vm=vm, node=reader)
 
-    def merge(self, vm: str, node: str, cp: Checkpoint) -> Proc:
-        """Merge the AVHDX back into its parent; its size is what the VM wrote meanwhile."""
+    def merge(self, vm: str, cp: Checkpoint) -> Proc:
+        """Merge the AVHDX back into its parent on the VM's current host (it may have moved);
+        its size is what the VM wrote meanwhile. A crash of that host leaves it for the restart."""
         spec = self.records[vm].spec
+        node = self.cm.host[vm]
+        if node not in self.cm.alive:
+            self.orphans.setdefault(vm, []).append(cp)
+            return
         written = changed_mib(spec, self.env.now - cp.created_s)
         flow = self.cm.net.start([fabric(node), ARRAY_READ, ARRAY_WRITE], size_mib=written,
                                  cap_mib_s=self.cfg.merge_mib_s, tag=("merge", vm))
-        yield flow.done
+        finished = yield flow.done
+        if not finished:
+            self.orphans.setdefault(vm, []).append(cp)
+            return
         self.cm.array.merge_checkpoint(cp)
         self.avhdx_vm_s += self.env.now - cp.created_s
 
     def discard_checkpoint(self, cp: Checkpoint) -> None:
-        """A failed attempt's checkpoint is merged away at once (Hyper-V cleans it up)."""
+        """A failed attempt's checkpoint is merged away at once (Hyper-V cleans it up), or,
+        if the VM's host is dead, when the VM boots again after failover."""
+        if self.cm.host[cp.vm] not in self.cm.alive:
+            self.orphans.setdefault(cp.vm, []).append(cp)
+            return
         if cp.merged_s is None:
             self.cm.array.merge_checkpoint(cp)
             self.avhdx_vm_s += self.env.now - cp.created_s

@@ -33,6 +33,7 @@ class Flavor:
     scsi_fixup: bool  # ws2012r2: AutoRecovery.vhdx hot-added over SCSI, fixed up in the guest
     checkpoints: bool  # ws2012r2: guest snapshot creates an AVHDX checkpoint
     coordinate_owner: bool  # snapshot node coordinates with the CSV owner [seeds]
+    leaks_snapshot_on_failover: bool = False  # ws2012: KB2878635, a failover during a CSV snapshot leaks it
 
 
 def batches_for(job: BackupJob, node: str, vms: list[str]) -> list[tuple[str, list[str]]]:
@@ -72,9 +73,16 @@ def run_pipeline(job: BackupJob, flavor: Flavor) -> Proc:
 
 
 def _worker(job: BackupJob, flavor: Flavor, node: str, queue: simpy.Store) -> Proc:
+    cm = job.cm
     while True:
         csv, vms = yield queue.get()
-        yield job.track(process_batch(job, flavor, node, csv, vms))
+        # VMs that moved (migration, failover) or whose node is gone go to their host's queue
+        gone = [vm for vm in vms if cm.host[vm] != node or node not in cm.alive or node not in cm.up]
+        for vm in gone:
+            job.track(job.requeue_when_hosted(vm))
+        vms = [vm for vm in vms if vm not in gone]
+        if vms:
+            yield job.track(process_batch(job, flavor, node, csv, vms))
 
 
 def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list[str]) -> Proc:
@@ -101,6 +109,7 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
     saved_at: dict[str, float] = {}
     frozen: list[str] = []
     vol = cm.csvs[csv]
+    job.critical.update(vms)  # guest freeze through auto-recovery: migrations wait [V]
     try:
         if flavor.pins_csv:
             pin = yield vol.pin(node)
@@ -155,7 +164,8 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
                     drop(vm, "vss_hold_writes_timeout")
             else:
                 for vm in live:
-                    job.records[vm].torn = True  # not detected: claimed consistent, silently torn [MS]
+                    if job.records[vm].plan.mode != "saved_state":  # a saved VM writes nothing
+                        job.records[vm].torn = True  # not detected: claimed consistent, silently torn [MS]
         for vm in frozen:
             job.thaw(vm, node)
         frozen.clear()
@@ -183,26 +193,37 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
                     drop(vm, exc.reason)
         job.release_vss(node, lock)
         lock_held = False
+        job.critical.difference_update(vms)  # the storage snapshot exists: the VMs may move
 
         # ---- copy (and merge) each VM ----
         copies = [env.process(_copy_one(job, node, vm, snap, checkpoints.pop(vm, None))) for vm in list(live)]
         if copies:
             yield simpy.AllOf(env, copies)
     finally:
+        job.critical.difference_update(vms)
+        node_dead = node not in cm.alive
         for vm in frozen:
             job.thaw(vm, node)
         for vm, t in list(saved_at.items()):
-            cm.gateway.cast(node, "set_state", vm, "running")
-            cm.io.start_vm(vm, node)
+            if not node_dead:
+                cm.gateway.cast(node, "set_state", vm, "running")
+                cm.io.start_vm(vm, node)
             job.records[vm].downtime_s += env.now - t
         for cp in checkpoints.values():
             job.discard_checkpoint(cp)
         if lock_held:
             job.release_vss(node, lock)
         if snap is not None:
-            cm.array.release(snap)
+            if node_dead and flavor.leaks_snapshot_on_failover:
+                cm.trace("snapshot_leaked", csv=snap.csv, snapshot=snap.sid, node=node)  # KB2878635
+            else:
+                cm.array.release(snap)
         if pin is not None:
             vol.release(pin)
+            if node_dead and not job.cfg.clear_stale_redirect:
+                # the dead backup leaves the CSV marked "backup in progress" [MS]
+                stale = vol.hold("backup_in_progress", node)
+                job.track(_release_after(job, vol, stale, env.now + job.cfg.stale_backup_hold_s))
 
 
 def _release_after(job: BackupJob, vol, hold, at_s: float) -> Proc:  # type: ignore[no-untyped-def]
@@ -224,7 +245,7 @@ def _copy_one(job: BackupJob, node: str, vm: str, snap: StorageSnapshot, cp: Che
         return
     job.copy_slots[node].release(slot)
     if cp is not None:
-        yield from job.merge(vm, node, cp)
+        yield from job.merge(vm, cp)
     rec = job.records[vm]
     outcome = {"app": "app_consistent", "crash": "crash_consistent", "saved_state": "saved_state"}[rec.plan.mode]
     job.finalize(vm, outcome, rec.plan.reason)

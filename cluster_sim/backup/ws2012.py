@@ -15,6 +15,7 @@ FLAVOR = Flavor(
     scsi_fixup=False,
     checkpoints=False,
     coordinate_owner=True,
+    leaks_snapshot_on_failover=True,  # KB2878635 [MS]
 )
 
 

@@ -52,6 +52,10 @@ def set_node(job: BackupJob, luns: list[str]) -> str:
 
 def run_round(job: BackupJob, vms: list[str]) -> Proc:
     env, cm = job.env, job.cm
+    waiting = [vm for vm in vms if cm.host[vm] not in cm.alive or cm.host[vm] not in cm.up]
+    for vm in waiting:  # their host died: they join a later round once failed over
+        job.track(job.requeue_when_hosted(vm))
+    vms = [vm for vm in vms if vm not in waiting]
     if not vms:
         return
     slots = {n: simpy.Resource(env, capacity=job.cfg.concurrent_vms_per_node) for n in cm.nodes}
@@ -65,6 +69,7 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
         job.begin(vm)
         with slots[node].request() as req:
             yield req
+            job.critical.add(vm)
             kind = "standard"
             spec = rec.spec
             wants_production = rec.plan.mode == "app" or (spec.guest_os == "linux" and spec.integration_services)
@@ -79,8 +84,10 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
             yield env.timeout(job.cfg.checkpoint_create_s)
             if kind == "production":
                 job.thaw(vm, node)
+            job.ensure_host(vm, node)
             checkpoints[vm] = cm.array.create_checkpoint(vm, kind)
             kinds[vm] = kind
+            job.critical.discard(vm)  # the checkpoint is durable on the CSV: the VM may move
 
     procs = {vm: env.process(make_checkpoint(vm)) for vm in vms}
     for vm, p in procs.items():
@@ -159,7 +166,7 @@ def _fail_members(job: BackupJob, members: list[str], checkpoints: dict[str, Che
 def _after_snapshot(job: BackupJob, vm: str, snap: StorageSnapshot, cp: Checkpoint, kind: str) -> Proc:
     env = job.env
     node = job.cm.host[vm]
-    merge = env.process(job.merge(vm, node, cp))
+    merge = env.process(job.merge(vm, cp))
     slot = job.copy_slots[node].request()
     yield slot
     try:
@@ -174,9 +181,10 @@ def _after_snapshot(job: BackupJob, vm: str, snap: StorageSnapshot, cp: Checkpoi
     rec = job.records[vm]
     if kind == "production" and rec.plan.mode == "app":
         job.finalize(vm, "app_consistent", "")
-    else:
-        reason = rec.plan.reason or "standard_checkpoint_fallback"
-        job.finalize(vm, "crash_consistent", reason)
+    elif kind == "standard":
+        job.finalize(vm, "crash_consistent", "standard_checkpoint_fallback")
+    else:  # a production checkpoint of a guest without VSS: file systems frozen (Linux)
+        job.finalize(vm, "crash_consistent", rec.plan.reason)
 
 
 def _release_when_done(job: BackupJob, procs: list, snaps: list[StorageSnapshot]) -> Proc:  # type: ignore[type-arg]

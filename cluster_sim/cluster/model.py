@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import simpy
-
 from cluster_sim.cluster.csv import CsvTable
 from cluster_sim.cluster.io import IoModel
+from cluster_sim.cluster.migration import Migrations
 from cluster_sim.cluster.nodes import NodeDown, NodeGateway
 from cluster_sim.cluster.storage import StorageArray
 from cluster_sim.cluster.topology import (
@@ -26,7 +25,7 @@ from cluster_sim.cluster.topology import (
     node_name,
 )
 from cluster_sim.kernel.fluid import FluidNetwork
-from cluster_sim.kernel.instant import InstantHooks
+from cluster_sim.kernel.instant import CountingEnvironment, InstantHooks
 from cluster_sim.kernel.rng import Streams
 from cluster_sim.kernel.trace import Trace
 from cluster_sim.scenario import Scenario
@@ -43,7 +42,7 @@ class NodeFailure:
 class ClusterModel:
     def __init__(self, sc: Scenario, vms: list[VmSpec], backend, streams: Streams):  # type: ignore[no-untyped-def]
         self.sc = sc
-        self.env = simpy.Environment()
+        self.env = CountingEnvironment()
         self.hooks = InstantHooks(self.env)
         self.trace = Trace(self.env)
         self.streams = streams
@@ -59,10 +58,19 @@ class ClusterModel:
         self.gateway = NodeGateway(self.env, self.hooks, backend)
         self.gateway.on_down = self._found_down
         self.host: dict[str, str] = {v.name: v.node for v in vms}  # cluster configuration: VM -> owner node
-        self.up: set[str] = set(self.nodes)
+        self.up: set[str] = set(self.nodes)  # the cluster service's view
+        self.alive: set[str] = set(self.nodes)  # physical truth: a crashed host is not alive at once
+        self.draining: set[str] = set()
         self.failures: list[NodeFailure] = []
         self.failure_listeners: list[Callable[[str], None]] = []
+        self.restart_listeners: list[Callable[[str], None]] = []
         self.polls = 0
+        self.crashed_at: dict[str, float] = {}
+        self.vm_downtime: dict[str, float] = {}  # migration blackouts and failover outages
+        self.visited: dict[str, list[str]] = {v.name: [v.node] for v in vms}
+        self.failovers = 0
+        self.vms_restarted = 0
+        self.migrations = Migrations(self)
 
     # -- set-up ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -89,24 +97,126 @@ class ClusterModel:
             self.polls += 1
             yield self.env.timeout(interval)
 
+    # -- placement -----------------------------------------------------------------------------
+    def vms_on(self, node: str) -> list[str]:
+        return sorted(vm for vm, h in self.host.items() if h == node)
+
+    def candidates(self, exclude: set[str] | None = None) -> list[str]:
+        """Nodes that can take VMs: up, alive, not being drained."""
+        ex = exclude or set()
+        return [n for n in self.nodes if n in self.up and n in self.alive and n not in self.draining and n not in ex]
+
+    def least_loaded(self, exclude: set[str] | None = None) -> str | None:
+        counts = self.vm_counts()
+        cands = self.candidates(exclude)
+        return min(cands, key=lambda n: (counts.get(n, 0), self.nodes.index(n))) if cands else None
+
+    def vm_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {n: 0 for n in self.nodes}
+        for h in self.host.values():
+            counts[h] += 1
+        return counts
+
+    def move_vm_ownership(self, vm: str, src: str, dst: str) -> None:
+        """The VM now belongs to `dst` (end of a live migration, or an off VM's move)."""
+        spec = self.spec[vm]
+        self.host[vm] = dst
+        self.visited[vm].append(dst)
+        self.gateway.cast(src, "evict", vm)
+        self.gateway.cast(dst, "host", [(vm, "running" if spec.running else "off")])
+        if spec.running and dst in self.alive:
+            self.io.move_vm(vm, dst)
+
     # -- failures --------------------------------------------------------------------------------
+    def crash(self, node: str) -> None:
+        """The host dies now: its actor (volatile state) is gone, its VMs stop, flows through it
+        end. The cluster service notices after heartbeat_threshold x heartbeat_interval_s."""
+        if node not in self.alive:
+            return
+        self.alive.discard(node)
+        self.crashed_at[node] = self.env.now
+        self.gateway.kill(node)
+        for vm in self.vms_on(node):
+            self.io.stop_vm(vm)
+        from cluster_sim.cluster.topology import cluster_nic, fabric, lm_nic
+
+        links = [fabric(node), cluster_nic(node), lm_nic(node, self.sc.cluster.networks.shared_cluster_and_lm)]
+        self.net.stop_flows_on(links)
+        self.trace("node_crashed", node=node, vms=len(self.vms_on(node)))
+        delay = self.sc.cluster.heartbeat_threshold * self.sc.cluster.heartbeat_interval_s
+        self.env.process(self._detect_later(node, delay))
+
+    def _detect_later(self, node: str, delay: float):  # type: ignore[no-untyped-def]
+        yield self.env.timeout(delay)
+        if node in self.up and node not in self.alive:
+            self.node_failed(node, how="crash")
+
     def _found_down(self, node: str) -> None:
         """The gateway found a node not answering (its actor is gone)."""
+        if node in self.alive:  # died on its own: physically dead from now on
+            self.alive.discard(node)
+            self.crashed_at[node] = self.env.now
         if node in self.up:
             self.node_failed(node, how="actor_died")
 
     def node_failed(self, node: str, how: str) -> None:
+        """The cluster service declares `node` failed: fail its VMs over, move its CSVs."""
         self.up.discard(node)
-        hosted = [vm for vm, h in sorted(self.host.items()) if h == node]
+        hosted = self.vms_on(node)
         for vm in hosted:
             self.io.stop_vm(vm)
         self.failures.append(NodeFailure(node, self.env.now, how, len(hosted)))
         self.trace("node_failed", node=node, how=how, vms_down=len(hosted))
+        survivors = self.candidates()
+        for vol in self.csvs:
+            if vol.coordinator == node and survivors:
+                owned = {n: sum(1 for v in self.csvs if v.coordinator == n) for n in survivors}
+                vol.move_coordinator(min(survivors, key=lambda n: (owned[n], self.nodes.index(n))))
+            for h in list(vol.holds.values()):
+                if h.node == node and h.kind == "metadata":
+                    vol.release(h)  # the metadata operation died with its node
+        if survivors:
+            self.failovers += 1
+            for vm in hosted:
+                target = self.least_loaded()
+                assert target is not None
+                self.host[vm] = target
+                self.visited[vm].append(target)
+                self.env.process(self._restart_vm(vm, target, self.crashed_at.get(node, self.env.now)))
         for fn in self.failure_listeners:
             fn(node)
 
-    def vms_on(self, node: str) -> list[str]:
-        return [vm for vm, h in self.host.items() if h == node]
+    def _restart_vm(self, vm: str, node: str, down_since: float):  # type: ignore[no-untyped-def]
+        """Failover: the VM boots on a survivor (from its crash-consistent disks)."""
+        spec = self.spec[vm]
+        if spec.running:
+            yield self.env.timeout(self.sc.cluster.failover_boot_s)
+        if self.host.get(vm) != node or node not in self.alive:
+            return
+        self.gateway.cast(node, "host", [(vm, "running" if spec.running else "off")])
+        if spec.running:
+            self.io.start_vm(vm, node)
+            self.vm_downtime[vm] = self.vm_downtime.get(vm, 0.0) + self.env.now - down_since
+            self.vms_restarted += 1
+        self.trace("vm_restarted", vm=vm, node=node)
+        for fn in self.restart_listeners:
+            fn(vm)
+
+    def recover(self, node: str) -> None:
+        """The host is back, empty (its VMs failed over), and rejoins the cluster."""
+        if node in self.alive and node in self.up:
+            return
+        if node in self.alive:  # never detected as failed: nothing to do but rejoin
+            self.up.add(node)
+            return
+        if node in self.up:  # back before the heartbeats ran out: the cluster notices now
+            self.node_failed(node, how="crash")
+        self.gateway.restart(node)
+        self.gateway.cast(node, "reset")
+        self.alive.add(node)
+        self.up.add(node)
+        self.crashed_at.pop(node, None)
+        self.trace("node_recovered", node=node)
 
     # -- wrap-up ---------------------------------------------------------------------------------
     def collect_node_state(self) -> dict[str, dict[str, dict]]:  # type: ignore[type-arg]

@@ -268,6 +268,17 @@ class FluidNetwork:
         self._end(flow, False)
         self._mark()
 
+    def stop_flows_on(self, links: list[str]) -> list[Flow]:
+        """Stop every flow crossing any of these links (a host died); returns them."""
+        rows = [self.lidx[n] for n in links if n in self.lidx]
+        if not rows:
+            return []
+        hit = self._alive & self._inc[rows].any(axis=0)
+        flows = [self.flows[i] for i in np.flatnonzero(hit).tolist()]
+        for f in flows:
+            self.stop(f)
+        return flows
+
     def set_cap(self, flow: Flow, cap_mib_s: float | None, weight: float | None = None) -> None:
         if not flow.active:
             return

@@ -1,0 +1,221 @@
+"""Live migration: the pre-copy model (a pure function) and the migration process.
+
+Pre-copy (Clark et al. 2005; analysed by Liu et al., "Performance and energy modeling for live
+migration of virtual machines", HPDC 2011): round 0 sends all memory; each later round resends
+the pages dirtied while the previous round was on the wire; when what remains could be sent
+within the allowed blackout, or a cap is hit, the VM is paused, the rest is sent
+(stop-and-copy) and the VM resumes on the destination.
+
+Closed form (Liu et al. 2011, eqs. 1-4), when no cap binds: with memory V, rate R, dirty rate D
+and ratio lam = D / R < 1, round i sends V * lam**i and lasts V * lam**i / R. After n live rounds
+(rounds 0 .. n-1) the remainder is V * lam**n, so
+    n         = ceil( log(R * T_max / V) / log(lam) )   (at least 1)
+    sent      = V * (1 - lam**(n + 1)) / (1 - lam)
+    duration  = sent / R                 (+ resume time)
+    downtime  = V * lam**n / R           (+ resume time)
+Dirtying is capped by the working set: a round never leaves more than working_set_fraction * V
+to resend (as SimGrid's model). With lam >= 1 pre-copy does not converge; it stops at
+`max_rounds` or when the total sent would pass `max_total_factor * V`, and the blackout is long.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PrecopyResult:
+    rounds: int  # live rounds before stop-and-copy
+    sent_mib: float
+    duration_s: float  # from the start to the resume on the destination
+    downtime_s: float  # stop-and-copy blackout (+ resume)
+    converged: bool
+    stop_reason: str  # threshold | max_rounds | max_total
+
+
+def precopy(
+    memory_mib: float,
+    rate_mib_s: float,
+    dirty_mib_s: float,
+    max_downtime_s: float = 0.3,
+    max_rounds: int = 30,
+    max_total_factor: float = 3.0,
+    working_set_fraction: float = 0.9,
+    resume_s: float = 0.0,
+) -> PrecopyResult:
+    if memory_mib <= 0 or rate_mib_s <= 0:
+        raise ValueError("memory and rate must be positive")
+    if dirty_mib_s < 0 or max_downtime_s < 0 or max_rounds < 1 or max_total_factor < 1:
+        raise ValueError("invalid pre-copy parameters")
+    cap = working_set_fraction * memory_mib
+    to_send = memory_mib
+    sent = duration = 0.0
+    rounds = 0
+    while True:
+        t = to_send / rate_mib_s
+        sent += to_send
+        duration += t
+        rounds += 1
+        remaining = min(dirty_mib_s * t, cap)
+        if remaining / rate_mib_s <= max_downtime_s:
+            reason, converged = "threshold", True
+            break
+        if rounds >= max_rounds:
+            reason, converged = "max_rounds", False
+            break
+        if sent + remaining > max_total_factor * memory_mib:
+            reason, converged = "max_total", False
+            break
+        to_send = remaining
+    downtime = remaining / rate_mib_s + resume_s
+    return PrecopyResult(rounds, sent + remaining, duration + downtime, downtime, converged, reason)
+
+
+# ----------------------------------------------------------------------------------------------
+# the migration process in the simulator
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class MigrationStats:
+    requested: int = 0
+    completed: int = 0
+    refused: int = 0  # times a request was refused (VM in its snapshot critical section)
+    retried: int = 0  # times a refused request was asked again
+    aborted: int = 0  # migrations that aborted a VM's backup attempt
+    failed: int = 0  # could not complete (node down, VM gone, waited too long, interrupted)
+    downtime_s: list[float] | None = None
+    delay_s_total: float = 0.0  # delay caused by refusals
+
+    def __post_init__(self) -> None:
+        if self.downtime_s is None:
+            self.downtime_s = []
+
+
+class Migrations:
+    """Live migrations as SimPy processes whose pre-copy rounds are flows on the
+    live-migration network (max-min shared with whatever else uses those links)."""
+
+    def __init__(self, cm):  # type: ignore[no-untyped-def]
+        import simpy
+
+        self.cm = cm
+        self.cfg = cm.sc.cluster.migration
+        self.stats = MigrationStats()
+        self.migrating: set[str] = set()
+        self.slots = {n: simpy.Resource(cm.env, capacity=self.cfg.max_concurrent_per_node) for n in cm.nodes}
+        # set by a backup job: vm -> "ok" | "refuse" | "abort"
+        self.gate = None
+        self.on_moved = None  # callback(vm, src, dst)
+
+    def request(self, vm: str, dst: str | None, why: str):  # type: ignore[no-untyped-def]
+        """Start a migration process; returns it (its value: True if the VM moved)."""
+        self.stats.requested += 1
+        return self.cm.env.process(self._run(vm, dst, why))
+
+    def _fail(self, vm: str, reason: str) -> bool:
+        self.stats.failed += 1
+        self.cm.trace("migration_failed", vm=vm, reason=reason)
+        return False
+
+    def _run(self, vm: str, dst: str | None, why: str):  # type: ignore[no-untyped-def]
+        cm, env, cfg = self.cm, self.cm.env, self.cfg
+        spec = cm.spec[vm]
+        if vm in self.migrating:
+            return self._fail(vm, "already_migrating")
+        self.migrating.add(vm)
+        try:
+            asked = env.now
+            # refusals while the VM is in its snapshot critical section
+            while self.gate is not None:
+                verdict = self.gate(vm)
+                if verdict == "refuse":
+                    self.stats.refused += 1
+                    cm.trace("migration_refused", vm=vm, node=cm.host[vm])
+                    if env.now - asked + cfg.retry_s > cfg.max_wait_s:
+                        self.stats.delay_s_total += env.now - asked
+                        return self._fail(vm, "refused_too_long")
+                    yield env.timeout(cfg.retry_s)
+                    self.stats.retried += 1
+                    continue
+                if verdict == "abort":
+                    self.stats.aborted += 1
+                break
+            self.stats.delay_s_total += env.now - asked
+            src = cm.host[vm]
+            if dst is None:
+                dst = cm.least_loaded(exclude={src})
+            if dst is None or dst == src or src not in cm.up or dst not in cm.up or src not in cm.alive \
+                    or dst not in cm.alive:
+                return self._fail(vm, "no_target" if dst is None or dst == src else "node_down")
+            if not spec.running or vm not in cm.io.vm_group:
+                # an off VM moves by its configuration only
+                cm.move_vm_ownership(vm, src, dst)
+                self.stats.completed += 1
+                if self.on_moved:
+                    self.on_moved(vm, src, dst)
+                return True
+            with self.slots[src].request() as slot:
+                yield slot
+                if cm.host[vm] != src or src not in cm.alive or dst not in cm.alive:
+                    return self._fail(vm, "node_down")
+                cm.trace("migration_start", vm=vm, node=src, to=dst, why=why)
+                moved = yield from self._precopy(vm, src, dst)
+                if not moved:
+                    return self._fail(vm, "interrupted")
+            self.stats.completed += 1
+            if self.on_moved:
+                self.on_moved(vm, src, dst)
+            return True
+        finally:
+            self.migrating.discard(vm)
+
+    def _precopy(self, vm: str, src: str, dst: str):  # type: ignore[no-untyped-def]
+        cm, env, cfg = self.cm, self.cm.env, self.cfg
+        spec = cm.spec[vm]
+        mem = spec.memory_mib
+        cap = cfg.memory_working_set_fraction * mem
+        shared = cm.sc.cluster.networks.shared_cluster_and_lm
+        from cluster_sim.cluster.topology import lm_nic
+
+        path = [lm_nic(src, shared), lm_nic(dst, shared)]
+        to_send, sent, rounds = mem, 0.0, 0
+        while True:
+            t0 = env.now
+            flow = cm.net.start(path, size_mib=to_send, tag=("lm", vm))
+            ok = yield flow.done
+            if not ok:
+                return False
+            took = env.now - t0
+            rate = to_send / took if took > 0 else math.inf
+            sent += to_send
+            rounds += 1
+            remaining = min(spec.dirty_mib_s * took, cap)
+            cm.trace("migration_round", vm=vm, node=src, to=dst, round=rounds, mib=round(to_send, 3),
+                     s=round(took, 6), dirty_mib=round(remaining, 3))
+            if remaining / rate <= cfg.max_downtime_s:
+                reason = "threshold"
+                break
+            if rounds >= cfg.max_rounds:
+                reason = "max_rounds"
+                break
+            if sent + remaining > cfg.max_total_factor * mem:
+                reason = "max_total"
+                break
+            to_send = remaining
+        # stop-and-copy: the VM is paused on the source for the rest of its memory
+        t_pause = env.now
+        cm.gateway.cast(src, "set_state", vm, "paused")
+        cm.io.stop_vm(vm)
+        flow = cm.net.start(path, size_mib=remaining, tag=("lm", vm, "blackout"))
+        ok = yield flow.done
+        if not ok:  # the source died while the VM was paused: it goes down with it
+            return False
+        if cfg.resume_s:
+            yield env.timeout(cfg.resume_s)
+        downtime = env.now - t_pause
+        cm.move_vm_ownership(vm, src, dst)
+        cm.vm_downtime[vm] = cm.vm_downtime.get(vm, 0.0) + downtime
+        self.stats.downtime_s.append(downtime)
+        cm.trace("migration_done", vm=vm, node=src, to=dst, rounds=rounds, stop_reason=reason,
+                 sent_mib=round(sent + remaining, 3), downtime_ms=round(downtime * 1000, 3))
+        return True
