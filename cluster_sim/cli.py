@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from cluster_sim.scenario import Scenario, ScenarioError, load_scenario
 
@@ -30,8 +31,13 @@ def _load(file: Path, sets: list[str] | None) -> Scenario:
     try:
         return load_scenario(file, sets or [])
     except ScenarioError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        _error(str(exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _error(message: str) -> None:
+    """One error message on stderr, printed as is (no markup, no wrapping)."""
+    err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
 
 
 @app.command()
@@ -42,8 +48,8 @@ def validate(
     """Check a scenario file; exit 0 if it is valid, 2 with the reason if not."""
     sc = _load(file, set_)
     gens = ", ".join(sc.backup.generations) if sc.backup else "none (steady state)"
-    out.print(f"ok: {file}: '{sc.name}', {sc.cluster.nodes} nodes, {sc.vm_count()} VMs, "
-              f"{sc.storage.csvs} CSVs, generations: {gens}")
+    out.print(Text(f"ok: {file}: '{sc.name}', {sc.cluster.nodes} nodes, {sc.vm_count()} VMs, "
+                   f"{sc.storage.csvs} CSVs, generations: {gens}"), soft_wrap=True)
 
 
 @app.command()
@@ -70,11 +76,11 @@ def run(
         known = sc.backup.generations if sc.backup else []
         bad = [g for g in generation if g not in known]
         if bad:
-            err.print(f"[bold red]error:[/] {file}: backup.generations: {', '.join(bad)} not in {known}")
+            _error(f"{file}: backup.generations: {', '.join(bad)} not in {known}")
             raise typer.Exit(EXIT_BAD_INPUT)
     dest = out_dir or Path("results") / sc.name
     if dest.exists() and not dest.is_dir():
-        err.print(f"[bold red]error:[/] --out: {dest} exists and is not a folder")
+        _error(f"--out: {dest} exists and is not a folder")
         raise typer.Exit(EXIT_BAD_INPUT)
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -125,12 +131,14 @@ def run(
                              width=out.width))
         for s in summaries:
             if s.failures_by_reason:
-                out.print(f"  {s.generation} failures: " + ", ".join(f"{k} {v}" for k, v in s.failures_by_reason.items()))
+                out.print(Text(f"  {s.generation} failures: "
+                               + ", ".join(f"{k} {v}" for k, v in s.failures_by_reason.items())), soft_wrap=True)
             if not s.audit.ok:
-                out.print(f"  [red]{s.generation} audit:[/] " + "; ".join(s.audit.violations[:5]))
+                out.print(Text(f"  {s.generation} audit: ", style="red") + Text("; ".join(s.audit.violations[:5])),
+                          soft_wrap=True)
     else:
         _print_steady(result.generations[0])
-    out.print(f"results in {dest}/ (wall {result.wall_s:.1f} s)")
+    out.print(Text(f"results in {dest}/ (wall {result.wall_s:.1f} s)"), soft_wrap=True)
     if any(not g.summary.audit.ok for g in result.generations):
         raise typer.Exit(1)
 
