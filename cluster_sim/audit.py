@@ -4,6 +4,7 @@
 - every snapshot, checkpoint, mount, hot-add and redirected-access hold taken was released,
   or is counted in `leaks` (a leak without any node failure or injected fault is a violation);
 - no LUN held more storage snapshots than `max_snapshots_per_lun`;
+- no node was asked to act on a VM it does not run;
 - simulated time never ran backwards in the trace;
 - the job ended before `run.until_s`.
 """
@@ -28,8 +29,8 @@ _EXPECTED = {
 
 
 def count_leaks(cm: ClusterModel, node_state: dict[str, dict[str, dict]]) -> Leaks:  # type: ignore[type-arg]
-    mounts = sum(v.get("mounted", 0) for vms in node_state.values() for v in vms.values())
-    hot = sum(v.get("hot_added", 0) for vms in node_state.values() for v in vms.values())
+    mounts = sum(v.get("mounted", 0) for st in node_state.values() for v in st["vms"].values())
+    hot = sum(v.get("hot_added", 0) for st in node_state.values() for v in st["vms"].values())
     return Leaks(
         snapshots=len(cm.array.leaked_snapshots()),
         checkpoints=len(cm.array.leaked_checkpoints()),
@@ -39,8 +40,12 @@ def count_leaks(cm: ClusterModel, node_state: dict[str, dict[str, dict]]) -> Lea
     )
 
 
-def audit(cm: ClusterModel, job: BackupJob | None, leaks: Leaks, faults_happened: bool) -> Audit:
+def audit(cm: ClusterModel, job: BackupJob | None, leaks: Leaks, faults_happened: bool,
+          node_state: dict[str, dict] | None = None) -> Audit:  # type: ignore[type-arg]
     v: list[str] = []
+    for node, st in sorted((node_state or {}).items()):
+        if st.get("stray_ops"):
+            v.append(f"{node}: {st['stray_ops']} operations named a VM the node does not run")
     if job is not None:
         for name in sorted(job.records):
             rec = job.records[name]

@@ -191,10 +191,15 @@ class BackupJob:
         elif self.retry_hook is not None:
             self.retry_hook(vm)
 
+    def settled(self, vm: str) -> bool:
+        """The VM can be backed up where the cluster says it is: host alive and up, not moving."""
+        host = self.cm.host[vm]
+        return host in self.cm.alive and host in self.cm.up and vm not in self.cm.migrations.migrating
+
     def wait_for_host(self, vm: str) -> Proc:
-        """Wait until the VM's owner node is alive and seen up (after a failover)."""
+        """Wait until the VM is settled on a live node (after a failover or a migration)."""
         step = self.cm.sc.cluster.heartbeat_interval_s * self.cm.sc.cluster.heartbeat_threshold
-        while self.cm.host[vm] not in self.cm.alive or self.cm.host[vm] not in self.cm.up:
+        while not self.settled(vm):
             yield self.env.timeout(step)
 
     def requeue_when_hosted(self, vm: str) -> Proc:
@@ -238,7 +243,7 @@ class BackupJob:
             raise StepFailed("node_failed", node)
         if vm in self.aborted:
             raise StepFailed("aborted_by_migration", node)
-        if self.cm.host.get(vm) != node:
+        if self.cm.host.get(vm) != node or vm in self.cm.migrations.migrating:
             raise StepFailed("vm_moved", node)
 
     def acquire_vss(self, node: str) -> Proc:

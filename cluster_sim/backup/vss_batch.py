@@ -77,7 +77,7 @@ def _worker(job: BackupJob, flavor: Flavor, node: str, queue: simpy.Store) -> Pr
     while True:
         csv, vms = yield queue.get()
         # VMs that moved (migration, failover) or whose node is gone go to their host's queue
-        gone = [vm for vm in vms if cm.host[vm] != node or node not in cm.alive or node not in cm.up]
+        gone = [vm for vm in vms if cm.host[vm] != node or not job.settled(vm)]
         for vm in gone:
             job.track(job.requeue_when_hosted(vm))
         vms = [vm for vm in vms if vm not in gone]
@@ -96,23 +96,27 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
             live.remove(vm)
             job.fail(vm, reason)
 
+    vol = cm.csvs[csv]
+    pin = None
+    if flavor.pins_csv:
+        # ws2008r2: the CSV moves to the backup node and goes into redirected access first;
+        # the shadow-copy set is started once the node owns it
+        pin = yield vol.pin(node)
     try:
         lock = yield from job.acquire_vss(node)
     except StepFailed as exc:
+        if pin is not None:
+            vol.release(pin)
         for vm in list(live):
             drop(vm, exc.reason)
         return
     lock_held = True
-    pin = None
     snap: StorageSnapshot | None = None
     checkpoints: dict[str, Checkpoint] = {}
     saved_at: dict[str, float] = {}
     frozen: list[str] = []
-    vol = cm.csvs[csv]
     job.critical.update(vms)  # guest freeze through auto-recovery: migrations wait [V]
     try:
-        if flavor.pins_csv:
-            pin = yield vol.pin(node)
         t_freeze = env.now
 
         # ---- prepare every VM of the batch in parallel ----

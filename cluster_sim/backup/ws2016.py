@@ -52,8 +52,8 @@ def set_node(job: BackupJob, luns: list[str]) -> str:
 
 def run_round(job: BackupJob, vms: list[str]) -> Proc:
     env, cm = job.env, job.cm
-    waiting = [vm for vm in vms if cm.host[vm] not in cm.alive or cm.host[vm] not in cm.up]
-    for vm in waiting:  # their host died: they join a later round once failed over
+    waiting = [vm for vm in vms if not job.settled(vm)]
+    for vm in waiting:  # host died or VM moving: they join a later round once settled
         job.track(job.requeue_when_hosted(vm))
     vms = [vm for vm in vms if vm not in waiting]
     if not vms:

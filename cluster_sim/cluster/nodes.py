@@ -51,6 +51,7 @@ class Node:
     vms: dict[str, VmVolatile] = field(default_factory=dict)
     ops_applied: int = 0
     mounted: int = 0  # VHDs mounted on this host, all VMs together
+    stray_ops: int = 0  # operations naming a VM this host does not run (the auditor reports them)
 
     # -- batch entry point (one per instant) ----------------------------------------------------
     def apply(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
@@ -65,6 +66,7 @@ class Node:
         self.vms.clear()
         self.ops_applied = 0
         self.mounted = 0
+        self.stray_ops = 0
 
     def op_host(self, vms: list[tuple[str, str]]) -> int:
         for name, state in vms:
@@ -82,26 +84,29 @@ class Node:
         """(VMs hosted, VHDs mounted on the host): a cheap liveness answer."""
         return len(self.vms), self.mounted
 
+    def op_stray(self) -> int:
+        return self.stray_ops
+
     def mounted_total(self) -> int:
         return self.mounted
 
     def _vm(self, vm: str) -> VmVolatile:
         v = self.vms.get(vm)
         if v is None:
-            raise KeyError(f"{vm} is not hosted on {self.name}")
+            # a real host answers "VM not found"; the driver should never ask
+            self.stray_ops += 1
+            return VmVolatile(state="off")
         return v
 
     def op_freeze(self, vm: str) -> bool:
-        v = self.vms.get(vm)
-        if v is None or v.state != "running":
+        v = self._vm(vm)
+        if v.state != "running":
             return False
         v.frozen = True
         return True
 
     def op_thaw(self, vm: str) -> bool:
-        v = self.vms.get(vm)
-        if v is None:
-            return False
+        v = self._vm(vm)
         was = v.frozen
         v.frozen = False
         return was
@@ -139,8 +144,8 @@ class Node:
         v.hot_added = max(0, v.hot_added - 1)
         return v.hot_added
 
-    def op_snapshot(self) -> dict[str, dict[str, Any]]:
-        return {k: v.__dict__.copy() for k, v in sorted(self.vms.items())}
+    def op_snapshot(self) -> dict[str, Any]:
+        return {"vms": {k: v.__dict__.copy() for k, v in sorted(self.vms.items())}, "stray_ops": self.stray_ops}
 
 
 # ----------------------------------------------------------------------------------------------
