@@ -67,7 +67,7 @@ def run_case(kind: str, backend: str, gen: str) -> dict:
 
 
 def main() -> None:
-    console = Console()
+    console = Console(width=150)
     rows = []
     cases = [("steady", "local", "-"), ("steady", "ray", "-")]
     for gen in ("ws2008r2", "ws2012", "ws2012r2", "ws2016"):

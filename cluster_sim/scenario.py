@@ -204,6 +204,7 @@ class Run(_Strict):
     ray_address: str | None = None  # connect to an existing Ray cluster instead of starting one
     steady_duration_s: PosFloat = 3600.0  # [P] length of a run without a backup section
     latency_rho_max: Annotated[float, Field(gt=0, lt=1)] = 0.98  # [P] utilisation cap in R = S/(1-rho)
+    latency_series_step_s: NonNegFloat = 60.0  # [P] resolution of latency.csv (percentiles are exact)
 
 
 class _Event(_Strict):

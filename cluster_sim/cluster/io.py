@@ -63,6 +63,7 @@ class IoModel:
         self._iops = arr.iops
         self._s_array = arr.service_time_ms
         self._rho_max = sc.run.latency_rho_max
+        self._series_step = sc.run.latency_series_step_s
         self._read_i = net.link(ARRAY_READ)
         self._write_i = net.link(ARRAY_WRITE)
         nw = sc.cluster.networks
@@ -204,22 +205,21 @@ class IoModel:
             self._integral[: len(self._last_lat)] += self._last_lat * dt
             if w.sum() > 0:
                 idx = np.clip(np.searchsorted(_BINS, self._last_lat) - 1, 0, len(_BINS) - 2)
-                np.add.at(self.hist[self.phase], idx, w)
+                self.hist[self.phase] += np.bincount(idx, weights=w, minlength=len(_BINS) - 1)
         self._last_t = now
 
     def _on_rates(self) -> None:
         self._settle()
         lat = self._latencies()
         self._last_lat = lat
-        if self._counts.sum() > 0:
+        t = float(self.net.env.now)
+        # the time series keeps the first state of each `series_step_s` (the percentiles above
+        # come from the exact histogram, not from this series)
+        if self._counts.sum() > 0 and (not self.series_t or t >= self.series_t[-1] + self._series_step):
             p50, p99 = _weighted_percentiles(lat, self._counts, (50, 99))
-            t = float(self.net.env.now)
-            if self.series_t and self.series_t[-1] == t:
-                self.series_p50[-1], self.series_p99[-1] = p50, p99
-            else:
-                self.series_t.append(t)
-                self.series_p50.append(p50)
-                self.series_p99.append(p99)
+            self.series_t.append(t)
+            self.series_p50.append(p50)
+            self.series_p99.append(p99)
 
     def set_phase(self, phase: str) -> None:
         self.net.settle_now()

@@ -45,21 +45,24 @@ def _progressive_fill(
     if n_flows == 0:
         return rate
     n_links = inc.shape[0]
-    # Flows cross few links: work on (flow, link) pairs instead of the L x F matrix.
-    pair_link, pair_flow = np.nonzero(inc)
-    has_link = np.bincount(pair_flow, minlength=n_flows) > 0
+    # Flows cross few links: work on (flow, link) pairs, sorted by flow, instead of the L x F matrix.
+    pair_flow, pair_link = np.nonzero(inc.T)
+    per_flow = np.bincount(pair_flow, minlength=n_flows)
+    has_link = per_flow > 0
     if np.any(~has_link & ~np.isfinite(caps)):
         raise ValueError("a flow with no links must have a rate cap")
+    starts = np.concatenate(([0], np.cumsum(per_flow)[:-1]))[has_link]
     active = np.ones(n_flows, dtype=bool)
     residual = cap_links.astype(float).copy()
     cap_level = caps / weights
+    link_level = np.full(n_flows, np.inf)
     while active.any():
         pair_active = active[pair_flow]
         load_w = np.bincount(pair_link, weights=(weights[pair_flow] * pair_active), minlength=n_links)
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(load_w > _EPS, np.maximum(residual, 0.0) / load_w, np.inf)
-        link_level = np.full(n_flows, np.inf)
-        np.minimum.at(link_level, pair_flow, share[pair_link])
+        if len(starts):
+            link_level[has_link] = np.minimum.reduceat(share[pair_link], starts)
         at_cap = active & (cap_level <= link_level * (1 + 1e-12))
         if at_cap.any():
             rate[at_cap] = caps[at_cap]
