@@ -29,7 +29,7 @@ _EXPECTED = {
 
 
 def count_leaks(cm: ClusterModel, node_state: dict[str, dict[str, dict]]) -> Leaks:  # type: ignore[type-arg]
-    mounts = sum(v.get("mounted", 0) for st in node_state.values() for v in st["vms"].values())
+    mounts = sum(sum(st.get("mounts", {}).values()) for st in node_state.values())
     hot = sum(v.get("hot_added", 0) for st in node_state.values() for v in st["vms"].values())
     return Leaks(
         snapshots=len(cm.array.leaked_snapshots()),
@@ -40,13 +40,13 @@ def count_leaks(cm: ClusterModel, node_state: dict[str, dict[str, dict]]) -> Lea
     )
 
 
-def audit(cm: ClusterModel, job: BackupJob | None, leaks: Leaks, faults_happened: bool,
+def audit(cm: ClusterModel, jobs: list[BackupJob], leaks: Leaks, faults_happened: bool,
           node_state: dict[str, dict] | None = None) -> Audit:  # type: ignore[type-arg]
     v: list[str] = []
     for node, st in sorted((node_state or {}).items()):
         if st.get("stray_ops"):
             v.append(f"{node}: {st['stray_ops']} operations named a VM the node does not run")
-    if job is not None:
+    for job in jobs:
         for name in sorted(job.records):
             rec = job.records[name]
             if rec.outcome is None:

@@ -71,6 +71,25 @@ class MigrationDowntime(_Out):
     max: float | None = None
 
 
+class Verification(_Out):
+    restored: int = 0
+    app_consistent: int = 0
+    crash_consistent: int = 0
+    torn: int = 0
+    lost_writes: int = 0
+    claim_mismatches: int = 0
+
+
+class JobSummary(_Out):
+    index: int
+    mode: str
+    start_s: float
+    backup_window_s: float
+    bytes_copied_mib: float
+    outcomes: Outcomes
+    verification: Verification
+
+
 class Audit(_Out):
     ok: bool
     violations: list[str] = Field(default_factory=list)
@@ -104,6 +123,7 @@ class VmRow(_Out):
     snapshot_id: str
     migrated_during_backup: bool
     nodes_visited: str
+    verified: str
     read_mib_s: float
     write_mib_s: float
     mean_latency_ms: float | None
@@ -142,6 +162,8 @@ class Summary(_Out):
     failovers: int
     vms_restarted: int
     retried_vms: int
+    verification: Verification
+    jobs: list[JobSummary]
     sim_end_s: float
     trace_events: int
     audit: Audit

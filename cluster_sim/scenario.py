@@ -108,6 +108,7 @@ class Array(_Strict):
 class Storage(_Strict):
     csvs: Annotated[int, Field(ge=1, le=1024)]
     array: Array = Array()
+    block_size_mib: Annotated[float, Field(gt=0, le=4096)] = 64.0  # [P] data-plane block (RCT granularity)
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,6 +126,8 @@ class Workload(_Strict):
     io_size_kib: PosFloat = 8.0
     dirty_mib_s: NonNegFloat = 20.0  # memory dirtying rate (live migration)
     working_set_fraction: Annotated[float, Field(gt=0, le=1)] = 0.3  # share of disk the writes touch
+    write_skew_zipf_s: NonNegFloat = 1.0  # [P] Zipf exponent of block popularity within the working set
+    guest_flush_interval_s: NonNegFloat = 5.0  # [P] guest write cache flushed this often (0: write-through)
 
 
 class Template(_Strict):
@@ -156,6 +159,11 @@ class Template(_Strict):
 # --------------------------------------------------------------------------------------------
 # backup (generations)
 # --------------------------------------------------------------------------------------------
+class ScheduledRun(_Strict):
+    at_s: NonNegFloat
+    mode: Literal["full", "incremental"] = "incremental"
+
+
 class Backup(_Strict):
     generations: Annotated[list[Generation], Field(min_length=1)] = list(GENERATIONS)
     provider: Literal["hardware", "software"] = "hardware"
@@ -192,6 +200,18 @@ class Backup(_Strict):
     migration_policy: Literal["block_and_retry", "allow", "abort_backup"] = "block_and_retry"
     stale_backup_hold_s: NonNegFloat = 1800.0  # [MS] a dead ws2008r2 backup leaves the CSV redirected 30 min
     clear_stale_redirect: bool = False  # the backup app clears that state itself after a failover
+    auto_recovery: bool = True  # ws2008r2/ws2012 host auto-recovery (revert to the guest snapshot)
+    rct_survives_crash: bool = False  # [P] RCT lost after a crash: the next incremental is a full
+    verify: bool = True  # run the data plane and verify every backup by restoring it
+    schedule: list[ScheduledRun] | None = None  # several jobs (e.g. a full, then nightly incrementals)
+
+    @model_validator(mode="after")
+    def _schedule_in_order(self) -> Backup:
+        if self.schedule:
+            times = [r.at_s for r in self.schedule]
+            if times != sorted(times):
+                raise ValueError("backup.schedule: runs must be in time order")
+        return self
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,6 +253,11 @@ class RecoverNode(_Event):
     node: str
 
 
+class ResumeNode(_Event):
+    kind: Literal["resume_node"]  # end of maintenance: a drained node takes VMs again
+    node: str
+
+
 class SnapshotFault(_Event):
     kind: Literal["snapshot_fault"]
     csv: str
@@ -248,7 +273,7 @@ class LoadBalance(_Event):
 
 
 Event = Annotated[
-    MigrateVm | DrainNode | CrashNode | RecoverNode | SnapshotFault | LoadBalance,
+    MigrateVm | DrainNode | CrashNode | RecoverNode | ResumeNode | SnapshotFault | LoadBalance,
     Field(discriminator="kind"),
 ]
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from cluster_sim.audit import audit, count_leaks
 from cluster_sim.backup import BODIES
+from cluster_sim.backup.capture import expected_verdict
 from cluster_sim.backup.job import BackupJob
 from cluster_sim.cluster.events import schedule_events
 from cluster_sim.cluster.model import ClusterModel
@@ -19,6 +20,7 @@ from cluster_sim.kernel.rng import Streams
 from cluster_sim.results import (
     CsvRow,
     GenerationResult,
+    JobSummary,
     Latency,
     MigrationDowntime,
     Migrations,
@@ -26,6 +28,7 @@ from cluster_sim.results import (
     Outcomes,
     RunResult,
     Summary,
+    Verification,
     VmRow,
     r6,
 )
@@ -63,26 +66,28 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     schedule_events(cm)
     for node, at_s in kill_actors or []:
         cm.env.process(_kill_later(cm, backend, node, at_s))
-    job: BackupJob | None = None
+    jobs: list[BackupJob] = []
     if generation is not None:
         assert sc.backup is not None
-        job = BackupJob(cm, generation, sc.backup)
-        cm.env.process(job.run(BODIES[generation]))
-        cm.env.run(until=job.quiesced | cm.env.timeout(sc.run.until_s))
-        if not job.done.triggered:
+        all_done = cm.env.event()
+        cm.env.process(_run_jobs(cm, generation, jobs, all_done))
+        cm.env.run(until=all_done | cm.env.timeout(sc.run.until_s))
+        if not all_done.triggered and jobs:
+            job = jobs[-1]
             for name in sorted(job.records):
                 if job.records[name].outcome is None:
                     job.finalize(name, "failed", "horizon_reached")
             job.ended_s = None
+            job.verify()
     else:
         cm.env.run(until=min(sc.run.steady_duration_s, sc.run.until_s))
     cm.finish()
     node_state = cm.collect_node_state()
     leaks = count_leaks(cm, node_state)
     faults = bool(cm.failures) or any(ev.kind in ("crash_node", "snapshot_fault") for ev in sc.events)
-    result_audit = audit(cm, job, leaks, faults, node_state)
-    summary = _summary(sc, generation, cm, job, leaks, result_audit)
-    rows = _vm_rows(sc, generation, cm, job)
+    result_audit = audit(cm, jobs, leaks, faults, node_state)
+    summary = _summary(sc, generation, cm, jobs, leaks, result_audit)
+    rows = _vm_rows(sc, generation, cm, jobs)
     csv_rows = _csv_rows(cm)
     g = GenerationResult(
         summary=summary,
@@ -97,6 +102,25 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     return g
 
 
+def _run_jobs(cm: ClusterModel, generation: str, jobs: list[BackupJob], all_done):  # type: ignore[no-untyped-def]
+    """The backup schedule: each job starts at its time (or when the previous one is done),
+    and its backups are restored and verified when it is done."""
+    cfg = cm.sc.backup
+    plan = [(r.at_s, r.mode) for r in cfg.schedule] if cfg.schedule else [(cfg.start_s, cfg.mode)]
+    for i, (at_s, mode) in enumerate(plan):
+        job = BackupJob(cm, generation, cfg, mode=mode, start_s=at_s, index=i)
+        jobs.append(job)
+        cm.env.process(job.run(BODIES[generation]))
+        yield job.quiesced
+        job.verify()
+    # let the cluster settle (failure detection, failover boots, migrations under way) so that
+    # the summary counts what the backup set in motion
+    step = cm.sc.cluster.heartbeat_interval_s
+    while cm.busy():
+        yield cm.env.timeout(step)
+    all_done.succeed()
+
+
 def _kill_later(cm: ClusterModel, backend: LocalBackend | RayBackend, node: str, at_s: float):  # type: ignore[no-untyped-def]
     """Test hook: the node's actor dies at `at_s` without the cluster being told."""
     yield cm.env.timeout(at_s)
@@ -107,24 +131,44 @@ def _kill_later(cm: ClusterModel, backend: LocalBackend | RayBackend, node: str,
         backend.kill(node)
 
 
-def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, job: BackupJob | None, leaks, aud) -> Summary:  # type: ignore[no-untyped-def]
-    outcomes = Counter()
-    reasons: Counter[str] = Counter()
-    torn = 0
-    copied = 0.0
-    if job is not None:
+def _verification(jobs: list[BackupJob]) -> Verification:
+    v = Counter()
+    for job in jobs:
         for rec in job.records.values():
-            outcomes[rec.outcome] += 1
-            if rec.outcome == "failed":
-                reasons[rec.reason] += 1
-            elif rec.torn:
-                torn += 1
-            copied += rec.bytes_copied_mib
-    downtime = sum(_vm_downtime(cm, job, v.name) for v in cm.vms)
-    window = 0.0
-    if job is not None and job.started_s is not None:
-        end = job.ended_s if job.ended_s is not None else cm.env.now
-        window = end - job.started_s
+            if rec.verified:
+                v["restored"] += 1
+                v[rec.verified] += 1
+                expected = expected_verdict(rec.outcome or "")
+                if expected is not None and expected != rec.verified:
+                    v["claim_mismatches"] += 1
+    return Verification(**{k: v.get(k, 0) for k in Verification.model_fields})
+
+
+def _job_summary(sc: Scenario, job: BackupJob) -> JobSummary:
+    outcomes = Counter(rec.outcome for rec in job.records.values())
+    end = job.ended_s if job.ended_s is not None else job.env.now
+    return JobSummary(
+        index=job.index, mode=job.mode, start_s=r6(job.started_s or 0.0),
+        backup_window_s=r6(end - job.started_s if job.started_s is not None else 0.0),
+        bytes_copied_mib=r6(sum(r.bytes_copied_mib for r in job.records.values())),
+        outcomes=Outcomes(**{k: outcomes.get(k, 0) for k in Outcomes.model_fields}),
+        verification=_verification([job]),
+    )
+
+
+def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, jobs: list[BackupJob], leaks, aud) -> Summary:  # type: ignore[no-untyped-def]
+    """Counters add up over the jobs of a schedule; outcomes and torn captures are the last
+    job's (the protection the cluster is left with); each job is also listed under `jobs`."""
+    last = jobs[-1] if jobs else None
+    outcomes = Counter(rec.outcome for rec in last.records.values()) if last else Counter()
+    reasons: Counter[str] = Counter()
+    for job in jobs:
+        reasons.update(rec.reason for rec in job.records.values() if rec.outcome == "failed")
+    torn = sum(1 for rec in last.records.values() if rec.outcome != "failed" and rec.torn) if last else 0
+    copied = sum(rec.bytes_copied_mib for job in jobs for rec in job.records.values())
+    job_summaries = [_job_summary(sc, j) for j in jobs]
+    window = sum(j.backup_window_s for j in job_summaries)
+    downtime = sum(_vm_downtime(cm, jobs, v.name) for v in cm.vms)
     redirected = {v.name: v.redirected_s for v in cm.csvs}
     ms = cm.migrations.stats
     mig_dt = sorted(ms.downtime_s or [])
@@ -140,12 +184,12 @@ def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, job: Backup
         backup_window_s=r6(window),
         window_lower_bound_s=r6(lower_bound_s(sc, copied)),
         hw_snapshots_created=cm.array.created,
-        sw_snapshots_created=job.sw_snapshots if job else 0,
-        snapshot_sets=job.snapshot_sets if job else 0,
+        sw_snapshots_created=sum(j.sw_snapshots for j in jobs),
+        snapshot_sets=sum(j.snapshot_sets for j in jobs),
         peak_pending_snapshots=cm.array.peak_pending,
         peak_snapshots_per_lun=cm.array.peak_per_lun(),
-        host_mounts=job.host_mounts if job else 0,
-        scsi_hot_adds=job.scsi_hot_adds if job else 0,
+        host_mounts=sum(j.host_mounts for j in jobs),
+        scsi_hot_adds=sum(j.scsi_hot_adds for j in jobs),
         redirected_s_total=r6(sum(redirected.values())),
         redirected_s_max_csv=r6(max(redirected.values(), default=0.0)),
         outcomes=Outcomes(**{k: outcomes.get(k, 0) for k in Outcomes.model_fields}),
@@ -157,7 +201,7 @@ def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, job: Backup
             backup_p50=_nan_none(d50), backup_p99=_nan_none(d99),
         ),
         bytes_copied_mib=r6(copied),
-        avhdx_vm_s=r6(job.avhdx_vm_s if job else 0.0),
+        avhdx_vm_s=r6(sum(j.avhdx_vm_s for j in jobs)),
         leaks=leaks,
         node_failures=[NodeFailureOut(node=f.node, detected_s=r6(f.detected_s), how=f.how, vms_down=f.vms_down)
                        for f in cm.failures],
@@ -171,7 +215,9 @@ def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, job: Backup
         migration_delay_s_total=r6(ms.delay_s_total),
         failovers=cm.failovers,
         vms_restarted=cm.vms_restarted,
-        retried_vms=job.retried_vms if job else 0,
+        retried_vms=sum(j.retried_vms for j in jobs),
+        verification=_verification(jobs),
+        jobs=job_summaries,
         sim_end_s=r6(cm.env.now),
         trace_events=len(cm.trace),
         audit=aud,
@@ -184,13 +230,15 @@ def _pct(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def _vm_downtime(cm: ClusterModel, job: BackupJob | None, vm: str) -> float:
-    """Saved-state time during the backup plus migration blackouts and failover outages."""
-    return (job.records[vm].downtime_s if job else 0.0) + cm.vm_downtime.get(vm, 0.0)
+def _vm_downtime(cm: ClusterModel, jobs: list[BackupJob], vm: str) -> float:
+    """Saved-state time during the backups plus migration blackouts and failover outages."""
+    return sum(j.records[vm].downtime_s for j in jobs) + cm.vm_downtime.get(vm, 0.0)
 
 
-def _vm_rows(sc: Scenario, generation: str | None, cm: ClusterModel, job: BackupJob | None) -> list[VmRow]:
+def _vm_rows(sc: Scenario, generation: str | None, cm: ClusterModel, jobs: list[BackupJob]) -> list[VmRow]:
+    """One row per VM: the last job's outcome; bytes and downtime over every job."""
     rows = []
+    job = jobs[-1] if jobs else None
     for spec in cm.vms:
         rec = job.records[spec.name] if job else None
         lat = cm.io.vm_mean_latency_ms(spec.name)
@@ -203,11 +251,12 @@ def _vm_rows(sc: Scenario, generation: str | None, cm: ClusterModel, job: Backup
             start_s=_nan_none(rec.start_s) if rec and rec.start_s is not None else None,
             end_s=_nan_none(rec.end_s) if rec and rec.end_s is not None else None,
             retries=max(0, rec.attempts - 1) if rec else 0,
-            bytes_copied_mib=r6(rec.bytes_copied_mib) if rec else 0.0,
-            downtime_s=r6(_vm_downtime(cm, job, spec.name)),
+            bytes_copied_mib=r6(sum(j.records[spec.name].bytes_copied_mib for j in jobs)),
+            downtime_s=r6(_vm_downtime(cm, jobs, spec.name)),
             snapshot_id=rec.snapshot_id if rec else "",
             migrated_during_backup=rec.migrated_during_backup if rec else False,
             nodes_visited="|".join(cm.visited[spec.name]),
+            verified=rec.verified if rec else "",
             read_mib_s=r6(spec.read_mib_s), write_mib_s=r6(spec.write_mib_s),
             mean_latency_ms=_nan_none(lat),
         ))

@@ -205,7 +205,11 @@ def test_ws2016_incremental_copies_only_rct_changes_for_vhdx_config_8_vms(increm
     assert len(rows) == 4
     for r in rows:
         assert r.outcome == "app_consistent"
-        assert r.bytes_copied_mib == pytest.approx(_rct_changed_mib(FULL_PER_VM["rct"]), rel=1e-6)
+        # RCT copies whole 64 MiB blocks: a day of 50 write IOPS touches every block of the
+        # 30 % working set (64 blocks x 0.3 -> 19 blocks), the analytic occupancy's saturation
+        blocks = round(FULL_PER_VM["rct"] / 64 * 0.3)
+        assert r.bytes_copied_mib == blocks * 64.0
+        assert r.bytes_copied_mib == pytest.approx(_rct_changed_mib(FULL_PER_VM["rct"]), rel=0.02)
         assert r.bytes_copied_mib < 0.5 * FULL_PER_VM["rct"]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import simpy
 
+from cluster_sim.backup.capture import Captures
 from cluster_sim.backup.eligibility import Plan, plan
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.storage import Checkpoint, SnapshotFailure, StorageSnapshot
@@ -60,6 +61,7 @@ class VmRecord:
     torn: bool = False
     migrated_during_backup: bool = False
     double_outcomes: int = 0
+    verified: str = ""  # the restore verifier's verdict
     history: list[str] = field(default_factory=list)
 
 
@@ -71,8 +73,12 @@ class SetResult:
 
 
 class BackupJob:
-    def __init__(self, cm: ClusterModel, generation: str, cfg: Backup):
+    def __init__(self, cm: ClusterModel, generation: str, cfg: Backup, mode: str | None = None,
+                 start_s: float | None = None, index: int = 0):
         self.cm = cm
+        self.mode = mode or cfg.mode
+        self.start_at = cfg.start_s if start_s is None else start_s
+        self.index = index
         self.env = cm.env
         self.trace = cm.trace
         self.gen = generation
@@ -104,6 +110,7 @@ class BackupJob:
         cm.migrations.gate = self.gate
         cm.migrations.on_moved = self._moved
         cm.restart_listeners.append(self._restarted)
+        self.cap = Captures(self)
 
     # -- outcomes ----------------------------------------------------------------------------------
     def finalize(self, vm: str, outcome: str, reason: str = "") -> None:
@@ -114,6 +121,8 @@ class BackupJob:
         rec.outcome = outcome
         rec.reason = reason
         rec.end_s = self.env.now
+        if outcome != "failed":
+            self.cap.succeeded(vm)
         self.trace("vm_outcome", vm=vm, outcome=outcome, reason=reason, attempts=rec.attempts)
         self.remaining -= 1
         if self.remaining == 0 and not self.done.triggered:
@@ -123,6 +132,19 @@ class BackupJob:
             self.trace("job_end", generation=self.gen)
             self.done.succeed()
         self._check_quiet()
+
+    def attempt(self, gen: Proc) -> simpy.Process:
+        """Run a step in parallel; its value is None, or the StepFailed it ended with. (A SimPy
+        process that fails before anyone waits on it would stop the whole simulation.)"""
+
+        def guarded() -> Proc:
+            try:
+                yield from gen
+            except StepFailed as exc:
+                return exc
+            return None
+
+        return self.env.process(guarded())
 
     # -- work tracking: the run ends when outcomes are in and no job process is still running --
     def track(self, gen: Proc) -> simpy.Process:
@@ -142,6 +164,7 @@ class BackupJob:
     def begin(self, vm: str) -> None:
         rec = self.records[vm]
         rec.attempts += 1
+        self.cap.begin(vm)
         if rec.start_s is None:
             rec.start_s = self.env.now
         self.trace("vm_attempt", vm=vm, attempt=rec.attempts, node=self.cm.host[vm])
@@ -194,7 +217,8 @@ class BackupJob:
     def settled(self, vm: str) -> bool:
         """The VM can be backed up where the cluster says it is: host alive and up, not moving."""
         host = self.cm.host[vm]
-        return host in self.cm.alive and host in self.cm.up and vm not in self.cm.migrations.migrating
+        return (host in self.cm.alive and host in self.cm.up and vm not in self.cm.migrations.migrating
+                and vm not in self.cm.booting)
 
     def wait_for_host(self, vm: str) -> Proc:
         """Wait until the VM is settled on a live node (after a failover or a migration)."""
@@ -214,11 +238,11 @@ class BackupJob:
 
     # -- the run -----------------------------------------------------------------------------------
     def run(self, body: Callable[[BackupJob], Proc]) -> Proc:
-        yield self.env.timeout(self.cfg.start_s)
+        yield self.env.timeout(max(0.0, self.start_at - self.env.now))
         self.started_s = self.env.now
         self.running = True
         self.cm.io.set_phase("backup")
-        self.trace("job_start", generation=self.gen, vms=len(self.records))
+        self.trace("job_start", generation=self.gen, vms=len(self.records), mode=self.mode, job=self.index)
         for name in sorted(self.records):
             rec = self.records[name]
             if rec.plan.mode == "fail":
@@ -278,24 +302,38 @@ class BackupJob:
             raise StepFailed(code, f"guest took {d:.1f} s")
         yield self.env.timeout(d)
         self.ensure_host(vm, node)
+        self.cap.freeze(vm, self.env.now, app)  # the guest flushed its cache: this is its capture point
         self.trace("guest_frozen", vm=vm, node=node, freeze_s=round(d, 6), app=app)
         return d
 
     def thaw(self, vm: str, node: str) -> None:
         self.cm.gateway.cast(node, "thaw", vm)
 
-    def snapshot_set(self, node: str, luns: list[str], vms: tuple[str, ...], set_id: str) -> Proc:
-        """Take one shadow-copy set over `luns`. The set fails whole if one LUN fails [MS].
+    def snapshot_set(self, node: str, luns: list[str], vms: tuple[str, ...], set_id: str,
+                     leak_on_failover: bool = False) -> Proc:
+        """Take one shadow-copy set over `luns`. The set fails whole if one LUN fails [MS], and
+        if its requester dies or a LUN's CSV fails over while it is being created; then the
+        snapshots are released, or leaked where the generation leaks them (ws2012, KB2878635).
         Returns SetResult; raises StepFailed with the failing code."""
         self.snapshot_sets += 1
         t0 = self.env.now
-        self.trace("snapshot_set_start", node=node, set=set_id, luns=len(luns), vms=len(vms))
+        owners = {lun: self.cm.csvs[lun].coordinator for lun in luns}
+        self.trace("snapshot_set_start", node=node, set=set_id, luns=len(luns), vms=len(vms), members=list(vms))
+        if node not in self.cm.alive:  # asked of a host that has died (the cluster may not know yet)
+            self.trace("snapshot_set_failed", node=node, set=set_id, code="node_failed")
+            raise StepFailed("node_failed", node)
         if self.cfg.provider == "software":
             snaps = {}
             yield self.env.timeout(self.cm.array.cfg.snapshot_commit_base_s)
-            for lun in luns:
-                snaps[lun] = self.cm.array.software_snapshot(lun, self.cm.csvs[lun].coordinator, set_id, vms)
-                self.sw_snapshots += 1
+            try:
+                for lun in luns:
+                    snaps[lun] = self.cm.array.software_snapshot(lun, self.cm.csvs[lun].coordinator, set_id, vms)
+                    self.sw_snapshots += 1
+            except SnapshotFailure as failure:
+                for s in snaps.values():
+                    self.cm.array.release(s)
+                self.trace("snapshot_set_failed", node=node, set=set_id, code=failure.code, csv=failure.csv)
+                raise StepFailed(FAULT_REASONS.get(failure.code, failure.code), failure.csv) from None
         else:
             procs = {lun: self.env.process(self.cm.array.snapshot(lun, node, set_id, vms)) for lun in luns}
             snaps, failure = {}, None
@@ -309,6 +347,17 @@ class BackupJob:
                     self.cm.array.release(s)
                 self.trace("snapshot_set_failed", node=node, set=set_id, code=failure.code, csv=failure.csv)
                 raise StepFailed(FAULT_REASONS.get(failure.code, failure.code), failure.csv)
+        moved = [lun for lun in luns if self.cm.csvs[lun].coordinator != owners[lun]
+                 or owners[lun] not in self.cm.alive]
+        if node not in self.cm.alive or moved:  # a failover during the snapshot: the set fails
+            for s in snaps.values():
+                if leak_on_failover:
+                    self.trace("snapshot_leaked", csv=s.csv, snapshot=s.sid, node=node)  # KB2878635
+                else:
+                    self.cm.array.release(s)
+            code = "node_failed" if node not in self.cm.alive else "csv_failover"
+            self.trace("snapshot_set_failed", node=node, set=set_id, code=code)
+            raise StepFailed(code, node)
         hold = self.env.now - t0
         over = hold > self.cfg.hold_writes_limit_s
         self.trace("snapshot_set_done", node=node, set=set_id, hold_s=round(hold, 6), over_limit=over)
@@ -365,42 +414,55 @@ class BackupJob:
 
     def host_auto_recovery(self, node: str, vms: list[str]) -> Proc:
         """ws2008r2/ws2012: mount every VHD of the set on the host, revert it to the guest
-        snapshot, dismount. Each mount costs more the more VHDs the host has mounted [seeds]."""
+        snapshot, dismount. Each mount costs more the more VHDs the host has mounted at once
+        [seeds]. Returns {vm: reason} for VMs whose step failed (the others go on)."""
         base, exp = self.cfg.host_mount_base_s, self.cfg.host_mount_exponent
         gw = self.cm.gateway
         disks = {vm: len(self.records[vm].spec.disks) for vm in vms}
+        self.trace("auto_recovery_start", node=node, vms=len(vms), members=list(vms))
         for vm, n in disks.items():
             gw.cast(node, "mount", vm, n)
         # The node keeps the mounts (a crash loses them); the cost follows the count of VHDs
         # this host has mounted at once, which the driver knows from its own mount requests.
-        held = self.mounted.get(node, 0)
-        for n in disks.values():
-            for _ in range(n):
-                held += 1
-                self.host_mounts += 1
-                yield self.env.timeout(base * held**exp)
-        self.mounted[node] = held
+        start = self.mounted.get(node, 0)
+        held = start
+        try:
+            for n in disks.values():
+                for _ in range(n):
+                    held += 1
+                    self.host_mounts += 1
+                    yield self.env.timeout(base * held**exp)
+        finally:
+            self.mounted[node] = start
+            if node in self.cm.alive:
+                for vm, n in disks.items():
+                    gw.cast(node, "dismount", vm, n)
+        failed = {}
         for vm in vms:
-            self.ensure_host(vm, node)
-        for vm, n in disks.items():
-            gw.cast(node, "dismount", vm, n)
-        self.mounted[node] -= sum(disks.values())
+            try:
+                self.ensure_host(vm, node)
+            except StepFailed as exc:
+                failed[vm] = exc.reason
         self.trace("auto_recovery_done", node=node, vms=len(vms))
+        return failed
 
     def scsi_fixup(self, vm: str, node: str) -> Proc:
         """ws2012r2: hot-add AutoRecovery.vhdx over SCSI, fix up inside the guest, remove [seeds]."""
         if not self.records[vm].spec.scsi_controller:
             raise StepFailed("event_10103_no_scsi", vm)
+        self.trace("scsi_fixup_start", vm=vm, node=node)
         self.cm.gateway.cast(node, "hot_add", vm)
         self.scsi_hot_adds += 1
         yield self.env.timeout(self.cfg.scsi_fixup_s)
         self.ensure_host(vm, node)
         self.cm.gateway.cast(node, "hot_remove", vm)
+        self.trace("scsi_fixup_done", vm=vm, node=node)
 
     def save_state(self, vm: str, node: str) -> Proc:
         self.ensure_host(vm, node)
         self.cm.gateway.cast(node, "set_state", vm, "saved")
         self.cm.io.stop_vm(vm)
+        self.cap.save(vm, self.env.now)
         self.trace("vm_saved", vm=vm, node=node)
         yield self.env.timeout(self.cfg.saved_state_downtime_s / 2)
         self.ensure_host(vm, node)
@@ -409,14 +471,28 @@ class BackupJob:
         yield self.env.timeout(self.cfg.saved_state_downtime_s / 2)
         self.cm.gateway.cast(node, "set_state", vm, "running")
         self.cm.io.start_vm(vm, node)
+        self.cap.resume(vm, self.env.now)
         self.records[vm].downtime_s += self.env.now - saved_at
         self.trace("vm_resumed", vm=vm, node=node)
 
     def bytes_to_copy(self, vm: str) -> float:
+        """From the data plane when it runs (every block, or RCT's changed blocks), else from
+        the disk sizes and the analytic change rate."""
+        planned = self.cap.bytes_to_copy(vm)
+        if planned is not None:
+            return planned
         spec = self.records[vm].spec
-        if self.cfg.mode == "incremental" and self.gen == "ws2016" and spec.has_rct:
+        if self.mode == "incremental" and self.gen == "ws2016" and spec.has_rct:
             return changed_mib(spec, self.cfg.incremental_interval_s)
         return spec.used_mib
+
+    def verify(self) -> None:
+        """Restore every VM this job backed up and record the verifier's verdict."""
+        if not self.cap.on:
+            return
+        for vm, verdict in self.cap.verify_all().items():
+            self.records[vm].verified = verdict
+            self.trace("vm_verified", vm=vm, verdict=verdict, outcome=self.records[vm].outcome)
 
     def offline_copy(self, vm: str) -> Proc:
         """A VM that is not running: its files are copied as they are (no snapshot needed)."""
@@ -424,8 +500,9 @@ class BackupJob:
         self.begin(vm)
         async_slot = self.copy_slots[node].request()
         yield async_slot
+        self.cap.offline(vm, self.env.now)
         try:
-            yield from self.copy(vm, node, None, self.records[vm].spec.used_mib)
+            yield from self.copy(vm, node, None, self.bytes_to_copy(vm))
         except StepFailed as exc:
             self.copy_slots[node].release(async_slot)
             self.fail(vm, exc.reason)

@@ -121,6 +121,7 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
 
         # ---- prepare every VM of the batch in parallel ----
         def prepare(vm: str) -> Proc:
+            job.trace("vm_prepare", vm=vm, node=node)
             mode = job.records[vm].plan.mode
             if mode == "saved_state":
                 yield from job.save_state(vm, node)
@@ -133,21 +134,25 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
             if flavor.checkpoints:
                 yield env.timeout(job.cfg.checkpoint_create_s)
                 checkpoints[vm] = cm.array.create_checkpoint(vm, "backup")
+                job.cap.checkpoint(vm, env.now, flushed=vm in frozen, rct=False)
 
-        procs = {vm: env.process(prepare(vm)) for vm in vms}
+        procs = {vm: job.attempt(prepare(vm)) for vm in vms}
         for vm, p in procs.items():
-            try:
-                yield p
-            except StepFailed as exc:
-                drop(vm, exc.reason)
+            failed = yield p
+            if failed is not None:
+                drop(vm, failed.reason)
         if not live:
             return
         if flavor.coordinate_owner and vol.coordinator != node:
             yield env.timeout(job.cfg.csv_owner_coordination_s)
         meta = vol.hold("metadata", node) if flavor.metadata_redirect else None
         t_meta = env.now
+        if not flavor.detects_hold_overrun:
+            for vm in live:  # what the disk held when the commit began (an overrun tears from here)
+                job.cap.set_started(vm, env.now)
         try:
-            res = yield from job.snapshot_set(node, [csv], tuple(live), job.new_set_id())
+            res = yield from job.snapshot_set(node, [csv], tuple(live), job.new_set_id(),
+                                              leak_on_failover=flavor.leaks_snapshot_on_failover)
         except StepFailed as exc:
             for vm in list(live):
                 drop(vm, exc.reason)
@@ -158,6 +163,9 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
         snap = res.snaps[csv]
         for vm in live:
             job.records[vm].snapshot_id = snap.sid
+            if not flavor.checkpoints:
+                job.cap.host_snapshot(vm, env.now, job.cfg.auto_recovery,
+                                      torn_overrun=res.over_hold_limit and not flavor.detects_hold_overrun)
         # Hyper-V writer: freeze to thaw at most writer_freeze_limit_s [MS]
         if env.now - t_freeze > job.cfg.writer_freeze_limit_s:
             for vm in [v for v in live if job.records[v].plan.mode == "app"]:
@@ -181,20 +189,18 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
 
         # ---- auto-recovery ----
         app_vms = [vm for vm in live if job.records[vm].plan.mode == "app"]
-        if flavor.host_mounts and app_vms:
-            try:
-                yield from job.host_auto_recovery(node, app_vms)
-            except StepFailed as exc:
-                for vm in list(live):
-                    drop(vm, exc.reason)
+        if flavor.host_mounts and app_vms and job.cfg.auto_recovery:
+            failed = yield from job.host_auto_recovery(node, app_vms)
+            for vm, reason in failed.items():
+                drop(vm, reason)
+            if not live:
                 return
         if flavor.scsi_fixup and app_vms:
-            fix = {vm: env.process(job.scsi_fixup(vm, node)) for vm in app_vms}
+            fix = {vm: job.attempt(job.scsi_fixup(vm, node)) for vm in app_vms}
             for vm, p in fix.items():
-                try:
-                    yield p
-                except StepFailed as exc:
-                    drop(vm, exc.reason)
+                failed = yield p
+                if failed is not None:
+                    drop(vm, failed.reason)
         job.release_vss(node, lock)
         lock_held = False
         job.critical.difference_update(vms)  # the storage snapshot exists: the VMs may move

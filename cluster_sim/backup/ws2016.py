@@ -43,6 +43,7 @@ def _start_round_after_instant(job: BackupJob, pool: list[str]) -> Proc:
 
 
 def set_node(job: BackupJob, luns: list[str]) -> str:
+    # the backup application knows the cluster service's view, not which host just died
     up = [n for n in job.cm.nodes if n in job.cm.up]
     if job.cfg.ws2016_set_node == "first" or not up:
         return up[0] if up else job.cm.nodes[0]
@@ -69,6 +70,7 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
         job.begin(vm)
         with slots[node].request() as req:
             yield req
+            job.trace("vm_prepare", vm=vm, node=node)
             job.critical.add(vm)
             kind = "standard"
             spec = rec.spec
@@ -86,15 +88,15 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
                 job.thaw(vm, node)
             job.ensure_host(vm, node)
             checkpoints[vm] = cm.array.create_checkpoint(vm, kind)
+            job.cap.checkpoint(vm, env.now, flushed=(kind == "production"), rct=spec.has_rct)
             kinds[vm] = kind
             job.critical.discard(vm)  # the checkpoint is durable on the CSV: the VM may move
 
-    procs = {vm: env.process(make_checkpoint(vm)) for vm in vms}
+    procs = {vm: job.attempt(make_checkpoint(vm)) for vm in vms}
     for vm, p in procs.items():
-        try:
-            yield p
-        except StepFailed as exc:
-            job.fail(vm, exc.reason)
+        failed = yield p
+        if failed is not None:
+            job.fail(vm, failed.reason)
     ready = [vm for vm in vms if vm in checkpoints]
     if not ready:
         return

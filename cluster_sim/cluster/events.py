@@ -11,6 +11,7 @@ from cluster_sim.scenario import (
     LoadBalance,
     MigrateVm,
     RecoverNode,
+    ResumeNode,
     SnapshotFault,
 )
 
@@ -35,6 +36,8 @@ def _at(cm, i: int, ev):  # type: ignore[no-untyped-def]
         cm.array.inject_fault(ev.csv, ev.code, ev.count)
     elif isinstance(ev, LoadBalance):
         yield from _balance(cm, ev)
+    elif isinstance(ev, ResumeNode):
+        cm.draining.discard(ev.node)  # maintenance over: the node takes VMs again
 
 
 def _drain(cm, ev: DrainNode):  # type: ignore[no-untyped-def]
@@ -72,7 +75,7 @@ def _balance(cm, ev: LoadBalance):  # type: ignore[no-untyped-def]
             lo = min(cands, key=lambda n: (counts[n], cm.nodes.index(n)))
             if counts[hi] - counts[lo] <= limit:
                 break
-            vm = next((v for v in cm.vms_on(hi) if v not in cm.migrations.migrating and cm.spec[v].running), None)
+            vm = next((v for v in cm.vms_on(hi) if v not in cm.migrations.requested and cm.spec[v].running), None)
             if vm is None:
                 break
             cm.migrations.request(vm, lo, "load_balance")

@@ -48,6 +48,8 @@ def precopy(
         raise ValueError("memory and rate must be positive")
     if dirty_mib_s < 0 or max_downtime_s < 0 or max_rounds < 1 or max_total_factor < 1:
         raise ValueError("invalid pre-copy parameters")
+    if not 0 < working_set_fraction <= 1 or resume_s < 0:
+        raise ValueError("working_set_fraction must be in (0, 1] and resume_s >= 0")
     cap = working_set_fraction * memory_mib
     to_send = memory_mib
     sent = duration = 0.0
@@ -101,7 +103,8 @@ class Migrations:
         self.cm = cm
         self.cfg = cm.sc.cluster.migration
         self.stats = MigrationStats()
-        self.migrating: set[str] = set()
+        self.requested: set[str] = set()  # asked for, possibly waiting for a refusal to lift
+        self.migrating: set[str] = set()  # actually moving (pre-copy under way)
         self.slots = {n: simpy.Resource(cm.env, capacity=self.cfg.max_concurrent_per_node) for n in cm.nodes}
         # set by a backup job: vm -> "ok" | "refuse" | "abort"
         self.gate = None
@@ -110,6 +113,13 @@ class Migrations:
     def request(self, vm: str, dst: str | None, why: str):  # type: ignore[no-untyped-def]
         """Start a migration process; returns it (its value: True if the VM moved)."""
         self.stats.requested += 1
+        if vm in self.requested:
+            self.stats.failed += 1
+            self.cm.trace("migration_failed", vm=vm, reason="already_requested")
+            ev = self.cm.env.event()
+            ev.succeed(False)
+            return ev
+        self.requested.add(vm)
         return self.cm.env.process(self._run(vm, dst, why))
 
     def _fail(self, vm: str, reason: str) -> bool:
@@ -120,9 +130,6 @@ class Migrations:
     def _run(self, vm: str, dst: str | None, why: str):  # type: ignore[no-untyped-def]
         cm, env, cfg = self.cm, self.cm.env, self.cfg
         spec = cm.spec[vm]
-        if vm in self.migrating:
-            return self._fail(vm, "already_migrating")
-        self.migrating.add(vm)
         try:
             asked = env.now
             # refusals while the VM is in its snapshot critical section
@@ -158,6 +165,12 @@ class Migrations:
                 yield slot
                 if cm.host[vm] != src or src not in cm.alive or dst not in cm.alive:
                     return self._fail(vm, "node_down")
+                if self.gate is not None and self.gate(vm) == "refuse":  # it entered a critical section meanwhile
+                    self.requested.discard(vm)
+                    self.stats.requested -= 1
+                    self.request(vm, dst, why)
+                    return False
+                self.migrating.add(vm)
                 cm.trace("migration_start", vm=vm, node=src, to=dst, why=why)
                 moved = yield from self._precopy(vm, src, dst)
                 if not moved:
@@ -168,6 +181,7 @@ class Migrations:
             return True
         finally:
             self.migrating.discard(vm)
+            self.requested.discard(vm)
 
     def _precopy(self, vm: str, src: str, dst: str):  # type: ignore[no-untyped-def]
         cm, env, cfg = self.cm, self.cm.env, self.cfg

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cluster_sim.cluster.csv import CsvTable
 from cluster_sim.cluster.io import IoModel
@@ -24,6 +25,7 @@ from cluster_sim.cluster.topology import (
     link_capacities,
     node_name,
 )
+from cluster_sim.data.plane import DataPlane
 from cluster_sim.kernel.fluid import FluidNetwork
 from cluster_sim.kernel.instant import CountingEnvironment, InstantHooks
 from cluster_sim.kernel.rng import Streams
@@ -70,7 +72,25 @@ class ClusterModel:
         self.visited: dict[str, list[str]] = {v.name: [v.node] for v in vms}
         self.failovers = 0
         self.vms_restarted = 0
+        self.booting: set[str] = set()  # failed over, not yet running on the survivor
         self.migrations = Migrations(self)
+        # the data plane (durable disk contents, with the array) and each VM's restore chain
+        self.plane: DataPlane | None = None
+        if sc.backup is not None and sc.backup.verify:
+            tpl = {t.template: t.workload for t in sc.fleet}
+            self.plane = DataPlane(
+                vms, streams, sc.storage.block_size_mib,
+                zipf={v.name: tpl[v.template].write_skew_zipf_s for v in vms},
+                flush={v.name: tpl[v.template].guest_flush_interval_s for v in vms},
+            )
+        self.chains: dict[str, Any] = {}
+        first = (sc.backup.schedule[0].mode if sc.backup and sc.backup.schedule else
+                 sc.backup.mode if sc.backup else "full")
+        if self.plane is not None and first == "incremental":
+            # the job is a nightly incremental: the previous backup (a full) was taken
+            # `incremental_interval_s` before the start, and the disks changed since
+            for v in vms:
+                self.chains[v.name] = self.plane.pre_age(v.name, sc.backup.incremental_interval_s)
 
     # -- set-up ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,6 +147,11 @@ class ClusterModel:
         if spec.running and dst in self.alive:
             self.io.move_vm(vm, dst)
 
+    def busy(self) -> bool:
+        """Cluster work still under way: failures not yet detected, VMs booting, VMs moving."""
+        undetected = any(n in self.up and n not in self.alive for n in self.nodes)
+        return bool(self.booting or self.migrations.requested or undetected)
+
     # -- failures --------------------------------------------------------------------------------
     def crash(self, node: str) -> None:
         """The host dies now: its actor (volatile state) is gone, its VMs stop, flows through it
@@ -136,8 +161,11 @@ class ClusterModel:
         self.alive.discard(node)
         self.crashed_at[node] = self.env.now
         self.gateway.kill(node)
+        rct_survives = self.sc.backup.rct_survives_crash if self.sc.backup else False
         for vm in self.vms_on(node):
             self.io.stop_vm(vm)
+            if self.plane is not None and self.spec[vm].running:
+                self.plane.stop_writes(vm, self.env.now, crashed=True, rct_survives=rct_survives)
         from cluster_sim.cluster.topology import cluster_nic, fabric, lm_nic
 
         links = [fabric(node), cluster_nic(node), lm_nic(node, self.sc.cluster.networks.shared_cluster_and_lm)]
@@ -163,8 +191,12 @@ class ClusterModel:
         """The cluster service declares `node` failed: fail its VMs over, move its CSVs."""
         self.up.discard(node)
         hosted = self.vms_on(node)
+        rct_survives = self.sc.backup.rct_survives_crash if self.sc.backup else False
         for vm in hosted:
             self.io.stop_vm(vm)
+            if self.plane is not None and self.spec[vm].running:  # no-op if the crash already did
+                self.plane.stop_writes(vm, self.crashed_at.get(node, self.env.now), crashed=True,
+                                       rct_survives=rct_survives)
         self.failures.append(NodeFailure(node, self.env.now, how, len(hosted)))
         self.trace("node_failed", node=node, how=how, vms_down=len(hosted))
         survivors = self.candidates()
@@ -182,6 +214,7 @@ class ClusterModel:
                 assert target is not None
                 self.host[vm] = target
                 self.visited[vm].append(target)
+                self.booting.add(vm)
                 self.env.process(self._restart_vm(vm, target, self.crashed_at.get(node, self.env.now)))
         for fn in self.failure_listeners:
             fn(node)
@@ -191,11 +224,14 @@ class ClusterModel:
         spec = self.spec[vm]
         if spec.running:
             yield self.env.timeout(self.sc.cluster.failover_boot_s)
+        self.booting.discard(vm)
         if self.host.get(vm) != node or node not in self.alive:
             return
         self.gateway.cast(node, "host", [(vm, "running" if spec.running else "off")])
         if spec.running:
             self.io.start_vm(vm, node)
+            if self.plane is not None:
+                self.plane.resume_writes(vm, self.env.now)
             self.vm_downtime[vm] = self.vm_downtime.get(vm, 0.0) + self.env.now - down_since
             self.vms_restarted += 1
         self.trace("vm_restarted", vm=vm, node=node)

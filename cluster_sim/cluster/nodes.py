@@ -41,7 +41,6 @@ class VmVolatile:
     state: str = "running"
     frozen: bool = False
     hot_added: int = 0
-    mounted: int = 0  # this VM's VHDs mounted on the host (auto-recovery)
     saves: int = 0
 
 
@@ -51,6 +50,7 @@ class Node:
     vms: dict[str, VmVolatile] = field(default_factory=dict)
     ops_applied: int = 0
     mounted: int = 0  # VHDs mounted on this host, all VMs together
+    mounts: dict[str, int] = field(default_factory=dict)  # per VM whose snapshot VHDs are mounted here
     stray_ops: int = 0  # operations naming a VM this host does not run (the auditor reports them)
 
     # -- batch entry point (one per instant) ----------------------------------------------------
@@ -66,6 +66,7 @@ class Node:
         self.vms.clear()
         self.ops_applied = 0
         self.mounted = 0
+        self.mounts.clear()
         self.stray_ops = 0
 
     def op_host(self, vms: list[tuple[str, str]]) -> int:
@@ -75,10 +76,7 @@ class Node:
 
     def op_evict(self, vm: str) -> dict[str, Any] | None:
         v = self.vms.pop(vm, None)
-        if v is None:
-            return None
-        self.mounted -= v.mounted
-        return v.__dict__.copy()
+        return None if v is None else v.__dict__.copy()
 
     def op_heartbeat(self) -> tuple[int, int]:
         """(VMs hosted, VHDs mounted on the host): a cheap liveness answer."""
@@ -123,14 +121,17 @@ class Node:
 
     def op_mount(self, vm: str, disks: int) -> int:
         """Mount `disks` VHDs of `vm` on the host; returns VHDs mounted on this host now."""
-        self._vm(vm).mounted += disks
+        # the snapshot's VHDs are mounted on the host whether or not the VM still runs here
+        self.mounts[vm] = self.mounts.get(vm, 0) + disks
         self.mounted += disks
         return self.mounted
 
     def op_dismount(self, vm: str, disks: int) -> int:
-        v = self._vm(vm)
-        n = min(v.mounted, disks)
-        v.mounted -= n
+        n = min(self.mounts.get(vm, 0), disks)
+        if n:
+            self.mounts[vm] -= n
+            if not self.mounts[vm]:
+                del self.mounts[vm]
         self.mounted -= n
         return self.mounted
 
@@ -145,7 +146,8 @@ class Node:
         return v.hot_added
 
     def op_snapshot(self) -> dict[str, Any]:
-        return {"vms": {k: v.__dict__.copy() for k, v in sorted(self.vms.items())}, "stray_ops": self.stray_ops}
+        return {"vms": {k: v.__dict__.copy() for k, v in sorted(self.vms.items())},
+                "mounts": dict(sorted(self.mounts.items())), "stray_ops": self.stray_ops}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -134,6 +134,11 @@ class StorageArray:
     def software_snapshot(self, csv: str, host: str, set_id: str, vms: tuple[str, ...] = ()) -> StorageSnapshot:
         """Software provider (volsnap): copy-on-write on the coordinator, not an array snapshot."""
         lun = self.luns[csv]
+        if lun.faults:
+            code = lun.faults.pop(0)
+            self.failed += 1
+            self.trace("snapshot_failed", csv=csv, node=host, set=set_id, code=code, software=True)
+            raise SnapshotFailure(code, csv, "injected fault")
         self._seq += 1
         snap = StorageSnapshot(f"swsnap-{self._seq:06d}", csv, host, set_id, self.env.now, vms, software=True, host=host)
         lun.existing[snap.sid] = snap

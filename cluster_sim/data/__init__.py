@@ -1,0 +1,1 @@
+"""Data plane: block versions, captures, RCT, restore and verification."""

@@ -1,0 +1,167 @@
+"""The data plane: every virtual disk as a vector of block versions.
+
+Each VM's disks are one vector of blocks (`storage.block_size_mib`, 64 MiB by default [P]) over
+their used space. A block's value is the version of the last write that reached it; versions
+grow with time, and each maps to the instant it was materialised at.
+
+Writes: a VM writes `write_iops` I/Os per second, each to one block of its working set
+(`working_set_fraction` of its blocks) chosen with Zipf popularity (`write_skew_zipf_s`). Over a
+running interval of length d, block b is written at least once with probability
+1 - exp(-lambda_b d) (Poisson arrivals), drawn from the VM's own random stream. Writes are
+advanced lazily, in one vectorised slice per VM, up to the instant a control-plane step needs.
+
+Durability: the guest keeps recent writes in its cache and flushes every
+`guest_flush_interval_s` [P] and at a VSS freeze. The disk state is only ever materialised at
+flush instants, so a crash loses exactly the writes since the last flush (the guest cache,
+volatile, on the host), and the durable vector (with the storage array) keeps the rest.
+
+RCT: each VM keeps the set of blocks changed since its last reference point; it follows the
+disk through migrations and is lost on a crash when `backup.rct_survives_crash` is false [P].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cluster_sim.cluster.topology import VmSpec
+from cluster_sim.kernel.rng import Streams
+
+
+class VmDisk:
+    __slots__ = ("vm", "n", "hot", "rate", "versions", "t_mat", "phase", "flush_s", "explicit_flush",
+                 "down", "rct", "rct_valid", "rng", "block_mib")
+
+    def __init__(self, spec: VmSpec, block_mib: float, flush_s: float, zipf_s: float, rng: np.random.Generator):
+        self.vm = spec.name
+        self.block_mib = block_mib
+        self.n = max(1, sum(math.ceil(d.used_mib / block_mib) for d in spec.disks))
+        ws = max(1, round(self.n * spec.working_set_fraction))
+        self.hot = np.sort(rng.choice(self.n, size=ws, replace=False))
+        weights = 1.0 / np.arange(1, ws + 1) ** zipf_s
+        weights = weights[rng.permutation(ws)]  # popularity is not tied to block order
+        self.rate = spec.write_iops * weights / weights.sum()  # writes/s hitting each hot block
+        self.versions = np.zeros(self.n, dtype=np.int32)  # version 0: the disk as it was at t=0
+        self.t_mat = 0.0
+        self.phase = float(rng.uniform(0.0, flush_s)) if flush_s > 0 else 0.0
+        self.flush_s = flush_s
+        self.explicit_flush = 0.0
+        self.down: list[list[float]] = []  # [start, end] intervals without writes (end inf: still down)
+        self.rct = np.zeros(self.n, dtype=bool)
+        self.rct_valid = False  # no reference point yet
+        self.rng = rng
+
+    def last_flush(self, t: float) -> float:
+        """The last instant <= t at which the guest cache was flushed to disk."""
+        periodic = 0.0
+        if self.flush_s > 0 and t >= self.phase:
+            periodic = self.phase + math.floor((t - self.phase) / self.flush_s) * self.flush_s
+        elif self.flush_s <= 0:
+            periodic = t  # write-through
+        return max(periodic, self.explicit_flush if self.explicit_flush <= t else 0.0, self.t_mat)
+
+    def running_time(self, a: float, b: float) -> float:
+        total = b - a
+        for s, e in self.down:
+            lo, hi = max(a, s), min(b, e)
+            if hi > lo:
+                total -= hi - lo
+        return max(0.0, total)
+
+
+class DataPlane:
+    def __init__(self, vms: list[VmSpec], streams: Streams, block_mib: float, zipf: dict[str, float],
+                 flush: dict[str, float]):
+        self.block_mib = block_mib
+        self.disks = {
+            v.name: VmDisk(v, block_mib, flush[v.name], zipf[v.name], streams.get("vm", v.name, "data"))
+            for v in vms
+        }
+        self.version_time: list[float] = [0.0]  # version id -> instant it stands for
+        self.blocks_written = 0
+        self.advances = 0
+
+    # -- advancing --------------------------------------------------------------------------------
+    def _advance(self, d: VmDisk, t: float) -> None:
+        if t <= d.t_mat:
+            return
+        run = d.running_time(d.t_mat, t)
+        if run > 0 and len(d.hot):
+            p = -np.expm1(-d.rate * run)
+            hit = d.hot[d.rng.random(len(d.hot)) < p]
+            if len(hit):
+                self.version_time.append(t)
+                vid = len(self.version_time) - 1
+                d.versions[hit] = vid
+                d.rct[hit] = True
+                self.blocks_written += len(hit)
+        d.t_mat = t
+        self.advances += 1
+
+    def durable(self, vm: str, t: float) -> np.ndarray:
+        """The VM's disk as the storage array holds it at t (writes up to the last flush)."""
+        d = self.disks[vm]
+        self._advance(d, d.last_flush(t))
+        return d.versions.copy()
+
+    def flush(self, vm: str, t: float) -> np.ndarray:
+        """A flush at t (VSS freeze, fsfreeze, save state): every write up to t is on disk."""
+        d = self.disks[vm]
+        d.explicit_flush = max(d.explicit_flush, t)
+        self._advance(d, t)
+        return d.versions.copy()
+
+    def blocks_changed_between(self, vm: str, older: np.ndarray, newer: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(older != newer)
+
+    def pre_age(self, vm: str, seconds: float) -> np.ndarray:
+        """A previous backup took a reference point `seconds` before t=0: write that much
+        history into the disk and its RCT set; returns the disk as that backup saw it."""
+        d = self.disks[vm]
+        before = d.versions.copy()
+        if seconds > 0 and len(d.hot):
+            p = -np.expm1(-d.rate * seconds)
+            hit = d.hot[d.rng.random(len(d.hot)) < p]
+            if len(hit):
+                self.version_time.append(0.0)
+                d.versions[hit] = len(self.version_time) - 1
+                d.rct[hit] = True
+        d.rct_valid = True
+        return before
+
+    # -- run state ----------------------------------------------------------------------------------
+    def stop_writes(self, vm: str, t: float, crashed: bool, rct_survives: bool) -> None:
+        """The VM stops writing at t: saved/paused (cache kept), or its host crashed (cache lost)."""
+        d = self.disks[vm]
+        if d.down and d.down[-1][1] == math.inf:
+            return  # already not writing
+        if crashed:
+            t0 = d.last_flush(t)
+            self._advance(d, t0)  # what reached the disk; the rest died in the guest cache
+            d.down.append([t0, math.inf])
+            if not rct_survives:
+                d.rct_valid = False
+        else:
+            self._advance(d, t)
+            d.down.append([t, math.inf])
+
+    def resume_writes(self, vm: str, t: float) -> None:
+        d = self.disks[vm]
+        if d.down and d.down[-1][1] == math.inf:
+            d.down[-1][1] = t
+
+    # -- RCT ----------------------------------------------------------------------------------------
+    def reference_point(self, vm: str) -> None:
+        """Start tracking changes from the state just captured (a checkpoint / reference point)."""
+        d = self.disks[vm]
+        d.rct[:] = False
+        d.rct_valid = True
+
+    def changed_since_reference(self, vm: str) -> np.ndarray | None:
+        """Blocks changed since the last reference point, or None if RCT cannot say (lost)."""
+        d = self.disks[vm]
+        return np.flatnonzero(d.rct) if d.rct_valid else None
+
+    def block_count(self, vm: str) -> int:
+        return self.disks[vm].n
