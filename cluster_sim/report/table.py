@@ -47,6 +47,10 @@ COLUMNS: list[Column] = [
     Column("latency p99 during (ms)", lambda s: s.io_latency_ms.backup_p99, "low", "{:,.2f}"),
     Column("copied (TiB)", lambda s: s.bytes_copied_mib / 1024 / 1024, "low", "{:,.2f}"),
     Column("on AVHDX (VM-h)", lambda s: s.avhdx_vm_s / 3600, "low", "{:,.1f}"),
+    Column("verified consistent", lambda s: s.verification.app_consistent + s.verification.crash_consistent, "high"),
+    Column("verified torn", lambda s: s.verification.torn, "low"),
+    Column("verified lost writes", lambda s: s.verification.lost_writes, "low"),
+    Column("claim mismatches", lambda s: s.verification.claim_mismatches, "low"),
     Column("leaks", lambda s: s.leaks.snapshots + s.leaks.checkpoints + s.leaks.mounts
            + s.leaks.redirected_holds + s.leaks.hot_adds, "low"),
     Column("audit", lambda s: "ok" if s.audit.ok else f"{len(s.audit.violations)} violations", "", "{}"),
