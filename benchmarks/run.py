@@ -4,6 +4,8 @@ Cases:
 - steady: the 800-VM scenario without a backup (steady VM I/O), per backend
 - gen:    the 800-VM backup, one generation at a time, per backend
 - all4:   all four generations in one run on the local backend (target: <= 5 s wall)
+- noverify: the same without the data plane, to show what verification costs (target: the
+          run with verification <= 2x the time without, peak memory <= 2 GiB)
 Ray cases report Ray start-up (ray.init + node actors) apart from the run itself.
 Targets are checked here and printed; they are benchmarks, never unit tests.
 """
@@ -29,7 +31,7 @@ from cluster_sim.cluster.nodes import LocalBackend, RayBackend
 from cluster_sim.cluster.topology import node_name
 from cluster_sim.simulation import RaySession, run_generation
 kind, backend, gen = sys.argv[1], sys.argv[2], sys.argv[3]
-sc = cluster_sim.load_scenario(sys.argv[4])
+sc = cluster_sim.load_scenario(sys.argv[4], ["backup.verify=false"] if kind == "noverify" else [])
 if kind == "steady":
     sc = sc.model_copy(update={"backup": None})
 nodes = [node_name(i) for i in range(sc.cluster.nodes)]
@@ -73,10 +75,11 @@ def main() -> None:
     for gen in ("ws2008r2", "ws2012", "ws2012r2", "ws2016"):
         cases += [("gen", "local", gen), ("gen", "ray", gen)]
     cases.append(("all4", "local", "all"))
+    cases.append(("noverify", "local", "all"))
     with console.status("running benchmarks") as status:
         for kind, backend, gen in cases:
             status.update(f"{kind} {backend} {gen}")
-            r = run_case("steady" if kind == "steady" else "gen", backend, gen if gen != "-" else "all")
+            r = run_case(kind if kind in ("steady", "noverify") else "gen", backend, gen if gen != "-" else "all")
             rows.append((kind, backend, gen, r))
     t = Table(title=f"cluster_sim benchmarks ({SCENARIO.name}, 800 VMs, 8 nodes)")
     for h in ("case", "backend", "generation", "wall (s)", "Ray start-up (s)", "events", "events/s", "peak memory (MiB)"):
@@ -89,10 +92,16 @@ def main() -> None:
     ray = {g: r["wall_s"] for k, b, g, r in rows if k == "gen" and b == "ray"}
     all4 = next(r["wall_s"] for k, b, g, r in rows if k == "all4")
     ratio = sum(ray.values()) / sum(local.values())
+    nov = next(r for k, b, g, r in rows if k == "noverify")
+    withv = next(r for k, b, g, r in rows if k == "all4")
+    cost = withv["wall_s"] / nov["wall_s"]
     console.print(f"target all four generations, local backend <= 5 s: {all4:.2f} s "
                   f"[{'green' if all4 <= 5 else 'red'}]{'met' if all4 <= 5 else 'missed'}[/]")
     console.print(f"target Ray <= 2x local after start-up: {ratio:.2f}x "
                   f"[{'green' if ratio <= 2 else 'red'}]{'met' if ratio <= 2 else 'missed'}[/]")
+    ok = cost <= 2 and withv["peak_mib"] <= 2048
+    console.print(f"target verification <= 2x without, peak <= 2 GiB: {cost:.2f}x, {withv['peak_mib']:.0f} MiB "
+                  f"[{'green' if ok else 'red'}]{'met' if ok else 'missed'}[/]")
 
 
 if __name__ == "__main__":
