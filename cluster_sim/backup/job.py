@@ -384,6 +384,16 @@ class BackupJob:
             raise StepFailed("copy_interrupted", reader)
         self.trace("copy_end", vm=vm, node=reader)
 
+    def copy_in_slot(self, vm: str, reader: str, snap: StorageSnapshot | None) -> Proc:
+        """Copy the VM's backup once one of the reader's copy slots is free (at most
+        `concurrent_vms_per_node` copies per node); raises StepFailed."""
+        slot = self.copy_slots[reader].request()
+        yield slot
+        try:
+            yield from self.copy(vm, reader, snap, self.bytes_to_copy(vm))
+        finally:
+            self.copy_slots[reader].release(slot)
+
     def merge(self, vm: str, cp: Checkpoint) -> Proc:
         """Merge the AVHDX back into its parent on the VM's current host (it may have moved);
         its size is what the VM wrote meanwhile. A crash of that host leaves it for the restart."""
@@ -496,18 +506,13 @@ class BackupJob:
 
     def offline_copy(self, vm: str) -> Proc:
         """A VM that is not running: its files are copied as they are (no snapshot needed)."""
-        node = self.cm.host[vm]
         self.begin(vm)
-        async_slot = self.copy_slots[node].request()
-        yield async_slot
         self.cap.offline(vm, self.env.now)
         try:
-            yield from self.copy(vm, node, None, self.bytes_to_copy(vm))
+            yield from self.copy_in_slot(vm, self.cm.host[vm], None)
         except StepFailed as exc:
-            self.copy_slots[node].release(async_slot)
             self.fail(vm, exc.reason)
             return
-        self.copy_slots[node].release(async_slot)
         self.finalize(vm, "offline", "vm_not_running")
 
 

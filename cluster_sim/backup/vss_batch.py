@@ -243,17 +243,13 @@ def _release_after(job: BackupJob, vol, hold, at_s: float) -> Proc:  # type: ign
 
 
 def _copy_one(job: BackupJob, node: str, vm: str, snap: StorageSnapshot, cp: Checkpoint | None) -> Proc:
-    slot = job.copy_slots[node].request()
-    yield slot
     try:
-        yield from job.copy(vm, node, snap, job.bytes_to_copy(vm))
+        yield from job.copy_in_slot(vm, node, snap)
     except StepFailed as exc:
-        job.copy_slots[node].release(slot)
         if cp is not None:
             job.discard_checkpoint(cp)
         job.fail(vm, exc.reason)
         return
-    job.copy_slots[node].release(slot)
     if cp is not None:
         yield from job.merge(vm, cp)
     rec = job.records[vm]

@@ -169,16 +169,12 @@ def _after_snapshot(job: BackupJob, vm: str, snap: StorageSnapshot, cp: Checkpoi
     env = job.env
     node = job.cm.host[vm]
     merge = env.process(job.merge(vm, cp))
-    slot = job.copy_slots[node].request()
-    yield slot
     try:
-        yield from job.copy(vm, node, snap, job.bytes_to_copy(vm))
+        yield from job.copy_in_slot(vm, node, snap)
     except StepFailed as exc:
-        job.copy_slots[node].release(slot)
         yield merge
         job.fail(vm, exc.reason)
         return
-    job.copy_slots[node].release(slot)
     yield merge
     rec = job.records[vm]
     if kind == "production" and rec.plan.mode == "app":
