@@ -37,6 +37,7 @@ class Pending:
     pre_set: np.ndarray | None = None  # durable state when the snapshot commit began
     changed: np.ndarray | None = None
     claim_t: float = 0.0
+    reference: int | None = None  # RCT reference point to commit if this backup succeeds
 
 
 class Captures:
@@ -86,10 +87,10 @@ class Captures:
         if not flushed or p.image is None:
             vec = self.plane.durable(vm, t)
             p.image, p.durable, p.meta_t, p.app, p.claim_t = vec, [vec], None, None, t
-        if rct:  # the checkpoint becomes a reference point
-            changed = self.plane.changed_since_reference(vm)
+        if rct:  # the checkpoint becomes the reference point once this backup succeeds
+            changed = self.plane.changed_since_reference(vm, p.image)
             p.changed = changed if self.job.mode == "incremental" else None
-            self.plane.reference_point(vm)
+            p.reference = self.plane.current_version()
 
     def set_started(self, vm: str, t: float) -> None:
         if self.on:
@@ -139,6 +140,8 @@ class Captures:
         if p is None or p.image is None:
             return
         changed = p.changed if vm in self.job.cm.chains else None
+        if p.reference is not None:
+            self.plane.commit_reference(vm, p.reference)
         self.done[vm] = Capture(image=p.image, claim_t=p.claim_t, meta_t=p.meta_t, truth_app=p.app,
                                 truth_durable=p.durable, changed=changed)
 

@@ -31,7 +31,7 @@ from cluster_sim.kernel.rng import Streams
 
 class VmDisk:
     __slots__ = ("vm", "n", "hot", "rate", "versions", "t_mat", "phase", "flush_s", "explicit_flush",
-                 "down", "rct", "rct_valid", "rng", "block_mib")
+                 "down", "rct_ref", "rct_valid", "rng", "block_mib")
 
     def __init__(self, spec: VmSpec, block_mib: float, flush_s: float, zipf_s: float, rng: np.random.Generator):
         self.vm = spec.name
@@ -47,8 +47,10 @@ class VmDisk:
         self.phase = float(rng.uniform(0.0, flush_s)) if flush_s > 0 else 0.0
         self.flush_s = flush_s
         self.explicit_flush = 0.0
-        self.down: list[list[float]] = []  # [start, end] intervals without writes (end inf: still down)
-        self.rct = np.zeros(self.n, dtype=bool)
+        # [start, end] intervals without writes (end inf: still down); a VM that is off never writes
+        self.down: list[list[float]] = [] if spec.running else [[0.0, math.inf]]
+        # RCT: blocks whose version is above rct_ref changed since the last reference point
+        self.rct_ref = 0
         self.rct_valid = False  # no reference point yet
         self.rng = rng
 
@@ -94,7 +96,6 @@ class DataPlane:
                 self.version_time.append(t)
                 vid = len(self.version_time) - 1
                 d.versions[hit] = vid
-                d.rct[hit] = True
                 self.blocks_written += len(hit)
         d.t_mat = t
         self.advances += 1
@@ -120,13 +121,13 @@ class DataPlane:
         history into the disk and its RCT set; returns the disk as that backup saw it."""
         d = self.disks[vm]
         before = d.versions.copy()
-        if seconds > 0 and len(d.hot):
+        if seconds > 0 and len(d.hot) and d.running_time(0.0, 1.0) > 0:
             p = -np.expm1(-d.rate * seconds)
             hit = d.hot[d.rng.random(len(d.hot)) < p]
             if len(hit):
                 self.version_time.append(0.0)
                 d.versions[hit] = len(self.version_time) - 1
-                d.rct[hit] = True
+        d.rct_ref = 0  # the previous backup saw the disk before these writes
         d.rct_valid = True
         return before
 
@@ -152,16 +153,28 @@ class DataPlane:
             d.down[-1][1] = t
 
     # -- RCT ----------------------------------------------------------------------------------------
-    def reference_point(self, vm: str) -> None:
-        """Start tracking changes from the state just captured (a checkpoint / reference point)."""
+    def current_version(self) -> int:
+        """The newest version so far: a reference point taken now separates what came before."""
+        return len(self.version_time) - 1
+
+    def commit_reference(self, vm: str, version: int) -> None:
+        """A backup succeeded: its checkpoint (taken when `version` was newest) becomes the
+        reference point. Only then: a failed attempt must not move the reference."""
         d = self.disks[vm]
-        d.rct[:] = False
+        d.rct_ref = version
         d.rct_valid = True
 
-    def changed_since_reference(self, vm: str) -> np.ndarray | None:
-        """Blocks changed since the last reference point, or None if RCT cannot say (lost)."""
+    def reference_point(self, vm: str) -> None:
+        """Take a reference point now (the disk as materialised so far)."""
+        self.commit_reference(vm, self.current_version())
+
+    def changed_since_reference(self, vm: str, image: np.ndarray | None = None) -> np.ndarray | None:
+        """Blocks of `image` (default: the disk as materialised) changed since the last reference
+        point, or None if RCT cannot say (no reference yet, or lost in a crash)."""
         d = self.disks[vm]
-        return np.flatnonzero(d.rct) if d.rct_valid else None
+        if not d.rct_valid:
+            return None
+        return np.flatnonzero((d.versions if image is None else image) > d.rct_ref)
 
     def block_count(self, vm: str) -> int:
         return self.disks[vm].n
