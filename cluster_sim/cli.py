@@ -62,6 +62,8 @@ def run(
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="join this Ray cluster instead of starting one")] = None,
     generation: Annotated[list[str] | None, typer.Option("--generation", "-g", help="only these generations")] = None,
     trace: Annotated[bool, typer.Option(help="write trace.jsonl per generation")] = True,
+    report: Annotated[bool, typer.Option("--report/--no-report",
+                                         help="draw timeline.png, trace.perfetto.json and report.html")] = True,
 ) -> None:
     """Run a scenario: every generation on a fresh copy of the cluster; write results."""
     sets = list(set_ or [])
@@ -138,6 +140,16 @@ def run(
                           soft_wrap=True)
     else:
         _print_steady(result.generations[0])
+    if report and sc.backup:  # (a steady-state run has no backup to draw; `cluster-sim report` still can)
+        try:  # a report that cannot be drawn is a warning: the run's results and exit code stand
+            from cluster_sim.report.html import build_report
+
+            rep = build_report(dest)
+            out.print(Text(f"report in {rep.html} ({rep.wall_s:.1f} s)"), soft_wrap=True)
+            for problem in rep.errors:
+                err.print(Text(f"warning: report: {problem}", style="yellow"), soft_wrap=True)
+        except Exception as exc:  # noqa: BLE001
+            err.print(Text(f"warning: report not written: {type(exc).__name__}: {exc}", style="yellow"), soft_wrap=True)
     out.print(Text(f"results in {dest}/ (wall {result.wall_s:.1f} s)"), soft_wrap=True)
     if any(not g.summary.audit.ok for g in result.generations):
         raise typer.Exit(1)
@@ -156,6 +168,33 @@ def _print_steady(g) -> None:  # type: ignore[no-untyped-def]
     lat = s.io_latency_ms
     out.print(f"VM I/O latency p50 {lat.baseline_p50} ms, p99 {lat.baseline_p99} ms; "
               f"node failures: {len(s.node_failures)}")
+
+
+from cluster_sim.sweep_cli import register as _register_sweep  # noqa: E402
+
+_register_sweep(app)
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="results folder written by `cluster-sim run`")],
+) -> None:
+    """Draw a saved results folder (no re-run): timeline.png, trace.perfetto.json per generation, report.html."""
+    from cluster_sim.report.html import ReportError, build_report
+
+    try:
+        rep = build_report(folder)
+    except ReportError as exc:
+        _error(str(exc))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    for g in rep.generations:
+        if g.timeline_png is not None:
+            out.print(Text(f"{g.name}: {g.timeline_png}, {g.perfetto_json}"), soft_wrap=True)
+    for problem in rep.errors:
+        _error(f"report: {problem}")
+    out.print(Text(f"report in {rep.html} ({rep.wall_s:.1f} s)"), soft_wrap=True)
+    if rep.errors:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry

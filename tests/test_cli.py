@@ -180,7 +180,7 @@ def test_set_generations_runs_only_those(tmp_path):
     out = tmp_path / "out"
     result = run_cli(str(SMALL), "--out", str(out), "--set", "backup.generations=[ws2016]")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.md", "ws2016"]
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.md", "report.html", "ws2016"]
     assert [r["generation"] for r in read_csv(out / "comparison.csv")] == ["ws2016"]
     assert json.loads((out / "ws2016" / "summary.json").read_text())["generation"] == "ws2016"
 

@@ -60,6 +60,7 @@ class VmRecord:
     snapshot_id: str = ""
     torn: bool = False
     migrated_during_backup: bool = False
+    incarnation: int = 0  # of the host when this attempt began (a restarted host is another)
     double_outcomes: int = 0
     verified: str = ""  # the restore verifier's verdict
     history: list[str] = field(default_factory=list)
@@ -164,6 +165,7 @@ class BackupJob:
     def begin(self, vm: str) -> None:
         rec = self.records[vm]
         rec.attempts += 1
+        rec.incarnation = self.cm.incarnation[self.cm.host[vm]]
         self.cap.begin(vm)
         if rec.start_s is None:
             rec.start_s = self.env.now
@@ -263,12 +265,21 @@ class BackupJob:
     def ensure_host(self, vm: str, node: str) -> None:
         """The cluster service's view decides whether a step on `node` can go on: the node
         must be up and still own the VM (a crash or a move fails the step)."""
-        if node not in self.cm.alive or node not in self.cm.up:
+        cm = self.cm
+        if node not in cm.alive or node not in cm.up or cm.incarnation[node] != self.records[vm].incarnation:
             raise StepFailed("node_failed", node)
         if vm in self.aborted:
             raise StepFailed("aborted_by_migration", node)
-        if self.cm.host.get(vm) != node or vm in self.cm.migrations.migrating:
+        if not cm.on_host(vm, node) or vm in cm.migrations.migrating:
             raise StepFailed("vm_moved", node)
+
+    def vm_op(self, vm: str, node: str, method: str, *args: Any) -> bool:
+        """Send a node operation about a VM only if that node (the incarnation this attempt
+        began on) still runs it; a host never hears of VMs it does not run."""
+        if self.cm.on_host(vm, node, self.records[vm].incarnation):
+            self.cm.gateway.cast(node, method, vm, *args)
+            return True
+        return False
 
     def acquire_vss(self, node: str) -> Proc:
         """One shadow-copy set creation at a time per machine [MS]; waiting longer than
@@ -287,7 +298,7 @@ class BackupJob:
         """Guest VSS freeze (Windows) or file-system freeze (Linux); returns the freeze time."""
         spec = self.records[vm].spec
         self.ensure_host(vm, node)
-        self.cm.gateway.cast(node, "freeze", vm)
+        self.vm_op(vm, node, "freeze")
         rng = self.cm.streams.get("vm", vm, "guest_freeze")
         if spec.guest_os == "linux":
             d = float(self.cfg.linux_freeze_median_s * math.exp(self.cfg.guest_freeze_sigma * rng.standard_normal()))
@@ -298,7 +309,7 @@ class BackupJob:
         if d > limit:
             yield self.env.timeout(limit)
             self.ensure_host(vm, node)
-            self.cm.gateway.cast(node, "thaw", vm)
+            self.vm_op(vm, node, "thaw")
             raise StepFailed(code, f"guest took {d:.1f} s")
         yield self.env.timeout(d)
         self.ensure_host(vm, node)
@@ -307,7 +318,7 @@ class BackupJob:
         return d
 
     def thaw(self, vm: str, node: str) -> None:
-        self.cm.gateway.cast(node, "thaw", vm)
+        self.vm_op(vm, node, "thaw")
 
     def snapshot_set(self, node: str, luns: list[str], vms: tuple[str, ...], set_id: str,
                      leak_on_failover: bool = False) -> Proc:
@@ -335,13 +346,20 @@ class BackupJob:
                 self.trace("snapshot_set_failed", node=node, set=set_id, code=failure.code, csv=failure.csv)
                 raise StepFailed(FAULT_REASONS.get(failure.code, failure.code), failure.csv) from None
         else:
-            procs = {lun: self.env.process(self.cm.array.snapshot(lun, node, set_id, vms)) for lun in luns}
+            def one(lun: str) -> Proc:  # a LUN's failure is a value: the others may still be committing
+                try:
+                    return (yield from self.cm.array.snapshot(lun, node, set_id, vms))
+                except SnapshotFailure as exc:
+                    return exc
+
+            procs = {lun: self.env.process(one(lun)) for lun in luns}
             snaps, failure = {}, None
             for lun, p in procs.items():
-                try:
-                    snaps[lun] = (yield p).snapshot
-                except SnapshotFailure as exc:
-                    failure = failure or exc
+                got = yield p
+                if isinstance(got, SnapshotFailure):
+                    failure = failure or got
+                else:
+                    snaps[lun] = got.snapshot
             if failure is not None:
                 for s in snaps.values():
                     self.cm.array.release(s)
@@ -461,16 +479,20 @@ class BackupJob:
         if not self.records[vm].spec.scsi_controller:
             raise StepFailed("event_10103_no_scsi", vm)
         self.trace("scsi_fixup_start", vm=vm, node=node)
-        self.cm.gateway.cast(node, "hot_add", vm)
-        self.scsi_hot_adds += 1
-        yield self.env.timeout(self.cfg.scsi_fixup_s)
         self.ensure_host(vm, node)
-        self.cm.gateway.cast(node, "hot_remove", vm)
+        self.vm_op(vm, node, "hot_add")
+        self.scsi_hot_adds += 1
+        try:
+            yield self.env.timeout(self.cfg.scsi_fixup_s)
+            self.ensure_host(vm, node)
+        finally:
+            self.vm_op(vm, node, "hot_remove")
         self.trace("scsi_fixup_done", vm=vm, node=node)
 
     def save_state(self, vm: str, node: str) -> Proc:
         self.ensure_host(vm, node)
-        self.cm.gateway.cast(node, "set_state", vm, "saved")
+        self.vm_op(vm, node, "set_state", "saved")
+        self.cm.saved.add(vm)
         self.cm.io.stop_vm(vm)
         self.cap.save(vm, self.env.now)
         self.trace("vm_saved", vm=vm, node=node)
@@ -479,9 +501,14 @@ class BackupJob:
 
     def resume_state(self, vm: str, node: str, saved_at: float) -> Proc:
         yield self.env.timeout(self.cfg.saved_state_downtime_s / 2)
-        self.cm.gateway.cast(node, "set_state", vm, "running")
-        self.cm.io.start_vm(vm, node)
-        self.cap.resume(vm, self.env.now)
+        self.resume_saved(vm, node, saved_at)
+
+    def resume_saved(self, vm: str, node: str, saved_at: float) -> None:
+        """The saved VM runs again where it was saved (if its host died, failover boots it)."""
+        self.cm.saved.discard(vm)
+        if self.vm_op(vm, node, "set_state", "running"):
+            self.cm.io.start_vm(vm, node)
+            self.cap.resume(vm, self.env.now)
         self.records[vm].downtime_s += self.env.now - saved_at
         self.trace("vm_resumed", vm=vm, node=node)
 

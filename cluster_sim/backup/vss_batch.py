@@ -215,12 +215,7 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
         for vm in frozen:
             job.thaw(vm, node)
         for vm, t in list(saved_at.items()):
-            host = cm.host[vm]  # it may have moved (migration policy allow) or its node died
-            if host in cm.alive:
-                cm.gateway.cast(host, "set_state", vm, "running")
-                cm.io.start_vm(vm, host)
-                job.cap.resume(vm, env.now)
-            job.records[vm].downtime_s += env.now - t
+            job.resume_saved(vm, node, t)
         for cp in checkpoints.values():
             job.discard_checkpoint(cp)
         if lock_held:

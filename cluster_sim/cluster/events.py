@@ -38,6 +38,7 @@ def _at(cm, i: int, ev):  # type: ignore[no-untyped-def]
         yield from _balance(cm, ev)
     elif isinstance(ev, ResumeNode):
         cm.draining.discard(ev.node)  # maintenance over: the node takes VMs again
+        cm.place_unplaced()
 
 
 def _drain(cm, ev: DrainNode):  # type: ignore[no-untyped-def]

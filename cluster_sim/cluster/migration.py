@@ -133,8 +133,9 @@ class Migrations:
         try:
             asked = env.now
             # refusals while the VM is in its snapshot critical section
-            while self.gate is not None:
-                verdict = self.gate(vm)
+            while self.gate is not None or vm in cm.saved:
+                # a VM in saved state for its backup cannot be moved: wait as for a refusal
+                verdict = "refuse" if vm in cm.saved else self.gate(vm)
                 if verdict == "refuse":
                     self.stats.refused += 1
                     cm.trace("migration_refused", vm=vm, node=cm.host[vm])
@@ -197,7 +198,7 @@ class Migrations:
             t0 = env.now
             flow = cm.net.start(path, size_mib=to_send, tag=("lm", vm))
             ok = yield flow.done
-            if not ok:
+            if not ok or src not in cm.alive or dst not in cm.alive:
                 return False
             took = env.now - t0
             rate = to_send / took if took > 0 else math.inf
@@ -222,10 +223,18 @@ class Migrations:
         cm.io.stop_vm(vm)
         flow = cm.net.start(path, size_mib=remaining, tag=("lm", vm, "blackout"))
         ok = yield flow.done
-        if not ok:  # the source died while the VM was paused: it goes down with it
+        if not ok or src not in cm.alive or dst not in cm.alive:  # a host died during the blackout
+            if src in cm.alive and cm.host.get(vm) == src:  # the VM carries on at the source
+                cm.gateway.cast(src, "set_state", vm, "running")
+                cm.io.start_vm(vm, src)
             return False
         if cfg.resume_s:
             yield env.timeout(cfg.resume_s)
+        if src not in cm.alive or dst not in cm.alive:
+            if src in cm.alive and cm.host.get(vm) == src:
+                cm.gateway.cast(src, "set_state", vm, "running")
+                cm.io.start_vm(vm, src)
+            return False
         downtime = env.now - t_pause
         cm.move_vm_ownership(vm, src, dst)
         cm.vm_downtime[vm] = cm.vm_downtime.get(vm, 0.0) + downtime

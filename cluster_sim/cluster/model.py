@@ -73,6 +73,9 @@ class ClusterModel:
         self.failovers = 0
         self.vms_restarted = 0
         self.booting: set[str] = set()  # failed over, not yet running on the survivor
+        self.unplaced: set[str] = set()  # failed over with no node to run on (yet)
+        self.saved: set[str] = set()  # in saved state for a backup: cannot be moved
+        self.incarnation: dict[str, int] = {n: 0 for n in self.nodes}  # bumped when a host dies
         self.migrations = Migrations(self)
         # the data plane (durable disk contents, with the array) and each VM's restore chain
         self.plane: DataPlane | None = None
@@ -137,6 +140,11 @@ class ClusterModel:
             counts[h] += 1
         return counts
 
+    def on_host(self, vm: str, node: str, incarnation: int | None = None) -> bool:
+        """Does `node` (still the same incarnation, if given) run this VM now?"""
+        return (self.host.get(vm) == node and node in self.alive and vm not in self.booting
+                and vm not in self.unplaced and (incarnation is None or self.incarnation[node] == incarnation))
+
     def move_vm_ownership(self, vm: str, src: str, dst: str) -> None:
         """The VM now belongs to `dst` (end of a live migration, or an off VM's move)."""
         spec = self.spec[vm]
@@ -150,7 +158,8 @@ class ClusterModel:
     def busy(self) -> bool:
         """Cluster work still under way: failures not yet detected, VMs booting, VMs moving."""
         undetected = any(n in self.up and n not in self.alive for n in self.nodes)
-        return bool(self.booting or self.migrations.requested or undetected)
+        waiting = bool(self.unplaced) and bool(self.candidates())
+        return bool(self.booting or self.migrations.requested or undetected or waiting)
 
     # -- failures --------------------------------------------------------------------------------
     def crash(self, node: str) -> None:
@@ -158,21 +167,28 @@ class ClusterModel:
         end. The cluster service notices after heartbeat_threshold x heartbeat_interval_s."""
         if node not in self.alive:
             return
+        self.gateway.kill(node)
+        self._host_died(node)
+        self.trace("node_crashed", node=node, vms=len(self.vms_on(node)))
+        delay = self.sc.cluster.heartbeat_threshold * self.sc.cluster.heartbeat_interval_s
+        self.env.process(self._detect_later(node, delay))
+
+    def _host_died(self, node: str) -> None:
+        """Physical death: the host's VMs stop (the guest caches are lost), flows through its
+        links end, and anything sent to it from now on reaches a new incarnation or nothing."""
         self.alive.discard(node)
         self.crashed_at[node] = self.env.now
-        self.gateway.kill(node)
+        self.incarnation[node] += 1
         rct_survives = self.sc.backup.rct_survives_crash if self.sc.backup else False
         for vm in self.vms_on(node):
             self.io.stop_vm(vm)
+            self.saved.discard(vm)
             if self.plane is not None and self.spec[vm].running:
                 self.plane.stop_writes(vm, self.env.now, crashed=True, rct_survives=rct_survives)
         from cluster_sim.cluster.topology import cluster_nic, fabric, lm_nic
 
         links = [fabric(node), cluster_nic(node), lm_nic(node, self.sc.cluster.networks.shared_cluster_and_lm)]
         self.net.stop_flows_on(links)
-        self.trace("node_crashed", node=node, vms=len(self.vms_on(node)))
-        delay = self.sc.cluster.heartbeat_threshold * self.sc.cluster.heartbeat_interval_s
-        self.env.process(self._detect_later(node, delay))
 
     def _detect_later(self, node: str, delay: float):  # type: ignore[no-untyped-def]
         yield self.env.timeout(delay)
@@ -182,8 +198,7 @@ class ClusterModel:
     def _found_down(self, node: str) -> None:
         """The gateway found a node not answering (its actor is gone)."""
         if node in self.alive:  # died on its own: physically dead from now on
-            self.alive.discard(node)
-            self.crashed_at[node] = self.env.now
+            self._host_died(node)
         if node in self.up:
             self.node_failed(node, how="actor_died")
 
@@ -207,17 +222,27 @@ class ClusterModel:
             for h in list(vol.holds.values()):
                 if h.node == node and h.kind == "metadata":
                     vol.release(h)  # the metadata operation died with its node
-        if survivors:
+        if hosted:
             self.failovers += 1
-            for vm in hosted:
-                target = self.least_loaded()
-                assert target is not None
-                self.host[vm] = target
-                self.visited[vm].append(target)
-                self.booting.add(vm)
-                self.env.process(self._restart_vm(vm, target, self.crashed_at.get(node, self.env.now)))
+        for vm in hosted:
+            self.unplaced.add(vm)
+        self.place_unplaced()
         for fn in self.failure_listeners:
             fn(node)
+
+    def place_unplaced(self) -> None:
+        """Fail over VMs waiting for a node: each boots on the least loaded available node.
+        With none available (the rest drained or down) they wait until one is."""
+        for vm in sorted(self.unplaced):
+            target = self.least_loaded()
+            if target is None:
+                return
+            old = self.host[vm]
+            self.unplaced.discard(vm)
+            self.host[vm] = target
+            self.visited[vm].append(target)
+            self.booting.add(vm)
+            self.env.process(self._restart_vm(vm, target, self.crashed_at.get(old, self.env.now)))
 
     def _restart_vm(self, vm: str, node: str, down_since: float):  # type: ignore[no-untyped-def]
         """Failover: the VM boots on a survivor (from its crash-consistent disks)."""
@@ -251,8 +276,8 @@ class ClusterModel:
         self.gateway.cast(node, "reset")
         self.alive.add(node)
         self.up.add(node)
-        self.crashed_at.pop(node, None)
         self.trace("node_recovered", node=node)
+        self.place_unplaced()
 
     # -- wrap-up ---------------------------------------------------------------------------------
     def collect_node_state(self) -> dict[str, dict[str, dict]]:  # type: ignore[type-arg]

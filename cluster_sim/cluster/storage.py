@@ -139,6 +139,10 @@ class StorageArray:
             self.failed += 1
             self.trace("snapshot_failed", csv=csv, node=host, set=set_id, code=code, software=True)
             raise SnapshotFailure(code, csv, "injected fault")
+        if len(lun.existing) >= self.cfg.max_snapshots_per_lun:
+            self.failed += 1
+            self.trace("snapshot_failed", csv=csv, node=host, set=set_id, code="snapshot_limit", software=True)
+            raise SnapshotFailure("snapshot_limit", csv, f"{len(lun.existing)} snapshots exist")
         self._seq += 1
         snap = StorageSnapshot(f"swsnap-{self._seq:06d}", csv, host, set_id, self.env.now, vms, software=True, host=host)
         lun.existing[snap.sid] = snap

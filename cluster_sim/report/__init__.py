@@ -1,0 +1,1 @@
+"""Reports: comparison tables, timelines, Perfetto traces, the HTML report."""

@@ -1,0 +1,411 @@
+"""The report of a results folder: per generation `timeline.png` and `trace.perfetto.json`, and
+`report.html`, one self-contained page (images embedded as data URIs, no network).
+
+`build_report(folder)` works on a saved results folder alone: it reads what `cluster-sim run`
+wrote (summary.json, vms.csv, csvs.csv, latency.csv, trace.jsonl) and never re-runs anything.
+
+The page records its own script errors and failed loads into `#console-errors` and, once
+loaded, sets `data-loaded`, `data-images` and `data-broken-images` on `#page-status`, so a
+headless browser's `--dump-dom` tells whether it rendered cleanly.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cluster_sim.report import perfetto, timeline
+from cluster_sim.report.spans import load, natural_key
+
+GENERATION_ORDER = ["ws2008r2", "ws2012", "ws2012r2", "ws2016", "steady"]
+
+# One line per comparison column: what the number tells a backup architect (README's table).
+EXPLAIN = {
+    "window (h)": "From the start of the job until the last VM has its outcome, retries included: the backup window.",
+    "lower bound (h)": "Bytes copied over the narrowest pipe on the copy path; a window close to it is copy-bound, "
+                       "far above it means coordination (snapshots, locks, CSV pinning, retries) costs the time.",
+    "hw snapshots": "Hardware (LUN) snapshots the array had to create.",
+    "snapshot sets": "VSS shadow-copy sets created; each node creates one at a time.",
+    "peak pending snaps": "Most snapshot requests queued at the array at once; a long queue pushes commits past "
+                          "the 10 s hold-writes limit.",
+    "peak snaps/LUN": "Most snapshots existing on one LUN at once, against the array's per-LUN limit.",
+    "host mounts": "VHDs mounted on the hosts by auto-recovery; each exposes guest disks to the host and costs "
+                   "more the more are mounted.",
+    "SCSI hot-adds": "AutoRecovery disks hot-added to VMs (ws2012r2); a VM without a SCSI controller fails here "
+                     "(Event 10103).",
+    "redirected (s)": "Seconds CSVs spent in redirected access, all CSVs together: non-coordinator I/O goes over "
+                      "the cluster network meanwhile.",
+    "app-consistent": "VMs backed up application-consistent (guest VSS).",
+    "crash-consistent": "VMs backed up crash-consistent (no guest VSS, or a standard-checkpoint fallback).",
+    "saved-state": "VMs paused in saved state for their snapshot: consistent, but down meanwhile.",
+    "offline": "VMs that were not running; their files are copied as they are.",
+    "failed": "VMs without a backup after every retry (reasons below the table).",
+    "torn (undetected)": "Backups claimed consistent but silently torn (ws2008r2 hold-writes overrun).",
+    "VM downtime (s)": "Seconds VMs were not running, summed: saved-state pauses, migration blackouts, failovers.",
+    "latency p99 before (ms)": "VM I/O latency p99 in steady state before the backup.",
+    "latency p99 during (ms)": "VM I/O latency p99 while the backup runs: copy streams, copy-on-write, "
+                               "redirected I/O.",
+    "copied (TiB)": "Bytes read and sent to the backup target.",
+    "on AVHDX (VM-h)": "VM-hours running on a differencing disk (checkpoint) because of the backup.",
+    "verified consistent": "Restores that verified as consistent (application- or crash-consistent).",
+    "verified torn": "Restores that verified as torn: blocks from different instants.",
+    "verified lost writes": "Restores missing a write that was on disk before the capture point.",
+    "claim mismatches": "Backups whose verified state differs from the outcome claimed for them.",
+    "leaks": "Snapshots, checkpoints, mounts, hot-added disks and redirected-access holds never released.",
+    "audit": "The auditor's verdict on the run (one outcome per VM, everything released or counted, limits, time).",
+}
+
+# Columns where anything but zero is a problem (shown red whatever the other generations did).
+BAD_WHEN_NONZERO = {"failed", "torn (undetected)", "leaks", "verified torn", "verified lost writes",
+                    "claim mismatches"}
+
+_ERROR_CAPTURE = """
+(function () {
+  var errors = [];
+  function show() {
+    var el = document.getElementById('console-errors');
+    if (el) { el.textContent = errors.join('\\n'); el.setAttribute('data-count', String(errors.length)); }
+  }
+  window.addEventListener('error', function (e) {
+    var t = e.target;
+    if (t && t !== window && (t.src || t.href)) {
+      errors.push('failed to load: ' + String(t.src || t.href).slice(0, 120));
+    } else {
+      errors.push('error: ' + e.message + (e.filename ? ' (' + e.filename + ':' + e.lineno + ')' : ''));
+    }
+    show();
+  }, true);
+  window.addEventListener('unhandledrejection', function (e) {
+    errors.push('unhandled rejection: ' + e.reason); show();
+  });
+  var original = console.error;
+  console.error = function () {
+    errors.push('console.error: ' + Array.prototype.join.call(arguments, ' ')); show();
+    return original.apply(console, arguments);
+  };
+  window.addEventListener('load', function () {
+    var imgs = document.images, broken = 0;
+    for (var i = 0; i < imgs.length; i++) {
+      if (!imgs[i].complete || imgs[i].naturalWidth === 0) { broken++; }
+    }
+    if (broken) { errors.push(broken + ' image(s) did not render'); }
+    var st = document.getElementById('page-status');
+    st.setAttribute('data-loaded', '1');
+    st.setAttribute('data-images', String(imgs.length));
+    st.setAttribute('data-broken-images', String(broken));
+    st.textContent = 'page loaded: ' + imgs.length + ' images';
+    show();
+  });
+})();
+"""
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; margin: 0 auto; padding: 1rem 2rem;
+       max-width: 1700px; color: #222; line-height: 1.4; }
+h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.2rem; }
+nav a { margin-right: 1rem; }
+.muted { color: #666; font-size: 0.92rem; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.9rem; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; vertical-align: top; }
+th { background: #f3f3f3; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.best { background: #dff3df; font-weight: 700; color: #145214; }
+td.bad { background: #fbe0e0; font-weight: 700; color: #8a1010; }
+td.explain { color: #444; font-size: 0.85rem; min-width: 22rem; }
+ul.key { padding-left: 1.2rem; } ul.key li { margin: 0.15rem 0; }
+ul.key b { display: inline-block; min-width: 12rem; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+figcaption { color: #555; font-size: 0.88rem; }
+code { background: #f4f4f4; padding: 0 0.25rem; }
+.note { background: #fff6dd; border-left: 4px solid #e0b000; padding: 0.4rem 0.8rem; }
+#console-errors { color: #a00; white-space: pre-wrap; }
+#console-errors:empty { display: none; }
+#page-status { color: #999; font-size: 0.8rem; }
+"""
+
+
+@dataclass
+class Generation:
+    name: str
+    folder: Path
+    summary: dict[str, Any]
+    timeline_png: Path | None = None
+    perfetto_json: Path | None = None
+    error: str = ""
+
+
+@dataclass
+class Report:
+    folder: Path
+    html: Path
+    generations: list[Generation]
+    errors: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+class ReportError(Exception):
+    """The folder is not a results folder (nothing to report on)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# building
+# ----------------------------------------------------------------------------------------------
+def generation_folders(folder: Path) -> list[Path]:
+    """Subfolders holding a summary.json, in comparison.csv's order (else the generations' order)."""
+    found = {p.name: p for p in folder.iterdir() if p.is_dir() and (p / "summary.json").is_file()}
+    order: list[str] = []
+    comp = folder / "comparison.csv"
+    if comp.is_file():
+        with open(comp, newline="", encoding="utf-8") as fh:
+            order = [r.get("generation", "") for r in csv.DictReader(fh)]
+    rank = {g: i for i, g in enumerate(order + [g for g in GENERATION_ORDER if g not in order])}
+    return [found[n] for n in sorted(found, key=lambda n: (rank.get(n, len(rank)), natural_key(n)))]
+
+
+def build_report(folder: str | Path) -> Report:
+    """Write timeline.png and trace.perfetto.json into every generation folder, then report.html."""
+    t0 = time.perf_counter()
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"{folder}: not a folder")
+    gens: list[Generation] = []
+    errors: list[str] = []
+    for gf in generation_folders(folder):
+        try:
+            summary = json.loads((gf / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            errors.append(f"{gf.name}: summary.json unreadable: {exc}")
+            continue
+        g = Generation(gf.name, gf, summary)
+        try:
+            tl = load(gf)
+            g.timeline_png = timeline.render(tl, gf / "timeline.png")
+            g.perfetto_json = perfetto.write(tl, gf / "trace.perfetto.json")
+        except Exception as exc:  # one generation's failure must not hide the others
+            g.error = f"{type(exc).__name__}: {exc}"
+            errors.append(f"{gf.name}: {g.error}")
+        gens.append(g)
+    if not gens:
+        raise ReportError(f"{folder}: no generation folders (with a summary.json) to report on")
+    page = folder / "report.html"
+    page.write_text(render_html(folder, gens), encoding="utf-8")
+    return Report(folder, page, gens, errors, time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------------------------
+# the page
+# ----------------------------------------------------------------------------------------------
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(x: Any, fmt: str = "{:,.0f}") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return fmt.format(x)
+
+
+def _hours(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s >= 3600:
+        return f"{s / 3600:,.2f} h"
+    if s >= 60:
+        return f"{s / 60:,.1f} min"
+    return f"{s:,.1f} s"
+
+
+def _summaries(gens: list[Generation]):  # type: ignore[no-untyped-def]
+    """Summary models for the comparison table (fields this version does not know are left out)."""
+    from cluster_sim.results import Summary
+
+    out = []
+    for g in gens:
+        known = {k: v for k, v in g.summary.items() if k in Summary.model_fields}
+        out.append(Summary.model_validate(known))
+    return out
+
+
+def comparison_table(gens: list[Generation]) -> str:
+    from cluster_sim.report.table import COLUMNS, best_rows, cell
+
+    try:
+        summaries = _summaries(gens)
+    except Exception as exc:  # an older or newer summary.json: say so rather than fail the page
+        return f'<p class="note">No comparison table: {_e(exc)}</p>'
+    best = best_rows(summaries)
+    rows = ['<tr><th>metric</th>' + "".join(f'<th>{_e(s.generation)}</th>' for s in summaries)
+            + '<th>what it tells you</th></tr>']
+    for col in COLUMNS[1:]:
+        cells = []
+        for i, s in enumerate(summaries):
+            text = cell(col, s)
+            cls = "num best" if i in best.get(col.header, set()) else "num"
+            value = col.get(s)
+            if (col.header == "audit" and text != "ok") or (col.header in BAD_WHEN_NONZERO and value):
+                cls = "num bad"
+            cells.append(f'<td class="{cls}">{_e(text)}</td>')
+        rows.append(f'<tr><th>{_e(col.header)}</th>{"".join(cells)}'
+                    f'<td class="explain">{_e(EXPLAIN.get(col.header, ""))}</td></tr>')
+    fails = []
+    for s in summaries:
+        if s.failures_by_reason:
+            reasons = ", ".join(f"{k} {v}" for k, v in s.failures_by_reason.items())
+            fails.append(f"<li><b>{_e(s.generation)}</b> failures: {_e(reasons)}</li>")
+    legend = ('<p class="muted">Best value of each row in green (only where the generations differ); '
+              'failures, torn or lost data, leaks and audit violations in red. Units are in the metric names.</p>')
+    return (f'<div class="scroll"><table id="comparison-table">{"".join(rows)}</table></div>{legend}'
+            + (f'<ul>{"".join(fails)}</ul>' if fails else ""))
+
+
+def key_lines(s: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, value, what it means) for the numbers a reader looks at first."""
+    o = s.get("outcomes") or {}
+    lat = s.get("io_latency_ms") or {}
+    mig = s.get("migrations") or {}
+    leaks = s.get("leaks") or {}
+    window, bound = s.get("backup_window_s"), s.get("window_lower_bound_s")
+    lines = []
+    if window is not None:
+        ratio = f" ({window / bound:.2f} x the lower bound of {_hours(bound)})" if bound else ""
+        verdict = ("copy-bound: only a bigger pipe or fewer bytes helps" if bound and window <= 1.1 * bound
+                   else "coordination (snapshots, locks, CSV pinning, retries) costs time beyond the copy")
+        lines.append(("Backup window", f"{_hours(window)}{ratio}", verdict))
+    lines.append(("Outcomes", ", ".join(f"{v} {k.replace('_', '-')}" for k, v in o.items()) or "-",
+                  "what a restore gives per VM"))
+    if s.get("failures_by_reason"):
+        lines.append(("Failures", ", ".join(f"{k} {v}" for k, v in s["failures_by_reason"].items()),
+                      "why the failed VMs have no backup"))
+    lines.append(("Storage snapshots",
+                  f"{_num(s.get('hw_snapshots_created'))} hardware + {_num(s.get('sw_snapshots_created'))} software "
+                  f"in {_num(s.get('snapshot_sets'))} sets; peak {_num(s.get('peak_pending_snapshots'))} pending, "
+                  f"peak {_num(s.get('peak_snapshots_per_lun'))} per LUN",
+                  "array load; a long queue pushes commits past the hold-writes limit"))
+    lines.append(("Redirected access", f"{_num(s.get('redirected_s_total'))} s over all CSVs, at most "
+                  f"{_hours(s.get('redirected_s_max_csv'))} on one",
+                  "non-coordinator nodes send their I/O over the cluster network meanwhile"))
+    lines.append(("Auto-recovery", f"{_num(s.get('host_mounts'))} host mounts, {_num(s.get('scsi_hot_adds'))} SCSI hot-adds",
+                  "guest disks exposed to the host / AutoRecovery disks added to the VM"))
+    lines.append(("VM I/O latency p99", f"{_num(lat.get('baseline_p99'), '{:,.2f}')} ms before, "
+                  f"{_num(lat.get('backup_p99'), '{:,.2f}')} ms during the backup",
+                  "what applications feel from copy streams, copy-on-write and redirected I/O"))
+    lines.append(("VM downtime", f"{_num(s.get('vm_downtime_s_total'))} s summed over VMs",
+                  "saved-state pauses, migration blackouts and failover outages"))
+    lines.append(("On AVHDX", f"{_num((s.get('avhdx_vm_s') or 0) / 3600, '{:,.1f}')} VM-hours",
+                  "time VMs ran on a differencing disk because of the backup"))
+    if mig.get("requested"):
+        md = s.get("migration_downtime_ms") or {}
+        lines.append(("Live migrations", ", ".join(f"{v} {k}" for k, v in mig.items())
+                      + f"; blackout p50 {_num(md.get('p50'), '{:,.0f}')} ms, max {_num(md.get('max'), '{:,.0f}')} ms",
+                      "moves during the backup: refused ones waited for a VM's snapshot critical section"))
+    nf = s.get("node_failures") or []
+    if nf:
+        lines.append(("Node failures", "; ".join(f"{f.get('node')} ({f.get('how')}) detected at "
+                                                 f"{_hours(f.get('detected_s'))}, {f.get('vms_down')} VMs down"
+                                                 for f in nf)
+                      + f"; {_num(s.get('vms_restarted'))} VMs restarted, {_num(s.get('retried_vms'))} VMs retried",
+                      "failover restarts the VMs on survivors; in-flight backup steps fail and are retried"))
+    total_leaks = sum(v for v in leaks.values() if isinstance(v, int | float))
+    lines.append(("Leaks", "none" if not total_leaks else ", ".join(f"{v} {k}" for k, v in leaks.items() if v),
+                  "things taken and never released"))
+    if s.get("torn_undetected"):
+        lines.append(("Torn, undetected", _num(s.get("torn_undetected")),
+                      "claimed consistent but silently torn (hold-writes overrun)"))
+    audit = s.get("audit") or {}
+    lines.append(("Audit", "ok" if audit.get("ok") else "; ".join(audit.get("violations", [])[:5]),
+                  "every VM one outcome, everything released or counted, limits kept"))
+    return lines
+
+
+def verification_section(gens: list[Generation]) -> str:
+    have = [g for g in gens if "verification" in g.summary]
+    if not have:
+        return ""
+    parts = ['<h2 id="verification">Restore verification</h2>',
+             '<p class="muted">Each backed-up VM restored and compared block by block with the truth at its '
+             'capture point (from <code>verification</code> in summary.json). Torn images, lost writes and '
+             'claims that do not match what the restore shows are marked red.</p>']
+    dicts = {g.name: g.summary["verification"] for g in have}
+    if all(isinstance(v, dict) for v in dicts.values()):
+        keys: list[str] = []
+        for v in dicts.values():
+            keys += [k for k in v if k not in keys]
+        rows = ["<tr><th>result</th>" + "".join(f"<th>{_e(n)}</th>" for n in dicts) + "</tr>"]
+        for k in keys:
+            cells = []
+            for v in dicts.values():
+                x = v.get(k)
+                bad = isinstance(x, int | float) and x and any(w in k for w in ("torn", "lost", "mismatch", "fail"))
+                text = json.dumps(x) if isinstance(x, dict | list) else ("-" if x is None else str(x))
+                cells.append(f'<td class="{"num bad" if bad else "num"}">{_e(text)}</td>')
+            rows.append(f"<tr><th>{_e(k.replace('_', ' '))}</th>{''.join(cells)}</tr>")
+        parts.append(f'<div class="scroll"><table id="verification-table">{"".join(rows)}</table></div>')
+    else:
+        for n, v in dicts.items():
+            parts.append(f"<h3>{_e(n)}</h3><pre>{_e(json.dumps(v, indent=2))}</pre>")
+    return "\n".join(parts)
+
+
+def _data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def generation_section(g: Generation) -> str:
+    s = g.summary
+    title = f"{g.name}"
+    if s.get("vm_count") is not None:
+        title += f": {s.get('vm_count')} VMs on {s.get('node_count')} nodes, {s.get('csv_count')} CSVs"
+    parts = [f'<section class="generation" id="gen-{_e(g.name)}" data-generation="{_e(g.name)}">',
+             f"<h2>{_e(title)}</h2>"]
+    if g.error:
+        parts.append(f'<p class="note">Pictures not drawn: {_e(g.error)}</p>')
+    lines = "".join(f"<li><b>{_e(a)}</b> {_e(b)} <span class=\"muted\">&mdash; {_e(c)}</span></li>"
+                    for a, b, c in key_lines(s))
+    parts.append(f'<ul class="key">{lines}</ul>')
+    if g.timeline_png is not None and g.timeline_png.is_file():
+        parts.append(
+            f'<figure><img src="{_data_uri(g.timeline_png)}" alt="timeline of the {_e(g.name)} backup" '
+            f'width="1600"><figcaption>Timeline: each node\'s VMs by backup phase over simulated time '
+            f'(one lane per VM with few VMs, phase counts per node with many), then per-CSV redirected '
+            f'access, storage snapshots and VM I/O latency. File: <code>{_e(g.name)}/timeline.png</code>.'
+            f'</figcaption></figure>')
+    if g.perfetto_json is not None:
+        parts.append(f'<p class="muted">Every phase of every VM, zoomable: open <code>{_e(g.name)}/trace.perfetto.json'
+                     '</code> in ui.perfetto.dev or chrome://tracing (one process per node, one track per VM).</p>')
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render_html(folder: Path, gens: list[Generation]) -> str:
+    first = gens[0].summary
+    scenario = first.get("scenario", folder.name)
+    heading = f"{scenario}: backup report"
+    sub = (f"{first.get('vm_count', '?')} VMs on {first.get('node_count', '?')} nodes, "
+           f"{first.get('csv_count', '?')} CSVs, seed {first.get('seed', '?')}; generations: "
+           + ", ".join(g.name for g in gens) + ". All times are simulated.")
+    nav = " ".join(f'<a href="#gen-{_e(g.name)}">{_e(g.name)}</a>' for g in gens)
+    has_table = (folder / "comparison.csv").is_file()
+    links = ['<a href="#comparison">comparison</a>'] if has_table else []
+    links.append(nav)
+    if any("verification" in g.summary for g in gens):
+        links.append('<a href="#verification">verification</a>')
+    body = [f"<h1>{_e(heading)}</h1>", f'<p class="muted">{_e(sub)}</p>', f'<nav>{" ".join(links)}</nav>']
+    if has_table:
+        body.append('<h2 id="comparison">Comparison</h2>')
+        body.append(comparison_table(gens))
+    body.append(verification_section(gens))
+    body += [generation_section(g) for g in gens]
+    body.append('<footer><p id="page-status" data-loaded="0"></p>'
+                '<pre id="console-errors" data-count="0"></pre></footer>')
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{_e(heading)}</title>\n<script>{_ERROR_CAPTURE}</script>\n<style>{_CSS}</style>\n</head>\n"
+            "<body>\n" + "\n".join(b for b in body if b) + "\n</body>\n</html>\n")

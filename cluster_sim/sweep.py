@@ -1,0 +1,876 @@
+"""Load studies: a grid of scenario overrides x seeds x generations, run as Ray tasks.
+
+A study file (YAML)::
+
+    study: r2-batch-size
+    scenario: ../scenarios/800vm-8node.yaml      # relative to the study file
+    overrides: {run.until_s: 200000}             # optional: fixed overrides for every point
+    grid:                                        # cartesian product of dotted scenario paths
+      backup.vms_per_snapshot: [1, 5, 10, 25, 50, 100]
+      backup.concurrent_vms_per_node: [2, 4, 8]
+    seeds: 10                                    # or a list; N means the scenario's seed .. seed+N-1
+    generations: [ws2012r2, ws2016]              # default: the scenario's backup.generations
+    metrics: [backup_window_s, hw_snapshots_created, outcomes.failed, io_latency_ms.backup_p99]
+
+`load_study` checks everything before anything runs (every grid point is applied to the scenario
+with the scenario machinery and validated) and raises `StudyError` naming the study file, the
+field path and the reason. `run_study` runs each (point, seed, generation) as one Ray task
+(local node backend inside the task), streams one row per run into `DIR/runs.parquet`, and
+writes `DIR/aggregate.csv` (mean and Student-t 95 % interval over seeds) and `DIR/plots/*.png`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import sys
+import time
+import traceback
+import types
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cluster_sim.results import Summary
+from cluster_sim.scenario import (
+    GENERATIONS,
+    Scenario,
+    ScenarioError,
+    _problems_from_validation,
+    apply_overrides,
+    read_yaml,
+    scenario_from_dict,
+)
+
+RUNS_FILE = "runs.parquet"
+JOURNAL_FILE = "runs.journal.jsonl"
+AGGREGATE_FILE = "aggregate.csv"
+PLOTS_DIR = "plots"
+DEFAULT_METRICS = ["backup_window_s", "hw_snapshots_created", "outcomes.failed", "io_latency_ms.backup_p99"]
+CONFIDENCE = 0.95
+MAX_RETRIES = 3  # Ray re-runs a task whose worker or node died this many times
+# Grid paths a study sets some other way.
+RESERVED_PATHS = {
+    "seed": "seeds are the study's own field: use `seeds:`",
+    "name": "the scenario name is not a study axis",
+    "backup.generations": "generations are the study's own field: use `generations:`",
+}
+
+
+class StudyError(ScenarioError):
+    """A study that cannot run: names the study file, the field path and the reason."""
+
+
+class StudyRunError(Exception):
+    """The study is fine but cannot start (e.g. the Ray cluster at --address cannot be reached)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# the study file
+# ----------------------------------------------------------------------------------------------
+class StudyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    study: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")] | None = None
+    description: str | None = None
+    scenario: Annotated[str, Field(min_length=1)]
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    grid: Annotated[dict[str, Annotated[list[Any], Field(min_length=1)]], Field(min_length=1)]
+    seeds: Any = 1  # int N >= 1 or a list of distinct seeds; checked by load_study
+    generations: Annotated[list[Literal["ws2008r2", "ws2012", "ws2012r2", "ws2016"]], Field(min_length=1)] | None = None
+    metrics: Annotated[list[str], Field(min_length=1)] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+
+
+# Columns of a run row that come from the summary: dotted name -> kind (int, float, bool, str, json).
+def _kind_of(annotation: Any) -> str | type[BaseModel]:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _kind_of(args[0])
+        return "json"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if annotation is bool:
+        return "bool"
+    if annotation is int:
+        return "int"
+    if annotation is float:
+        return "float"
+    if annotation is str:
+        return "str"
+    return "json"
+
+
+def _summary_columns(model: type[BaseModel] = Summary, prefix: str = "") -> list[tuple[str, str]]:
+    cols: list[tuple[str, str]] = []
+    for name, info in model.model_fields.items():
+        kind = _kind_of(info.annotation)
+        if isinstance(kind, type):
+            cols += _summary_columns(kind, f"{prefix}{name}.")
+        else:
+            cols.append((f"{prefix}{name}", kind))
+    return cols
+
+
+# seed and generation are run-key columns already.
+SUMMARY_COLUMNS = [(n, k) for n, k in _summary_columns() if n not in ("seed", "generation")]
+RUN_COLUMNS = [("node_id", "str"), ("wall_s", "float"), ("finished_at", "float"), ("error", "str")]
+METRIC_KINDS = {n: k for n, k in SUMMARY_COLUMNS + [("wall_s", "float")] if k in ("int", "float", "bool")}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_id: str
+    point: int  # index into StudyPlan.points
+    seed: int
+    generation: str
+
+
+@dataclass
+class StudyPlan:
+    """A checked study: every grid point's scenario is valid."""
+
+    file: Path
+    name: str
+    scenario_file: Path
+    axes: list[str]
+    axis_kinds: dict[str, str]
+    points: list[dict[str, Any]]
+    scenarios: list[Scenario]
+    seeds: list[int]
+    generations: list[str]
+    metrics: list[str]
+    fingerprint: str
+    description: str | None = None
+
+    def runs(self) -> list[RunSpec]:
+        """Every run, seed-major so that an interrupted study has covered every point evenly."""
+        return [RunSpec(self.run_id(p, s, g), p, s, g)
+                for s in self.seeds for p in range(len(self.points)) for g in self.generations]
+
+    def run_id(self, point: int, seed: int, generation: str) -> str:
+        values = sorted((a, _canonical(v)) for a, v in self.points[point].items())
+        key = json.dumps([self.fingerprint, values, seed, generation], sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+    def point_cells(self, point: int) -> dict[str, Any]:
+        return {a: _cell(self.points[point][a], self.axis_kinds[a]) for a in self.axes}
+
+    @property
+    def total_runs(self) -> int:
+        return len(self.points) * len(self.seeds) * len(self.generations)
+
+    def columns(self) -> list[tuple[str, str]]:
+        """The columns of runs.parquet, in order, with their kinds."""
+        return ([("run_id", "str"), ("study", "str")] + [(a, self.axis_kinds[a]) for a in self.axes]
+                + [("seed", "int"), ("generation", "str")] + RUN_COLUMNS + SUMMARY_COLUMNS)
+
+
+def _canonical(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def _axis_kind(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "bool"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "int"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "float"
+    if all(isinstance(v, str) for v in values):
+        return "str"
+    return "json"
+
+
+def _cell(value: Any, kind: str) -> Any:
+    if kind == "float":
+        return float(value)
+    if kind == "json":
+        return _canonical(value)
+    return value
+
+
+def _norm_path(path: str) -> str:
+    """`fleet[0].count` (how scenario errors name fields) -> `fleet.0.count` (how overrides do)."""
+    return re.sub(r"\[(\d+)\]", r".\1", path).lstrip(".")
+
+
+def _point_text(point: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{a}: {_canonical(v)}" for a, v in point.items()) + "}"
+
+
+def load_study(path: str | Path) -> StudyPlan:
+    """Read and check a study file; raise `StudyError` (file, field path, reason) if it cannot run."""
+    path = Path(path)
+    fname = str(path)
+    try:
+        raw = read_yaml(path)
+    except ScenarioError as exc:
+        raise StudyError(fname, exc.problems) from None
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else type(raw).__name__
+        raise StudyError(fname, [("", f"a study is a YAML mapping (study, scenario, grid, seeds, ...); this file is {kind}")])
+    try:
+        st = StudyFile.model_validate(raw)
+    except ValidationError as err:
+        problems = _problems_from_validation(err)
+        problems = [(p, "unknown field; a study has: " + ", ".join(StudyFile.model_fields)
+                     if r.startswith("unknown field") else r) for p, r in problems]
+        raise StudyError(fname, problems) from None
+
+    problems: list[tuple[str, str]] = []
+    # metrics
+    for i, m in enumerate(st.metrics):
+        if m not in METRIC_KINDS:
+            near = difflib.get_close_matches(m, list(METRIC_KINDS), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(METRIC_KINDS)}"
+            problems.append((f"metrics[{i}]", f"unknown metric {m!r} (a number in summary.json, dotted){hint}"))
+    if len(set(st.metrics)) != len(st.metrics):
+        problems.append(("metrics", "a metric is listed twice"))
+    # grid paths
+    for axis, values in st.grid.items():
+        parts = axis.split(".")
+        if not axis or any(not p.strip() for p in parts):
+            problems.append((f"grid.{axis}", "not a dotted field path (e.g. backup.vms_per_snapshot)"))
+        elif axis in RESERVED_PATHS:
+            problems.append((f"grid.{axis}", RESERVED_PATHS[axis]))
+        canon = [_canonical(v) for v in values]
+        if len(set(canon)) != len(canon):
+            dup = sorted({c for c in canon if canon.count(c) > 1})
+            problems.append((f"grid.{axis}", f"value listed twice: {', '.join(dup)}"))
+    if st.generations and len(set(st.generations)) != len(st.generations):
+        problems.append(("generations", "a generation is listed twice"))
+    if problems:
+        raise StudyError(fname, problems)
+
+    # the scenario, with the study's fixed overrides
+    scenario_file = path.parent / st.scenario
+    try:
+        base = read_yaml(scenario_file)
+        scenario_from_dict(base, str(scenario_file))
+    except ScenarioError as exc:
+        raise StudyError(fname, [("scenario", str(exc))]) from None
+    try:
+        base = apply_overrides(base, list(st.overrides.items()), fname)
+    except ScenarioError as exc:
+        raise StudyError(fname, [(f"overrides.{p}" if p else "overrides", r) for p, r in exc.problems]) from None
+    try:
+        base_sc = scenario_from_dict(base, fname)
+    except ScenarioError as exc:
+        raise StudyError(fname, [(f"overrides: {_norm_path(p)}" if p else "overrides", r)
+                                 for p, r in exc.problems]) from None
+    if base_sc.backup is None:
+        raise StudyError(fname, [("scenario", f"{scenario_file} has no backup section; a study compares backup runs")])
+
+    # seeds
+    if isinstance(st.seeds, int) and not isinstance(st.seeds, bool):
+        if not 1 <= st.seeds <= 100_000:
+            raise StudyError(fname, [("seeds", f"{st.seeds} runs per point: give 1 to 100000 (or a list of seeds)")])
+        seeds = [base_sc.seed + i for i in range(st.seeds)]
+    elif isinstance(st.seeds, list) and st.seeds:
+        bad = [i for i, s in enumerate(st.seeds) if not (isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63)]
+        if bad:
+            raise StudyError(fname, [(f"seeds[{bad[0]}]", f"{st.seeds[bad[0]]!r} is not a seed (an integer >= 0)")])
+        if len(set(st.seeds)) != len(st.seeds):
+            raise StudyError(fname, [("seeds", "a seed is listed twice")])
+        seeds = list(st.seeds)
+    else:
+        raise StudyError(fname, [("seeds", f"expected a number of seeds (>= 1) or a list of seeds, got {st.seeds!r}")])
+
+    # every grid point, through the scenario machinery
+    axes = list(st.grid)
+    points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*(st.grid[a] for a in axes))]
+    scenarios: list[Scenario] = []
+    seen: set[tuple[str, str]] = set()
+    for point in points:
+        try:
+            data = apply_overrides(base, list(point.items()), fname)
+            scenarios.append(scenario_from_dict(data, fname))
+            continue
+        except ScenarioError as exc:
+            found = exc.problems
+        for p, reason in found:
+            where, why = _blame(point, _norm_path(p) if p else "", reason)
+            if (where, why) not in seen:
+                seen.add((where, why))
+                problems.append((where, why))
+        if len(problems) >= 8:
+            break
+    if problems:
+        raise StudyError(fname, problems)
+
+    fingerprint = hashlib.sha256(_canonical(base).encode()).hexdigest()[:16]
+    return StudyPlan(
+        file=path, name=st.study or path.stem, scenario_file=scenario_file, axes=axes,
+        axis_kinds={a: _axis_kind(st.grid[a]) for a in axes}, points=points, scenarios=scenarios,
+        seeds=seeds, generations=list(st.generations or base_sc.backup.generations), metrics=list(st.metrics),
+        fingerprint=fingerprint, description=st.description,
+    )
+
+
+def _blame(point: dict[str, Any], problem_path: str, reason: str) -> tuple[str, str]:
+    """Attribute a scenario problem at one grid point to the axis it comes from, if any."""
+    for axis, value in point.items():
+        if (problem_path == axis or problem_path.startswith(axis + ".") or axis.startswith(problem_path + ".")
+                or (not problem_path and axis in reason)):
+            if reason.startswith("unknown field"):
+                return f"grid.{axis}", f"{reason} (at scenario field {problem_path})" if problem_path != axis else reason
+            if reason.endswith("is a value, not a section") or "is not an index of" in reason:
+                return f"grid.{axis}", reason
+            return f"grid.{axis}", f"value {_canonical(value)}: {reason}"
+    return "grid", f"at point {_point_text(point)}: scenario field {problem_path or '(top)'}: {reason}"
+
+
+# ----------------------------------------------------------------------------------------------
+# one run (a Ray task, or in process)
+# ----------------------------------------------------------------------------------------------
+def _node_id() -> str:
+    ray = sys.modules.get("ray")  # a Ray worker has imported it; a serial run need not
+    try:
+        if ray is not None and ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - not inside Ray
+        pass
+    return "local"
+
+
+def flatten_summary(summary: Summary) -> dict[str, Any]:
+    d = summary.model_dump(mode="json")
+    row: dict[str, Any] = {}
+    for name, kind in SUMMARY_COLUMNS:
+        v: Any = d
+        for part in name.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        row[name] = _canonical(v) if kind == "json" else v
+    return row
+
+
+def execute_run(spec: RunSpec, scenario: Scenario, study: str, cells: dict[str, Any]) -> dict[str, Any]:
+    """Run one (point, seed, generation) on the local node backend; never raises for a run's error."""
+    from cluster_sim.simulation import run as run_sim
+
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"run_id": spec.run_id, "study": study, **cells, "seed": spec.seed,
+                           "generation": spec.generation, "node_id": _node_id()}
+    try:
+        result = run_sim(scenario, backend="local", seed=spec.seed, generations=[spec.generation])
+        row.update(flatten_summary(result.generations[0].summary))
+        row["error"] = None
+    except Exception as exc:  # noqa: BLE001 - a failing run is recorded, the study goes on
+        row["error"] = _error_text(exc)
+    row["wall_s"] = time.perf_counter() - t0
+    row["finished_at"] = time.time()
+    return row
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if len(text) > 2000:
+        text = text[:2000] + "..."
+    tb = traceback.extract_tb(exc.__traceback__)
+    if tb:
+        last = tb[-1]
+        text += f" (at {Path(last.filename).name}:{last.lineno})"
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# runs.parquet: a journal of finished rows, materialised atomically as Parquet
+# ----------------------------------------------------------------------------------------------
+_ARROW_TYPES = {"int": "int64", "float": "float64", "bool": "bool_", "str": "string", "json": "string"}
+
+
+def _arrow_schema(columns: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    return pa.schema([(n, getattr(pa, _ARROW_TYPES[k])()) for n, k in columns])
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    try:
+        if kind == "float":
+            return float(value)
+        if kind == "int":
+            return int(value)
+        if kind == "bool":
+            return bool(value)
+        if kind in ("str", "json"):
+            return value if isinstance(value, str) else _canonical(value)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _arrow_schema(columns)
+    arrays = [pa.array([_coerce(r.get(n), k) for r in rows], type=schema.field(n).type) for n, k in columns]
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def read_runs(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows recorded in DIR: runs.parquet plus any journal rows not yet in it (by run_id)."""
+    out_dir = Path(out_dir)
+    rows: dict[str, dict[str, Any]] = {}
+    pq_path = out_dir / RUNS_FILE
+    if pq_path.is_file():
+        import pyarrow.parquet as pq
+
+        try:
+            for r in pq.read_table(pq_path).to_pylist():
+                rows[r["run_id"]] = r
+        except Exception:  # noqa: BLE001 - a damaged file: the journal still has the rows
+            pass
+    journal = out_dir / JOURNAL_FILE
+    if journal.is_file():
+        with open(journal, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by an interruption
+                if isinstance(r, dict) and "run_id" in r:
+                    rows[r["run_id"]] = r
+    return list(rows.values())
+
+
+class RunStore:
+    """Rows of one study: appended to a journal as they finish, rewritten as Parquet now and then."""
+
+    def __init__(self, out_dir: Path, plan: StudyPlan, flush_every_s: float = 2.0):
+        self.out_dir = out_dir
+        self.plan = plan
+        self.columns = plan.columns()
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.flush_every_s = flush_every_s
+        self._last_flush = 0.0
+        self._journal = None
+        by_point = sorted(plan.runs(), key=lambda s: (s.point, plan.generations.index(s.generation), s.seed))
+        self._order = {s.run_id: i for i, s in enumerate(by_point)}
+
+    def open(self, keep: Iterable[dict[str, Any]]) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for r in keep:
+            self.rows[r["run_id"]] = r
+        self.flush()  # runs.parquet now holds exactly the kept rows; the journal starts empty
+        self._journal = open(self.out_dir / JOURNAL_FILE, "w", encoding="utf-8")  # noqa: SIM115
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows[row["run_id"]] = row
+        if self._journal is not None:
+            self._journal.write(json.dumps(row, default=str) + "\n")
+            self._journal.flush()
+        if time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def ordered(self) -> list[dict[str, Any]]:
+        """Rows in study order: point, generation, seed."""
+        return sorted(self.rows.values(), key=lambda r: self._order.get(r["run_id"], len(self._order)))
+
+    def flush(self) -> None:
+        write_parquet(self.out_dir / RUNS_FILE, self.ordered(), self.columns)
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+            (self.out_dir / JOURNAL_FILE).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# running a study
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class StudyProgress:
+    total: int
+    ok: int = 0
+    failed: int = 0
+    running: int = 0
+    skipped: int = 0  # recorded before this invocation (--resume)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+
+ProgressFn = Callable[[StudyProgress, "dict[str, Any] | None"], None]  # (counts, the row just finished)
+
+
+@dataclass
+class StudyOutcome:
+    out_dir: Path
+    total: int
+    executed: int  # runs this invocation finished
+    skipped: int  # runs found recorded (--resume)
+    dropped: int  # recorded rows that are not part of this study any more
+    failed: int  # rows of the study with an error
+    wall_s: float
+    interrupted: bool = False
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    aggregate: list[dict[str, Any]] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+    ray_cpus: int = 0
+
+
+def clear_outputs(out_dir: Path) -> None:
+    """Remove what a previous study wrote into DIR (only our files)."""
+    for name in (RUNS_FILE, JOURNAL_FILE, RUNS_FILE + ".tmp", AGGREGATE_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    plots = out_dir / PLOTS_DIR
+    if plots.is_dir():
+        for png in plots.glob("*.png"):
+            png.unlink()
+
+
+def run_study(plan: StudyPlan, out_dir: str | Path, *, resume: bool = False, retry_failed: bool = False,
+              executor: Literal["ray", "serial"] = "ray", address: str | None = None,
+              num_cpus: int | None = None, progress: ProgressFn | None = None,
+              outputs: bool = True, flush_every_s: float = 2.0) -> StudyOutcome:
+    """Run every (point, seed, generation) not yet recorded; write runs, aggregate and plots."""
+    wall0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    runs = plan.runs()
+    wanted = {s.run_id for s in runs}
+    keep: list[dict[str, Any]] = []
+    dropped = 0
+    if resume:
+        for r in read_runs(out_dir):
+            if r.get("run_id") not in wanted:
+                dropped += 1
+            elif not (retry_failed and r.get("error")):
+                keep.append(r)
+    recorded = {r["run_id"] for r in keep}
+    todo = [s for s in runs if s.run_id not in recorded]
+    session = None
+    if executor == "ray" and todo:  # before anything is written: a Ray that cannot be reached is bad input
+        from cluster_sim.simulation import RaySession
+
+        if address:
+            _check_reachable(address)
+        try:
+            session = RaySession(num_cpus=num_cpus or os.cpu_count() or 1, address=address)
+        except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, ValueError, RuntimeError...
+            where = f"--address {address}" if address else "ray.init"
+            raise StudyRunError(f"{where}: cannot start or join Ray: {_error_text(exc)}") from None
+    if not resume:
+        clear_outputs(out_dir)
+    state = StudyProgress(total=len(runs), skipped=len(keep),
+                          ok=sum(1 for r in keep if not r.get("error")), failed=sum(1 for r in keep if r.get("error")))
+    store = RunStore(out_dir, plan, flush_every_s)
+    store.open(keep)
+    executed = 0
+    interrupted = False
+    cpus = 0
+
+    def finished(row: dict[str, Any]) -> None:
+        nonlocal executed
+        store.add(row)
+        executed += 1
+        if row.get("error"):
+            state.failed += 1
+        else:
+            state.ok += 1
+        if progress:
+            progress(state, row)
+
+    try:
+        if progress:
+            progress(state, None)
+        if executor == "serial":
+            cpus = 1
+            for spec in todo:
+                state.running = 1
+                finished(execute_run(spec, plan.scenarios[spec.point], plan.name, plan.point_cells(spec.point)))
+            state.running = 0
+        elif session is not None:
+            cpus = _run_on_ray(session.ray, plan, todo, state, finished, progress)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        store.close()
+        if session is not None:
+            session.close()
+    state.running = 0
+    rows = store.ordered()
+    outcome = StudyOutcome(out_dir=out_dir, total=len(runs), executed=executed, skipped=len(keep), dropped=dropped,
+                           failed=sum(1 for r in rows if r.get("error")), wall_s=time.perf_counter() - wall0,
+                           interrupted=interrupted, rows=rows, ray_cpus=cpus)
+    if outputs and not interrupted:
+        outcome.aggregate = aggregate(plan, rows)
+        write_aggregate_csv(out_dir / AGGREGATE_FILE, plan, outcome.aggregate)
+        outcome.plots = write_plots(plan, outcome.aggregate, out_dir / PLOTS_DIR)
+    return outcome
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a `host:port` nobody answers on (ray.init would retry for minutes)."""
+    import socket
+
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
+    if not m:
+        return  # "auto" and the like: leave it to ray.init
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s).close()
+    except OSError as exc:
+        raise StudyRunError(f"--address {address}: cannot connect: {exc.strerror or exc}") from None
+
+
+def _run_on_ray(ray: Any, plan: StudyPlan, todo: list[RunSpec], state: StudyProgress,
+                finished: Callable[[dict[str, Any]], None], progress: ProgressFn | None) -> int:
+    """Keep the cluster's CPUs busy (plus a short queue) until every run has a row."""
+    inflight: dict[Any, RunSpec] = {}
+    try:
+        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(execute_run)
+        scenario_refs: dict[int, Any] = {}
+        pending = deque(todo)
+        cpus, checked = _cluster_cpus(ray), time.monotonic()
+        while pending or inflight:
+            if time.monotonic() - checked > 2.0:  # nodes may join or leave
+                cpus, checked = _cluster_cpus(ray), time.monotonic()
+            while pending and len(inflight) < cpus + max(2, cpus // 2):
+                spec = pending.popleft()
+                if spec.point not in scenario_refs:
+                    scenario_refs[spec.point] = ray.put(plan.scenarios[spec.point])
+                ref = task.remote(spec, scenario_refs[spec.point], plan.name, plan.point_cells(spec.point))
+                inflight[ref] = spec
+            running = min(len(inflight), cpus)
+            if running != state.running:
+                state.running = running
+                if progress:
+                    progress(state, None)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            if not ready:
+                continue
+            ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
+            for ref in ready:
+                spec = inflight.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the task's retries are spent (node/worker died)
+                    row = {"run_id": spec.run_id, "study": plan.name, **plan.point_cells(spec.point),
+                           "seed": spec.seed, "generation": spec.generation, "node_id": None,
+                           "wall_s": None, "finished_at": time.time(), "error": _error_text(exc)}
+                state.running = min(len(inflight), cpus)
+                finished(row)
+        return cpus
+    finally:
+        for ref in inflight:
+            try:
+                ray.cancel(ref)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+
+
+def _cluster_cpus(ray: Any) -> int:
+    try:
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    except Exception:  # noqa: BLE001
+        return 1
+
+
+# ----------------------------------------------------------------------------------------------
+# aggregation: mean and Student-t confidence interval over seeds
+# ----------------------------------------------------------------------------------------------
+def _t_two_sided_mass(t: float, df: int) -> float:
+    """P(|T| < t) for Student's t with integer df (Abramowitz & Stegun 26.7.3-4, exact)."""
+    theta = math.atan(t / math.sqrt(df))
+    s, c = math.sin(theta), math.cos(theta)
+    c2 = c * c
+    if df % 2 == 1:
+        if df == 1:
+            return 2 * theta / math.pi
+        term, total = 1.0, 1.0
+        for k in range(2, df - 1, 2):  # 1 + 2/3 c^2 + 2*4/(3*5) c^4 + ... up to c^(df-3)
+            term *= k / (k + 1) * c2
+            total += term
+        return 2 / math.pi * (theta + s * c * total)
+    term, total = 1.0, 1.0
+    for k in range(1, df - 2, 2):  # 1 + 1/2 c^2 + 1*3/(2*4) c^4 + ... up to c^(df-2)
+        term *= k / (k + 1) * c2
+        total += term
+    return s * total
+
+
+@lru_cache(maxsize=4096)
+def t_critical(df: int, confidence: float = CONFIDENCE) -> float:
+    """Two-sided Student-t critical value: P(|T_df| < t) = confidence (t_{(1+c)/2, df})."""
+    if df < 1:
+        raise ValueError("t_critical needs df >= 1")
+    lo, hi = 0.0, 1.0
+    while _t_two_sided_mass(hi, df) < confidence:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if _t_two_sided_mass(mid, df) < confidence:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12:
+            break
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    n: int
+    mean: float
+    sd: float
+    low: float
+    high: float
+
+
+def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE) -> MeanCI:
+    """Mean and Student-t interval; with fewer than two values the interval is NaN."""
+    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    n = len(xs)
+    if n == 0:
+        return MeanCI(0, math.nan, math.nan, math.nan, math.nan)
+    if n == 1:
+        return MeanCI(1, xs[0], math.nan, math.nan, math.nan)
+    if min(xs) == max(xs):  # no spread: exactly that value (no rounding noise in the interval)
+        return MeanCI(n, xs[0], 0.0, xs[0], xs[0])
+    mean = math.fsum(xs) / n
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = t_critical(n - 1, confidence) * sd / math.sqrt(n)
+    return MeanCI(n, mean, sd, mean - half, mean + half)
+
+
+def aggregate(plan: StudyPlan, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One dict per (point, generation): axes, generation, runs, failed, and per metric
+    `<m>.mean`, `<m>.ci95_low`, `<m>.ci95_high`, `<m>.sd`, `<m>.n` over seeds (failed runs left out)."""
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        key = (_canonical([_coerce(r.get(a), plan.axis_kinds[a]) for a in plan.axes]), r.get("generation"))
+        by_key.setdefault(key, []).append(r)
+    out = []
+    for p in range(len(plan.points)):
+        cells = plan.point_cells(p)
+        for g in plan.generations:
+            group = by_key.get((_canonical([cells[a] for a in plan.axes]), g), [])
+            ok = [r for r in group if not r.get("error")]
+            rec: dict[str, Any] = {**cells, "generation": g, "runs": len(ok), "failed": len(group) - len(ok)}
+            for m in plan.metrics:
+                ci = mean_ci(r.get(m) for r in ok)
+                rec[f"{m}.mean"] = ci.mean
+                rec[f"{m}.ci95_low"] = ci.low
+                rec[f"{m}.ci95_high"] = ci.high
+                rec[f"{m}.sd"] = ci.sd
+                rec[f"{m}.n"] = ci.n
+            out.append(rec)
+    return out
+
+
+def write_aggregate_csv(path: Path, plan: StudyPlan, agg: list[dict[str, Any]]) -> None:
+    import csv
+
+    fields = [*plan.axes, "generation", "runs", "failed"]
+    for m in plan.metrics:
+        fields += [f"{m}.mean", f"{m}.ci95_low", f"{m}.ci95_high", f"{m}.sd", f"{m}.n"]
+
+    def fmt(v: Any) -> Any:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else repr(round(v, 6))
+        return "" if v is None else v
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for rec in agg:
+            w.writerow({k: fmt(rec.get(k)) for k in fields})
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# plots: each metric against each grid axis, one line per generation, CI bands
+# ----------------------------------------------------------------------------------------------
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def write_plots(plan: StudyPlan, agg: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """`plots/<metric>--<axis>.png`; with several axes, one panel per combination of the others."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    colors = {g: f"C{i}" for i, g in enumerate(GENERATIONS)}
+    for axis in plan.axes:
+        others = [a for a in plan.axes if a != axis]
+        xs_raw = list(dict.fromkeys(plan.point_cells(p)[axis] for p in range(len(plan.points))))
+        numeric = plan.axis_kinds[axis] in ("int", "float")
+        xpos = {x: (x if numeric else i) for i, x in enumerate(xs_raw)}
+        logx = numeric and min(xs_raw) > 0 and max(xs_raw) / min(xs_raw) >= 50
+        facets = list(dict.fromkeys(tuple(rec[a] for a in others) for rec in agg))
+        for m in plan.metrics:
+            ncols = min(3, len(facets))
+            nrows = math.ceil(len(facets) / ncols)
+            fig_w, fig_h = max(7.0, 4.6 * ncols), 3.4 * nrows + 0.7
+            fig, axs = plt.subplots(nrows, ncols, figsize=(fig_w, fig_h), squeeze=False, sharey=True)
+            fig.subplots_adjust(left=0.85 / fig_w, right=1 - 0.2 / fig_w, bottom=0.6 / fig_h, top=1 - 0.75 / fig_h,
+                                wspace=0.12, hspace=0.5)
+            for k, facet in enumerate(facets):
+                ax = axs[k // ncols][k % ncols]
+                lines = 0
+                for g in plan.generations:
+                    pts = [rec for rec in agg if rec["generation"] == g and tuple(rec[a] for a in others) == facet]
+                    pts.sort(key=lambda rec: xs_raw.index(rec[axis]))
+                    x = [xpos[rec[axis]] for rec in pts]
+                    y = [rec[f"{m}.mean"] for rec in pts]
+                    lo = [rec[f"{m}.ci95_low"] for rec in pts]
+                    hi = [rec[f"{m}.ci95_high"] for rec in pts]
+                    if all(math.isnan(v) for v in y):
+                        continue
+                    ax.plot(x, y, marker="o", color=colors.get(g), label=g)
+                    ax.fill_between(x, lo, hi, color=colors.get(g), alpha=0.2, linewidth=0)
+                    lines += 1
+                if logx:
+                    ax.set_xscale("log")
+                if numeric and len(xs_raw) <= 12:
+                    ax.set_xticks(xs_raw, [f"{v:g}" for v in xs_raw])
+                    ax.minorticks_off()
+                if not numeric:
+                    ax.set_xticks(range(len(xs_raw)), [str(v) for v in xs_raw], rotation=30, ha="right")
+                ax.set_xlabel(axis)
+                if k % ncols == 0:
+                    ax.set_ylabel(m)
+                if others:
+                    ax.set_title(", ".join(f"{a}={v}" for a, v in zip(others, facet, strict=True)), fontsize=9)
+                ax.grid(True, alpha=0.3)
+                if lines:
+                    ax.legend(fontsize=8)
+                else:
+                    ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
+            for k in range(len(facets), nrows * ncols):
+                axs[k // ncols][k % ncols].set_visible(False)
+            fig.suptitle(f"{plan.name}: {m} vs {axis}\n(mean and {CONFIDENCE:.0%} CI over {len(plan.seeds)} seeds)",
+                         fontsize=10)
+            target = folder / f"{_safe(m)}--{_safe(axis)}.png"
+            fig.savefig(target, dpi=90)
+            plt.close(fig)
+            written.append(target)
+    return written

@@ -1,0 +1,145 @@
+"""`cluster-sim sweep STUDY`: a load study on Ray (see cluster_sim/sweep.py).
+
+Exit codes: 0 every run ok, 1 some run failed (its error is in runs.parquet), 2 bad study file
+or option (one message naming the file, the field path and the reason; nothing written),
+130 interrupted (what finished is recorded; `--resume` goes on from there).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+EXIT_BAD_INPUT = 2
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def _error(message: str) -> None:
+    err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `sweep` command to the cluster-sim app."""
+
+    @app.command()
+    def sweep(
+        study: Annotated[Path, typer.Argument(help="study YAML file")],
+        address: Annotated[str | None, typer.Option("--address", help="run on this existing Ray cluster")] = None,
+        out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default results/<study>)")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="skip runs already recorded in DIR/runs.parquet")] = False,
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="with --resume: run again the runs that recorded an error")] = False,
+        num_cpus: Annotated[int | None, typer.Option("--num-cpus", min=1, help="CPUs of the local Ray instance (default: all)")] = None,
+        serial: Annotated[bool, typer.Option("--serial", help="run in this process, one run at a time (no Ray)")] = False,
+    ) -> None:
+        """Run a load study: every grid point x seed x generation as a Ray task; runs.parquet, aggregate.csv, plots."""
+        from cluster_sim.sweep import StudyError, StudyRunError, load_study, run_study
+
+        try:
+            plan = load_study(study)
+        except StudyError as exc:
+            _error(str(exc))
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        if address and serial:
+            _error("--address and --serial: choose one")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        if retry_failed and not resume:
+            _error("--retry-failed goes with --resume")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        dest = out_dir or Path("results") / plan.name
+        if dest.exists() and not dest.is_dir():
+            _error(f"--out: {dest} exists and is not a folder")
+            raise typer.Exit(EXIT_BAD_INPUT)
+
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        where = "in process" if serial else (f"on Ray at {address}" if address else "on a local Ray instance")
+        out.print(Text(f"{plan.name}: {len(plan.points)} points x {len(plan.seeds)} seeds x "
+                       f"{len(plan.generations)} generations = {plan.total_runs} runs, {where}"), soft_wrap=True)
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total} done"),
+                      TextColumn("[red]{task.fields[failed]} failed[/] [cyan]{task.fields[running]} running[/]"),
+                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                      console=err, transient=True, disable=not err.is_terminal) as prog:
+            task = prog.add_task(plan.name, total=plan.total_runs, failed=0, running=0)
+
+            first = [True]
+
+            def progress(state: Any, row: Any) -> None:
+                if first[0]:  # runs recorded before (--resume) are not progress: keep them out of the ETA
+                    first[0] = False
+                    prog.reset(task, completed=state.done, failed=state.failed, running=state.running)
+                prog.update(task, completed=state.done, failed=state.failed, running=state.running)
+                if state.done == state.total:
+                    prog.update(task, description=f"{plan.name}: writing aggregate.csv and plots")
+
+            try:
+                outcome = run_study(plan, dest, resume=resume, retry_failed=retry_failed,
+                                    executor="serial" if serial else "ray", address=address,
+                                    num_cpus=num_cpus, progress=progress)
+            except StudyRunError as exc:
+                _error(str(exc))
+                raise typer.Exit(EXIT_BAD_INPUT) from None
+
+        ok = outcome.total - outcome.failed
+        notes = [f"{outcome.executed} run now", f"{outcome.skipped} already recorded"] if resume else \
+                [f"{outcome.executed} run"]
+        if outcome.dropped:
+            notes.append(f"{outcome.dropped} recorded runs of another grid/scenario dropped")
+        if outcome.interrupted:
+            recorded = len(outcome.rows)
+            out.print(Text(f"interrupted: {recorded}/{outcome.total} runs recorded in {dest / 'runs.parquet'}; "
+                           f"go on with --resume"), soft_wrap=True)
+            raise typer.Exit(130)
+        _print_table(plan, outcome.aggregate)
+        for r in outcome.rows:
+            if r.get("error"):
+                out.print(Text(f"  failed: seed {r.get('seed')} {r.get('generation')} "
+                               + ", ".join(f"{a}={r.get(a)}" for a in plan.axes) + f": {r['error']}",
+                               style="red"), soft_wrap=True)
+                break
+        out.print(Text(f"{ok} ok, {outcome.failed} failed of {outcome.total} ({', '.join(notes)}) in "
+                       f"{outcome.wall_s:.1f} s; results in {dest}/ (runs.parquet, aggregate.csv, "
+                       f"{len(outcome.plots)} plots)"), soft_wrap=True)
+        if outcome.failed:
+            raise typer.Exit(1)
+
+
+def _fmt(v: float) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    a = abs(v)
+    return f"{v:,.0f}" if a >= 100 else f"{v:.3g}"
+
+
+def _print_table(plan: Any, agg: list[dict[str, Any]], limit: int = 40) -> None:
+    from rich.table import Table
+
+    room = max(1, (out.width - 12 * len(plan.axes) - 12) // 17)  # metrics that fit the terminal
+    metrics = plan.metrics[:room]
+    t = Table(title=f"{plan.name}: mean ± 95 % CI half-width over seeds", title_justify="left")
+    for a in plan.axes:
+        t.add_column(a.rsplit(".", 1)[-1], justify="right", overflow="fold")
+    t.add_column("generation", no_wrap=True)
+    for m in metrics:
+        t.add_column(m, justify="right", overflow="fold")
+    for rec in agg[:limit]:
+        cells = [str(rec[a]) for a in plan.axes] + [rec["generation"]]
+        for m in metrics:
+            mean, lo, hi = rec[f"{m}.mean"], rec[f"{m}.ci95_low"], rec[f"{m}.ci95_high"]
+            half = (hi - lo) / 2
+            cells.append(_fmt(mean) if math.isnan(half) or half == 0 else f"{_fmt(mean)} ± {_fmt(half)}")
+        t.add_row(*cells)
+    out.print(t)
+    hidden = []
+    if len(agg) > limit:
+        hidden.append(f"{len(agg) - limit} more rows")
+    if len(metrics) < len(plan.metrics):
+        hidden.append("metrics " + ", ".join(plan.metrics[len(metrics):]))
+    if hidden:
+        out.print(Text(f"  ({' and '.join(hidden)} in aggregate.csv)"), soft_wrap=True)
