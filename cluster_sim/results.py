@@ -161,6 +161,7 @@ class Summary(_Out):
     migration_delay_s_total: float
     failovers: int
     vms_restarted: int
+    vms_without_host: int  # failed over with no node left to run them (their AVHDX stays unmerged)
     retried_vms: int
     verification: Verification
     jobs: list[JobSummary]

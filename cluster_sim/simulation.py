@@ -215,6 +215,7 @@ def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, jobs: list[
         migration_delay_s_total=r6(ms.delay_s_total),
         failovers=cm.failovers,
         vms_restarted=cm.vms_restarted,
+        vms_without_host=len(cm.unplaced),
         retried_vms=sum(j.retried_vms for j in jobs),
         verification=_verification(jobs),
         jobs=job_summaries,

@@ -296,6 +296,8 @@ def check_invariants(sc: Any, g: GenerationResult) -> None:
     allowed = dict(NO_LEAKS)
     if gen == "ws2012" and s.node_failures:
         allowed["snapshots"] = leaks["snapshots"]
+    if s.vms_without_host:  # no node left to run them: their AVHDX waits for one (counted as leaked)
+        allowed["checkpoints"] = leaks["checkpoints"]
     assert leaks == allowed, (gen, leaks, [f.model_dump() for f in s.node_failures])
     # verification: every backup restored; no lost writes; only documented claim mismatches
     v = s.verification

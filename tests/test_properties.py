@@ -1,0 +1,146 @@
+"""Property tests: generated scenarios with random faults keep every invariant of the auditor.
+
+Each example is a small valid scenario (tests/strategies.py: 1-6 nodes, 1-60 VMs, random
+template mixes, one or two of the four generations, random migrations, drains, crashes and
+recoveries, snapshot faults and load balancing inside the backup window; sometimes a node actor
+that dies on its own), run on the local backend; `check_invariants` asserts, per generation:
+one outcome per VM, leaks only where the generation really leaks (ws2012, KB2878635), per-LUN
+snapshot limits, monotonic trace time, the job ended before run.until_s, no stray node
+operations, and with the verifier no lost writes and only the documented claim mismatches.
+
+Hypothesis profiles: `ci` (the default, >= 500 examples) and `soak` (5000, `make soak`); pick
+one with HYPOTHESIS_PROFILE. A failure that hypothesis shrinks is kept as a named regression
+under scenarios/regressions/ (tests/test_regressions.py runs them all).
+
+The backend-equivalence tests (marked slow) run a few generated scenarios on the local and Ray
+backends and compare summary.json byte for byte, and kill a Ray node actor at a random instant.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from strategies import _keep_one_node, check_invariants, runs, scenario_dicts
+
+import cluster_sim
+from cluster_sim.results import summary_json
+from cluster_sim.scenario import scenario_from_dict
+
+settings.register_profile(
+    "ci", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True,
+)
+settings.register_profile(
+    "soak", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True,
+)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+
+
+@given(runs())
+def test_generated_scenarios_keep_every_invariant(case) -> None:  # type: ignore[no-untyped-def]
+    d, kill = case
+    sc = scenario_from_dict(d)
+    res = cluster_sim.run(sc, backend="local", kill_actors=kill)
+    assert [g.summary.generation for g in res.generations] == d["backup"]["generations"]
+    for g in res.generations:
+        check_invariants(sc, g)
+
+
+def test_the_strategy_draws_valid_scenarios_across_the_whole_space() -> None:
+    """Sanity of the strategy itself (no simulation): every draw validates, and the draws cover
+    every generation, event kind, node count and both placements."""
+    seen: dict[str, set] = {"gens": set(), "kinds": set(), "nodes": set(), "placement": set()}
+
+    @settings(max_examples=300, deadline=None, phases=[Phase.generate], database=None, derandomize=True)
+    @given(runs())
+    def draw(case) -> None:  # type: ignore[no-untyped-def]
+        d, kill = case
+        sc = scenario_from_dict(d)
+        assert 1 <= sc.cluster.nodes <= 6 and 1 <= sc.vm_count() <= 60
+        assert all(1 <= disk.size_gib <= 4 for t in sc.fleet for disk in t.disks)
+        assert 1 <= len(sc.backup.generations) <= 2
+        assert all(ev.at_s < sc.run.until_s for ev in sc.events)
+        assert [ev.at_s for ev in sc.events] == sorted(ev.at_s for ev in sc.events)
+        seen["gens"].update(sc.backup.generations)
+        seen["kinds"].update(ev.kind for ev in sc.events)
+        seen["nodes"].add(sc.cluster.nodes)
+        seen["placement"].add(sc.placement)
+
+    draw()
+    assert seen["gens"] == {"ws2008r2", "ws2012", "ws2012r2", "ws2016"}
+    assert seen["kinds"] == {"migrate_vm", "drain_node", "resume_node", "crash_node", "recover_node",
+                             "snapshot_fault", "load_balance"}
+    assert seen["nodes"] == {1, 2, 3, 4, 5, 6}
+    assert seen["placement"] == {"round_robin", "spread"}
+
+
+def test_a_cluster_that_ends_with_every_node_dead_gets_one_back() -> None:
+    evs = [{"kind": "crash_node", "at_s": 5.0, "node": "node-1"},
+           {"kind": "crash_node", "at_s": 9.0, "node": "node-2"},
+           {"kind": "recover_node", "at_s": 7.0, "node": "node-2"}]
+    out = _keep_one_node(evs, 2)
+    assert out[-1] == {"kind": "recover_node", "at_s": 609.0, "node": "node-2"}
+    assert [e["at_s"] for e in out] == [5.0, 7.0, 9.0, 609.0]
+    # a node killed behind the cluster's back counts as down too
+    out = _keep_one_node([{"kind": "crash_node", "at_s": 5.0, "node": "node-1"}], 2, {"node-2": 50.0})
+    assert out[-1] == {"kind": "recover_node", "at_s": 650.0, "node": "node-2"}
+    # one node still up at the end: nothing added
+    assert _keep_one_node([{"kind": "crash_node", "at_s": 5.0, "node": "node-1"}], 2) == [
+        {"kind": "crash_node", "at_s": 5.0, "node": "node-1"}]
+
+
+# ---- backend equivalence -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_session():  # type: ignore[no-untyped-def]
+    from cluster_sim.simulation import RaySession
+
+    s = RaySession(num_cpus=2)
+    yield s
+    s.ray.shutdown()
+
+
+# small scenarios (at most 3 nodes, 12 VMs): each Ray run starts one actor per node
+EQUIVALENCE = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck),
+                       phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)
+
+
+@pytest.mark.slow
+@EQUIVALENCE
+@given(d=scenario_dicts(max_nodes=3, max_vms=12))
+def test_local_and_ray_backends_give_byte_identical_summaries(ray_session, d) -> None:  # type: ignore[no-untyped-def]
+    sc = scenario_from_dict(d)
+    local = cluster_sim.run(sc, backend="local")
+    ray_ = cluster_sim.run(sc, backend="ray")
+    assert [g.summary.generation for g in ray_.generations] == d["backup"]["generations"]
+    for a, b in zip(local.generations, ray_.generations, strict=True):
+        assert summary_json(a.summary) == summary_json(b.summary)
+        assert [r.model_dump() for r in a.vms] == [r.model_dump() for r in b.vms]
+
+
+@pytest.mark.slow
+@EQUIVALENCE
+@given(d=scenario_dicts(max_nodes=3, max_vms=12, max_generations=1,
+                        event_kinds=("migrate_vm", "snapshot_fault", "load_balance"), max_events=3),
+       data=st.data())
+def test_a_ray_actor_dying_at_a_random_instant_is_that_nodes_failure(ray_session, d, data) -> None:  # type: ignore[no-untyped-def]
+    """kill_actors: the actor dies behind the cluster's back at a random instant of the backup
+    window; the next liveness poll (or the end of the run) finds it and the node fails (how
+    "actor_died"), its VMs fail over, every VM still gets one outcome, the audit is clean."""
+    if d["cluster"]["nodes"] == 1:  # a survivor to fail over to (no crash or drain events here)
+        d["cluster"]["nodes"] = 2
+        d["storage"]["csvs"] = max(d["storage"]["csvs"], 2)
+    sc = scenario_from_dict(d)
+    (quiet,) = cluster_sim.run(sc, backend="local").generations
+    start, window = quiet.summary.jobs[0].start_s, quiet.summary.backup_window_s
+    node = data.draw(st.sampled_from([f"node-{i + 1}" for i in range(sc.cluster.nodes)]), label="node")
+    at = round(start + window * data.draw(st.floats(0, 0.99), label="fraction of the window"), 3)
+    (g,) = cluster_sim.run(sc, backend="ray", kill_actors=[(node, at)]).generations
+    fails = [(f.node, f.how) for f in g.summary.node_failures]
+    assert fails == [(node, "actor_died")], fails
+    assert at <= g.summary.node_failures[0].detected_s <= at + sc.cluster.node_poll_interval_s + 1e-6
+    check_invariants(sc, g)
+    (loc,) = cluster_sim.run(sc, backend="local", kill_actors=[(node, at)]).generations
+    assert summary_json(loc.summary) == summary_json(g.summary)
