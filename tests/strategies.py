@@ -225,16 +225,33 @@ def _down_at_end(evs: list[dict[str, Any]], node: str, killed_at: float | None =
     return down
 
 
+def _unavailable_since(evs: list[dict[str, Any]], node: str, killed_at: float | None = None) -> float | None:
+    """When `node` stopped taking VMs for good (down, or drained and never resumed), or None."""
+    down = _down_at_end(evs, node, killed_at)
+    drained = None
+    for ev in evs:
+        if ev.get("node") == node and ev["kind"] == "drain_node" and drained is None:
+            drained = ev["at_s"]
+        elif ev.get("node") == node and ev["kind"] == "resume_node":
+            drained = None
+    times = [t for t in (down, drained) if t is not None]
+    return max(times) if times else None
+
+
 def _keep_one_node(evs: list[dict[str, Any]], nodes: int,
                    killed: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Events in time order, and a cluster that is not down for good: if every node ends crashed,
-    the one that went down last recovers 600 s later. (A cluster with no live node ever again
-    cannot finish a backup; the documented behaviour has VMs restart on survivors.)"""
+    """Events in time order, and a cluster that does not end without any node able to run VMs:
+    if every node ends down (crashed, or its actor killed) or drained, the one that stopped last
+    recovers and resumes 600 s after the last event. (VMs whose node failed wait for a node to
+    fail over to; if none ever comes back the backup cannot finish, which is not a simulator bug.)"""
     evs = sorted(evs, key=lambda e: e["at_s"])
-    downs = [_down_at_end(evs, f"node-{i + 1}", (killed or {}).get(f"node-{i + 1}")) for i in range(nodes)]
-    if all(d is not None for d in downs):
-        last = max(range(nodes), key=lambda i: (downs[i], i))
-        evs.append({"kind": "recover_node", "at_s": _r(downs[last] + 600.0), "node": f"node-{last + 1}"})
+    killed = killed or {}
+    since = [_unavailable_since(evs, f"node-{i + 1}", killed.get(f"node-{i + 1}")) for i in range(nodes)]
+    if all(t is not None for t in since):
+        last = max(range(nodes), key=lambda i: (since[i], i))
+        at = _r(max([e["at_s"] for e in evs] + list(killed.values())) + 600.0)
+        evs += [{"kind": "recover_node", "at_s": at, "node": f"node-{last + 1}"},
+                {"kind": "resume_node", "at_s": at, "node": f"node-{last + 1}"}]
     return sorted(evs, key=lambda e: e["at_s"])
 
 

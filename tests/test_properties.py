@@ -112,7 +112,7 @@ def ray_session():  # type: ignore[no-untyped-def]
 
 
 # small scenarios (at most 3 nodes, 12 VMs): each Ray run starts one actor per node
-EQUIVALENCE = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck),
+EQUIVALENCE = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck),
                        phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)
 
 

@@ -414,19 +414,21 @@ class BackupJob:
 
     def merge(self, vm: str, cp: Checkpoint) -> Proc:
         """Merge the AVHDX back into its parent on the VM's current host (it may have moved);
-        its size is what the VM wrote meanwhile. A crash of that host leaves it for the restart."""
+        its size is what the VM wrote meanwhile. If that host dies, the merge goes on where the
+        VM runs next (after a move it runs at once; after a failover, when it boots)."""
         spec = self.records[vm].spec
-        node = self.cm.host[vm]
-        if node not in self.cm.alive:
-            self.orphans.setdefault(vm, []).append(cp)
-            return
-        written = changed_mib(spec, self.env.now - cp.created_s)
-        flow = self.cm.net.start([fabric(node), ARRAY_READ, ARRAY_WRITE], size_mib=written,
-                                 cap_mib_s=self.cfg.merge_mib_s, tag=("merge", vm))
-        finished = yield flow.done
-        if not finished:
-            self.orphans.setdefault(vm, []).append(cp)
-            return
+        left = changed_mib(spec, self.env.now - cp.created_s)
+        while True:
+            node = self.cm.host[vm]
+            if node not in self.cm.alive or vm in self.cm.booting or vm in self.cm.unplaced:
+                self.orphans.setdefault(vm, []).append(cp)
+                return
+            flow = self.cm.net.start([fabric(node), ARRAY_READ, ARRAY_WRITE], size_mib=left,
+                                     cap_mib_s=self.cfg.merge_mib_s, tag=("merge", vm))
+            finished = yield flow.done
+            if finished:
+                break
+            left = flow.remaining
         self.cm.array.merge_checkpoint(cp)
         self.avhdx_vm_s += self.env.now - cp.created_s
 

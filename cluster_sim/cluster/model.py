@@ -74,6 +74,7 @@ class ClusterModel:
         self.vms_restarted = 0
         self.booting: set[str] = set()  # failed over, not yet running on the survivor
         self.unplaced: set[str] = set()  # failed over with no node to run on (yet)
+        self.boot_token: dict[str, int] = {}  # the failover boot that is current for each VM
         self.saved: set[str] = set()  # in saved state for a backup: cannot be moved
         self.incarnation: dict[str, int] = {n: 0 for n in self.nodes}  # bumped when a host dies
         self.migrations = Migrations(self)
@@ -242,13 +243,17 @@ class ClusterModel:
             self.host[vm] = target
             self.visited[vm].append(target)
             self.booting.add(vm)
-            self.env.process(self._restart_vm(vm, target, self.crashed_at.get(old, self.env.now)))
+            token = self._boot_seq = getattr(self, "_boot_seq", 0) + 1
+            self.boot_token[vm] = token
+            self.env.process(self._restart_vm(vm, target, self.crashed_at.get(old, self.env.now), token))
 
-    def _restart_vm(self, vm: str, node: str, down_since: float):  # type: ignore[no-untyped-def]
+    def _restart_vm(self, vm: str, node: str, down_since: float, token: int):  # type: ignore[no-untyped-def]
         """Failover: the VM boots on a survivor (from its crash-consistent disks)."""
         spec = self.spec[vm]
         if spec.running:
             yield self.env.timeout(self.sc.cluster.failover_boot_s)
+        if self.boot_token.get(vm) != token:
+            return  # superseded: the VM failed over again meanwhile and boots elsewhere
         self.booting.discard(vm)
         if self.host.get(vm) != node or node not in self.alive:
             return
@@ -265,6 +270,7 @@ class ClusterModel:
 
     def recover(self, node: str) -> None:
         """The host is back, empty (its VMs failed over), and rejoins the cluster."""
+        self.gateway.harvest()  # an actor that died on its own is found now, not at the next poll
         if node in self.alive and node in self.up:
             return
         if node in self.alive:  # never detected as failed: nothing to do but rejoin
