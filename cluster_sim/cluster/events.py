@@ -69,6 +69,9 @@ def _balance(cm, ev: LoadBalance):  # type: ignore[no-untyped-def]
     limit = cm.sc.cluster.imbalance_vms
     while ev.until_s is None or cm.env.now <= ev.until_s:
         counts = cm.vm_counts()
+        for vm, dst in cm.migrations.heading.items():  # moves under way count where they go
+            counts[cm.host[vm]] -= 1
+            counts[dst] += 1
         cands = cm.candidates()
         moves = 0
         while len(cands) >= 2 and moves < ev.max_moves:

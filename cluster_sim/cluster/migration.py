@@ -105,6 +105,7 @@ class Migrations:
         self.stats = MigrationStats()
         self.requested: set[str] = set()  # asked for, possibly waiting for a refusal to lift
         self.migrating: set[str] = set()  # actually moving (pre-copy under way)
+        self.heading: dict[str, str] = {}  # requested migrations with a chosen destination
         self.slots = {n: simpy.Resource(cm.env, capacity=self.cfg.max_concurrent_per_node) for n in cm.nodes}
         # set by a backup job: vm -> "ok" | "refuse" | "abort"
         self.gate = None
@@ -120,6 +121,8 @@ class Migrations:
             ev.succeed(False)
             return ev
         self.requested.add(vm)
+        if dst is not None:
+            self.heading[vm] = dst
         return self.cm.env.process(self._run(vm, dst, why))
 
     def _fail(self, vm: str, reason: str) -> bool:
@@ -183,6 +186,7 @@ class Migrations:
         finally:
             self.migrating.discard(vm)
             self.requested.discard(vm)
+            self.heading.pop(vm, None)
 
     def _precopy(self, vm: str, src: str, dst: str):  # type: ignore[no-untyped-def]
         cm, env, cfg = self.cm, self.cm.env, self.cfg
