@@ -227,9 +227,3 @@ def write_generation(g: GenerationResult, folder: Path) -> None:
             fh.write(f"{t:.6f},{a:.6f},{b:.6f}\n")
     if g.trace is not None:
         g.trace.write_jsonl(folder / "trace.jsonl")
-
-
-def to_jsonable(x: Any) -> Any:
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x

@@ -82,12 +82,6 @@ class Node:
         """(VMs hosted, VHDs mounted on the host): a cheap liveness answer."""
         return len(self.vms), self.mounted
 
-    def op_stray(self) -> int:
-        return self.stray_ops
-
-    def mounted_total(self) -> int:
-        return self.mounted
-
     def _vm(self, vm: str) -> VmVolatile:
         v = self.vms.get(vm)
         if v is None:

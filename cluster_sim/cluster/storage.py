@@ -163,9 +163,6 @@ class StorageArray:
         if not lun.existing and self.on_protection_change:
             self.on_protection_change(snap.csv, False)
 
-    def protected(self, csv: str) -> bool:
-        return bool(self.luns[csv].existing)
-
     def inject_fault(self, csv: str, code: str, count: int = 1) -> None:
         self.luns[csv].faults.extend([code] * count)
 

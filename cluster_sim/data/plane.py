@@ -113,9 +113,6 @@ class DataPlane:
         self._advance(d, t)
         return d.versions.copy()
 
-    def blocks_changed_between(self, vm: str, older: np.ndarray, newer: np.ndarray) -> np.ndarray:
-        return np.flatnonzero(older != newer)
-
     def pre_age(self, vm: str, seconds: float) -> np.ndarray:
         """A previous backup took a reference point `seconds` before t=0: write that much
         history into the disk and its RCT set; returns the disk as that backup saw it."""
