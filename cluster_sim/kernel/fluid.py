@@ -28,59 +28,92 @@ _EPS = 1e-9
 def _progressive_fill(
     cap_links: np.ndarray, inc: np.ndarray, caps: np.ndarray, weights: np.ndarray
 ) -> np.ndarray:
-    """Weighted max-min fair rates (bottleneck algorithm with rate caps).
+    """Weighted max-min fair rates (progressive filling with rate caps).
 
     cap_links: (L,) link capacities; inc: (L, F) bool incidence; caps: (F,) rate caps (inf = none);
     weights: (F,) positive weights. Returns (F,) rates.
 
-    Each round computes every link's fair share (residual capacity over the weight of the flows
-    still rising on it). A flow whose cap is at or below the smallest share on its path reaches
-    its cap before any of its links saturates, because freezing flows below a link's share never
-    lowers that share; all such flows are frozen at their caps together. When there are none, the
-    links with the smallest share saturate and freeze their flows at that share. Every round
-    freezes at least one flow, and usually many, so a few rounds suffice.
+    A link that can carry every flow crossing it at that flow's cap never saturates, and lowering
+    other flows never changes that, so only the overloaded links (load at caps above capacity)
+    take part. The filling raises one water level: each flow's rate is min(cap, weight x level).
+    Each round finds, for every overloaded link still open, the level at which it would saturate
+    (flows sorted by cap level, a single pass); the link with the lowest level saturates first
+    and freezes its flows there, and the others' remaining capacity drops by what they take.
+    Flows never frozen by a link end at their caps. The rounds run in plain Python over the few
+    flows that cross an overloaded link (a handful of links, tens of flows): numpy calls cost more
+    than that work, and the vector part is a few calls whatever the number of flows.
     """
     n_flows = inc.shape[1]
-    rate = np.zeros(n_flows)
     if n_flows == 0:
-        return rate
-    n_links = inc.shape[0]
-    # Flows cross few links: work on (flow, link) pairs, sorted by flow, instead of the L x F matrix.
-    pair_flow, pair_link = np.nonzero(inc.T)
-    per_flow = np.bincount(pair_flow, minlength=n_flows)
-    has_link = per_flow > 0
-    if np.any(~has_link & ~np.isfinite(caps)):
+        return np.zeros(0)
+    finite = np.isfinite(caps)
+    capped_load = inc.astype(float) @ np.where(finite, caps, 0.0)
+    uncapped_on = inc[:, ~finite].any(axis=1)
+    has_link = inc.any(axis=0)
+    if np.any(~has_link & ~finite):
         raise ValueError("a flow with no links must have a rate cap")
-    starts = np.concatenate(([0], np.cumsum(per_flow)[:-1]))[has_link]
-    active = np.ones(n_flows, dtype=bool)
-    residual = cap_links.astype(float).copy()
-    cap_level = caps / weights
-    link_level = np.full(n_flows, np.inf)
-    while active.any():
-        pair_active = active[pair_flow]
-        load_w = np.bincount(pair_link, weights=(weights[pair_flow] * pair_active), minlength=n_links)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(load_w > _EPS, np.maximum(residual, 0.0) / load_w, np.inf)
-        if len(starts):
-            link_level[has_link] = np.minimum.reduceat(share[pair_link], starts)
-        at_cap = active & (cap_level <= link_level * (1 + 1e-12))
-        if at_cap.any():
-            rate[at_cap] = caps[at_cap]
-            sel = at_cap[pair_flow]
-            residual -= np.bincount(pair_link[sel], weights=caps[pair_flow[sel]], minlength=n_links)
-            active &= ~at_cap
-            continue
-        best = share.min()
-        if not np.isfinite(best):
-            raise ValueError("unbounded flow rate: a flow has no finite link or cap")
-        bottleneck = share <= best * (1 + 1e-12) + _EPS
-        frozen = np.zeros(n_flows, dtype=bool)
-        frozen[pair_flow[bottleneck[pair_link]]] = True
-        frozen &= active
-        rate[frozen] = weights[frozen] * best
-        sel = frozen[pair_flow]
-        residual -= np.bincount(pair_link[sel], weights=rate[pair_flow[sel]], minlength=n_links)
-        active &= ~frozen
+    rate = caps.astype(float)
+    over = np.flatnonzero(uncapped_on | (capped_load > cap_links))
+    if not len(over):
+        return rate  # every flow runs at its cap
+    sub = inc[over]
+    members = np.flatnonzero(sub.any(axis=0))
+    pairs_link, pairs_flow = np.nonzero(sub[:, members])
+    n = len(members)
+    cap_of = caps[members].tolist()
+    w_of = weights[members].tolist()
+    level_of = [c / w for c, w in zip(cap_of, w_of, strict=True)]
+    uncapped = [j for j, c in enumerate(cap_of) if c == math.inf]
+    flows_of: list[list[int]] = [[] for _ in range(len(over))]
+    links_of: list[list[int]] = [[] for _ in range(n)]
+    for o, j in zip(pairs_link.tolist(), pairs_flow.tolist(), strict=True):
+        flows_of[o].append(j)
+        links_of[j].append(o)
+    for fl in flows_of:
+        fl.sort(key=level_of.__getitem__)  # stays sorted as frozen flows are taken out
+    residual = cap_links[over].astype(float).tolist()
+    frozen = [False] * n
+    out = list(cap_of)
+    open_links = set(range(len(over)))
+    while open_links:
+        best, best_o = math.inf, -1
+        for o in list(open_links):
+            room = max(residual[o], 0.0)
+            wsum = 0.0
+            for j in flows_of[o]:
+                if not frozen[j]:
+                    wsum += w_of[j]
+            if wsum <= 0.0:
+                continue
+            for j in flows_of[o]:  # ascending cap level: who reaches the cap before the link fills
+                if frozen[j]:
+                    continue
+                lam = room / wsum
+                if lam <= level_of[j]:
+                    break
+                room -= cap_of[j]
+                wsum -= w_of[j]
+            else:
+                # every open flow fits at its cap, and frozen flows only ever give capacity back:
+                # this link never saturates
+                open_links.discard(o)
+                continue
+            if lam < best:
+                best, best_o = lam, o
+        if best_o < 0:
+            break
+        open_links.discard(best_o)
+        for j in flows_of[best_o]:
+            if frozen[j]:
+                continue
+            frozen[j] = True
+            r = min(cap_of[j], w_of[j] * best)
+            out[j] = r
+            for o in links_of[j]:
+                residual[o] -= r
+    if any(not frozen[j] for j in uncapped):
+        raise ValueError("unbounded flow rate: a flow has no finite link or cap")
+    rate[members] = out
     return rate
 
 
