@@ -213,14 +213,16 @@ def scenario_dicts(draw: st.DrawFn, max_nodes: int = 6, max_vms: int = 60,
 
 
 def _down_at_end(evs: list[dict[str, Any]], node: str, killed_at: float | None = None) -> float | None:
-    """When `node` went down for good (crashed or its actor killed, with no recovery after), or None."""
-    down = killed_at
-    for ev in evs:  # in time order; at equal times the later event wins, as the simulator runs them
-        if ev.get("node") != node:
-            continue
-        if ev["kind"] == "crash_node" and down is None:
-            down = ev["at_s"]
-        elif ev["kind"] == "recover_node" and down is not None and ev["at_s"] >= down:
+    """When `node` went down for good (crashed or its actor killed, with no recovery after), or None.
+    Events run in list (time) order; a killed actor dies after the events of its instant."""
+    timeline = [(ev["at_s"], 0, ev["kind"]) for ev in evs if ev.get("node") == node]
+    if killed_at is not None:
+        timeline.append((killed_at, 1, "killed"))
+    down = None
+    for at, _order, kind in sorted(timeline, key=lambda x: (x[0], x[1])):  # stable: list order kept
+        if kind in ("crash_node", "killed") and down is None:
+            down = at
+        elif kind == "recover_node" and down is not None:
             down = None
     return down
 
