@@ -61,6 +61,9 @@ def run(
     out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default results/<name>)")] = None,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="join this Ray cluster instead of starting one")] = None,
     generation: Annotated[list[str] | None, typer.Option("--generation", "-g", help="only these generations")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="local backend: processes running generations side by side (1 = one after the other; "
+             "default: the file's run.workers, 0 = one per core)")] = None,
     trace: Annotated[bool, typer.Option(help="write trace.jsonl per generation")] = True,
     report: Annotated[bool, typer.Option("--report/--no-report",
                                          help="draw timeline.png, trace.perfetto.json and report.html")] = True,
@@ -73,6 +76,8 @@ def run(
         sets.append(f"seed={seed}")
     if ray_address is not None:
         sets.append(f"run.ray_address={ray_address}")
+    if workers is not None:
+        sets.append(f"run.workers={workers}")
     sc = _load(file, sets)
     if generation:
         known = sc.backup.generations if sc.backup else []

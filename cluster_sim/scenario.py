@@ -225,6 +225,10 @@ class Run(_Strict):
     steady_duration_s: PosFloat = 3600.0  # [P] length of a run without a backup section
     latency_rho_max: Annotated[float, Field(gt=0, lt=1)] = 0.98  # [P] utilisation cap in R = S/(1-rho)
     latency_series_step_s: NonNegFloat = 60.0  # [P] resolution of latency.csv (percentiles are exact)
+    # local backend: processes running generations side by side (each generation is an independent
+    # run, so the results are the same); 0 = one per core, used from parallel_min_vms VMs up
+    workers: Annotated[int, Field(ge=0)] = 0
+    parallel_min_vms: Annotated[int, Field(ge=0)] = 200  # [P] below this a fork costs more than it saves
 
 
 class _Event(_Strict):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import os
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from cluster_sim.audit import audit, count_leaks
 from cluster_sim.backup import BODIES
@@ -305,15 +309,168 @@ class RaySession:
         self.started = False
 
 
+# Relative cost of one generation on the local backend, to hand out the longest first when
+# generations run side by side ([P] from the 800-VM scenario's profile; a wrong guess only costs
+# balance, never results).
+_GENERATION_COST = {"ws2012r2": 4, "ws2012": 3, "ws2008r2": 2, "ws2016": 1}
+
+
+def local_workers(sc: Scenario, n_generations: int, workers: int | None = None) -> int:
+    """How many processes run the generations of a local-backend run side by side (1 = in this one)."""
+    want = sc.run.workers if workers is None else workers
+    if n_generations < 2 or want == 1:
+        return 1
+    if want == 0:
+        if sc.vm_count() < sc.run.parallel_min_vms:
+            return 1
+        want = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if "fork" not in mp.get_all_start_methods():
+        return 1
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return 1  # never fork a process that holds a Ray connection
+    return max(1, min(want, n_generations))
+
+
+def _take(counter: Any, n: int) -> int | None:
+    with counter.get_lock():
+        k = counter.value
+        if k >= n:
+            return None
+        counter.value = k + 1
+        return k
+
+
+def _one_local(sc: Scenario, gen: str | None, kill_actors: list[tuple[str, float]] | None) -> GenerationResult:
+    be = LocalBackend([node_name(i) for i in range(sc.cluster.nodes)])
+    try:
+        return run_generation(sc, gen, be, kill_actors)
+    finally:
+        be.close()
+
+
+def _sendable(exc: BaseException) -> BaseException:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - any exception that does not survive the pipe
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def _worker(sc: Scenario, gens: list[str | None], order: list[int], counter: Any,
+            kill_actors: list[tuple[str, float]] | None, conn: Any) -> None:
+    """A forked worker: takes the next generation until none is left, sends each result back."""
+    try:
+        while (k := _take(counter, len(order))) is not None:
+            i = order[k]
+            conn.send(("start", i))
+            try:
+                res = _one_local(sc, gens[i], kill_actors)
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+                conn.send(("error", i, _sendable(exc)))
+                return
+            conn.send(("done", i, res))
+        conn.send(("end",))
+    finally:
+        conn.close()
+
+
+def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
+                        kill_actors: list[tuple[str, float]] | None,
+                        progress: Progress | None) -> list[GenerationResult]:
+    """Generations side by side: this process and n_workers - 1 forked ones take the longest
+    generations first from a shared counter; results come back through pipes, read by a thread
+    per worker so a worker never waits on this process. Each generation is the same independent
+    run as in a serial run, so the results are identical."""
+    ctx = mp.get_context("fork")
+    order = sorted(range(len(gens)), key=lambda i: -_GENERATION_COST.get(gens[i] or "", 0))
+    counter = ctx.Value("i", 0)
+    results: list[GenerationResult | None] = [None] * len(gens)
+    errors: dict[int, BaseException] = {}
+    procs, readers = [], []
+
+    def label(i: int) -> str:
+        return gens[i] or "steady"
+
+    def read(conn: Any, proc: Any) -> None:
+        taken: int | None = None
+        try:
+            while True:
+                msg = conn.recv()
+                if msg[0] == "start":
+                    taken = msg[1]
+                    if progress:
+                        progress(label(msg[1]), "start")
+                elif msg[0] == "done":
+                    results[msg[1]] = msg[2]
+                    taken = None
+                    if progress:
+                        progress(label(msg[1]), "done")
+                elif msg[0] == "error":
+                    errors[msg[1]] = msg[2]
+                    return
+                else:
+                    return
+        except EOFError:
+            proc.join()
+            if taken is not None:
+                errors[taken] = RuntimeError(f"the worker process running {label(taken)} died "
+                                             f"(exit code {proc.exitcode})")
+        finally:
+            conn.close()
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # a forked worker must not write this process's buffered output again
+    try:
+        for _ in range(n_workers - 1):
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(sc, gens, order, counter, kill_actors, send), daemon=True)
+            proc.start()
+            send.close()
+            procs.append(proc)
+            th = threading.Thread(target=read, args=(recv, proc), daemon=True)
+            th.start()
+            readers.append(th)
+        while not errors and (k := _take(counter, len(order))) is not None:
+            i = order[k]
+            if progress:
+                progress(label(i), "start")
+            results[i] = _one_local(sc, gens[i], kill_actors)
+            if progress:
+                progress(label(i), "done")
+        for th in readers:
+            th.join()
+    finally:
+        for proc in procs:
+            if proc.is_alive() and (errors or any(r is None for r in results)):
+                proc.terminate()
+            proc.join()
+    if errors:
+        raise errors[min(errors)]
+    missing = [label(i) for i, r in enumerate(results) if r is None]
+    if missing:
+        raise RuntimeError(f"no result for {', '.join(missing)}")
+    return [r for r in results if r is not None]
+
+
 def run(sc: Scenario, backend: str | None = None, seed: int | None = None,
         generations: list[str] | None = None, progress: Progress | None = None,
-        kill_actors: list[tuple[str, float]] | None = None) -> RunResult:
-    """Run every generation of the scenario (or the steady state without a backup section)."""
+        kill_actors: list[tuple[str, float]] | None = None, workers: int | None = None) -> RunResult:
+    """Run every generation of the scenario (or the steady state without a backup section).
+
+    workers (local backend): processes running generations side by side; None = `run.workers`
+    of the scenario (0 = one per core for scenarios of `run.parallel_min_vms` VMs and more)."""
     if seed is not None:
         sc = sc.model_copy(update={"seed": seed})
     backend = backend or sc.run.backend
     gens: list[str | None] = list(generations or (sc.backup.generations if sc.backup else [None]))
     wall0 = time.perf_counter()
+    if backend == "local" and (n := local_workers(sc, len(gens), workers)) > 1:
+        out = _run_local_parallel(sc, gens, n, kill_actors, progress)
+        return RunResult(scenario=sc.name, seed=sc.seed, backend=backend, generations=out,
+                         wall_s=time.perf_counter() - wall0)
     session = None
     nodes = [node_name(i) for i in range(sc.cluster.nodes)]
     if backend == "ray":

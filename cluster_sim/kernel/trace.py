@@ -49,6 +49,10 @@ class Trace:
     def __len__(self) -> int:
         return len(self.events)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a finished trace travels between processes without its clock (a whole simulation)
+        return {"events": self.events, "_clock": None}
+
     def lines(self) -> Iterator[str]:
         sink = _LineSink()
         log = structlog.wrap_logger(
