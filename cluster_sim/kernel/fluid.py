@@ -25,6 +25,62 @@ from cluster_sim.kernel.instant import FLUID, InstantHooks
 _EPS = 1e-9
 
 
+def _water_fill(residual: dict[int, float], flows_on: dict[int, list[int]], links_of: Any,
+                cap: Any, weight: Any, level: Any) -> dict[int, float]:
+    """Progressive filling restricted to overloaded links (see `_progressive_fill`).
+
+    residual: capacity of each overloaded link; flows_on: its flows, sorted by cap level
+    (cap / weight); links_of[j]: the links flow j crosses (others than the overloaded ones are
+    ignored); cap, weight, level: per flow. Returns the rate of each flow a link froze below or
+    at its cap; every other flow runs at its cap. Plain Python: a few links, tens of flows.
+    """
+    residual = dict(residual)
+    frozen: dict[int, float] = {}
+    open_links = set(residual)
+    while open_links:
+        best, best_o = math.inf, -1
+        for o in list(open_links):
+            room = max(residual[o], 0.0)
+            wsum = 0.0
+            for j in flows_on[o]:
+                if j not in frozen:
+                    wsum += weight[j]
+            if wsum <= 0.0:
+                open_links.discard(o)
+                continue
+            for j in flows_on[o]:  # ascending cap level: who reaches the cap before the link fills
+                if j in frozen:
+                    continue
+                lam = room / wsum
+                if lam <= level[j]:
+                    break
+                room -= cap[j]
+                wsum -= weight[j]
+            else:
+                # every open flow fits at its cap, and frozen flows only ever give capacity back:
+                # this link never saturates
+                open_links.discard(o)
+                continue
+            if lam < best:
+                best, best_o = lam, o
+        if best_o < 0:
+            break
+        open_links.discard(best_o)
+        for j in flows_on[best_o]:
+            if j in frozen:
+                continue
+            r = min(cap[j], weight[j] * best)
+            frozen[j] = r
+            for o in links_of[j]:
+                if o in residual:
+                    residual[o] -= r
+    for fl in flows_on.values():
+        for j in fl:
+            if j not in frozen and cap[j] == math.inf:
+                raise ValueError("unbounded flow rate: a flow has no finite link or cap")
+    return frozen
+
+
 def _progressive_fill(
     cap_links: np.ndarray, inc: np.ndarray, caps: np.ndarray, weights: np.ndarray
 ) -> np.ndarray:
@@ -39,81 +95,26 @@ def _progressive_fill(
     Each round finds, for every overloaded link still open, the level at which it would saturate
     (flows sorted by cap level, a single pass); the link with the lowest level saturates first
     and freezes its flows there, and the others' remaining capacity drops by what they take.
-    Flows never frozen by a link end at their caps. The rounds run in plain Python over the few
-    flows that cross an overloaded link (a handful of links, tens of flows): numpy calls cost more
-    than that work, and the vector part is a few calls whatever the number of flows.
+    Flows never frozen by a link end at their caps.
     """
     n_flows = inc.shape[1]
     if n_flows == 0:
         return np.zeros(0)
     finite = np.isfinite(caps)
-    capped_load = inc.astype(float) @ np.where(finite, caps, 0.0)
-    uncapped_on = inc[:, ~finite].any(axis=1)
-    has_link = inc.any(axis=0)
-    if np.any(~has_link & ~finite):
+    if np.any(~inc.any(axis=0) & ~finite):
         raise ValueError("a flow with no links must have a rate cap")
+    capped_load = inc.astype(float) @ np.where(finite, caps, 0.0)
+    over = np.flatnonzero(inc[:, ~finite].any(axis=1) | (capped_load > cap_links)).tolist()
     rate = caps.astype(float)
-    over = np.flatnonzero(uncapped_on | (capped_load > cap_links))
-    if not len(over):
+    if not over:
         return rate  # every flow runs at its cap
-    sub = inc[over]
-    members = np.flatnonzero(sub.any(axis=0))
-    pairs_link, pairs_flow = np.nonzero(sub[:, members])
-    n = len(members)
-    cap_of = caps[members].tolist()
-    w_of = weights[members].tolist()
+    cap_of, w_of = caps.tolist(), weights.tolist()
     level_of = [c / w for c, w in zip(cap_of, w_of, strict=True)]
-    uncapped = [j for j, c in enumerate(cap_of) if c == math.inf]
-    flows_of: list[list[int]] = [[] for _ in range(len(over))]
-    links_of: list[list[int]] = [[] for _ in range(n)]
-    for o, j in zip(pairs_link.tolist(), pairs_flow.tolist(), strict=True):
-        flows_of[o].append(j)
-        links_of[j].append(o)
-    for fl in flows_of:
-        fl.sort(key=level_of.__getitem__)  # stays sorted as frozen flows are taken out
-    residual = cap_links[over].astype(float).tolist()
-    frozen = [False] * n
-    out = list(cap_of)
-    open_links = set(range(len(over)))
-    while open_links:
-        best, best_o = math.inf, -1
-        for o in list(open_links):
-            room = max(residual[o], 0.0)
-            wsum = 0.0
-            for j in flows_of[o]:
-                if not frozen[j]:
-                    wsum += w_of[j]
-            if wsum <= 0.0:
-                continue
-            for j in flows_of[o]:  # ascending cap level: who reaches the cap before the link fills
-                if frozen[j]:
-                    continue
-                lam = room / wsum
-                if lam <= level_of[j]:
-                    break
-                room -= cap_of[j]
-                wsum -= w_of[j]
-            else:
-                # every open flow fits at its cap, and frozen flows only ever give capacity back:
-                # this link never saturates
-                open_links.discard(o)
-                continue
-            if lam < best:
-                best, best_o = lam, o
-        if best_o < 0:
-            break
-        open_links.discard(best_o)
-        for j in flows_of[best_o]:
-            if frozen[j]:
-                continue
-            frozen[j] = True
-            r = min(cap_of[j], w_of[j] * best)
-            out[j] = r
-            for o in links_of[j]:
-                residual[o] -= r
-    if any(not frozen[j] for j in uncapped):
-        raise ValueError("unbounded flow rate: a flow has no finite link or cap")
-    rate[members] = out
+    flows_on = {o: sorted(np.flatnonzero(inc[o]).tolist(), key=level_of.__getitem__) for o in over}
+    links_of = [np.flatnonzero(inc[:, j]).tolist() for j in range(n_flows)]
+    frozen = _water_fill({o: float(cap_links[o]) for o in over}, flows_on, links_of, cap_of, w_of, level_of)
+    if frozen:
+        rate[list(frozen)] = list(frozen.values())
     return rate
 
 
@@ -213,6 +214,17 @@ class FluidNetwork:
         self._moved = np.zeros(size)
         self._alive = np.zeros(size, dtype=bool)
         self._free: list[int] = list(range(size - 1, -1, -1))
+        # the same facts as plain Python objects, kept up to date flow by flow for the allocation:
+        # per slot its links, cap, weight and cap level; per link its flows and the sum of their
+        # finite caps (re-summed exactly whenever the link is near or over its capacity)
+        self._links_of: list[tuple[int, ...]] = [()] * size
+        self._pcap: list[float] = [math.inf] * size
+        self._pw: list[float] = [1.0] * size
+        self._plevel: list[float] = [math.inf] * size
+        self._on_link: list[set[int]] = [set() for _ in range(n_links)]
+        self._capload: list[float] = [0.0] * n_links
+        self._uncapped: list[int] = [0] * n_links
+        self._pcapacity: list[float] = self.capacity.tolist()
         self.flows: dict[int, Flow] = {}  # slot -> flow
         self._next_id = 0
         self._last_advance = env.now
@@ -240,6 +252,10 @@ class FluidNetwork:
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(old)]))
         self._alive = np.concatenate([self._alive, np.zeros(old, dtype=bool)])
         self._free.extend(range(new - 1, old - 1, -1))
+        self._links_of += [()] * old
+        self._pcap += [math.inf] * old
+        self._pw += [1.0] * old
+        self._plevel += [math.inf] * old
 
     def start(
         self,
@@ -280,10 +296,26 @@ class FluidNetwork:
         self._remaining[slot] = float(size_mib)
         self._moved[slot] = 0.0
         self._alive[slot] = True
+        self._links_of[slot] = tuple(link_idx)
+        for li in link_idx:
+            self._on_link[li].add(slot)
+        self._py_cap(slot, cap, float(weight), +1)
         f = Flow(fid, slot, self, float(size_mib), tag, self.env.event(), self.env.now, cap)
         self.flows[slot] = f
         self._mark()
         return f
+
+    def _py_cap(self, slot: int, cap: float, weight: float, sign: int) -> None:
+        """Add (sign +1, after setting the slot's cap) or take out (-1) the slot's cap on its links."""
+        if sign > 0:
+            self._pcap[slot] = cap
+            self._pw[slot] = weight
+            self._plevel[slot] = cap / weight
+        for li in self._links_of[slot]:
+            if cap == math.inf:
+                self._uncapped[li] += sign
+            else:
+                self._capload[li] += sign * cap
 
     def _end(self, f: Flow, ok: bool) -> None:
         s = f.slot
@@ -292,6 +324,10 @@ class FluidNetwork:
         f.active = False
         self._alive[s] = False
         self._rate[s] = 0.0
+        self._py_cap(s, self._pcap[s], self._pw[s], -1)
+        for li in self._links_of[s]:
+            self._on_link[li].discard(s)
+        self._links_of[s] = ()
         del self.flows[s]
         self._free.append(s)
         f.done.succeed(ok)
@@ -319,9 +355,12 @@ class FluidNetwork:
         if not flow.active:
             return
         self._advance()
-        self._cap[flow.slot] = math.inf if cap_mib_s is None else float(cap_mib_s)
+        s = flow.slot
+        self._py_cap(s, self._pcap[s], self._pw[s], -1)
+        self._cap[s] = math.inf if cap_mib_s is None else float(cap_mib_s)
         if weight is not None:
-            self._w[flow.slot] = float(weight)
+            self._w[s] = float(weight)
+        self._py_cap(s, float(self._cap[s]), float(self._w[s]), +1)
         self._mark()
 
     def set_ops(self, flow: Flow, ops_per_mib: float) -> None:
@@ -364,13 +403,31 @@ class FluidNetwork:
         self._dirty = False
         self._advance()
         self.recomputes += 1
-        idx = np.flatnonzero(self._alive)
-        if len(idx):
-            self._rate[idx] = _progressive_fill(self.capacity, self._inc[:, idx], self._cap[idx], self._w[idx])
+        self._allocate()
         self._record()
         for fn in self.listeners:
             fn()
         self._schedule_next_completion()
+
+    def _allocate(self) -> None:
+        """Max-min fair rates for the live flows (as `_progressive_fill`, from the Python mirrors)."""
+        over: list[int] = []
+        capacity, capload, on_link, pcap = self._pcapacity, self._capload, self._on_link, self._pcap
+        for li, c in enumerate(capacity):
+            if self._uncapped[li]:
+                over.append(li)
+            elif capload[li] > c * (1 - 1e-9):  # near or over: sum exactly, which also clears drift
+                capload[li] = math.fsum(pcap[s] for s in on_link[li])
+                if capload[li] > c:
+                    over.append(li)
+        np.copyto(self._rate, self._cap, where=self._alive)  # every flow at its cap...
+        if not over:
+            return
+        level = self._plevel
+        flows_on = {li: sorted(on_link[li], key=level.__getitem__) for li in over}
+        frozen = _water_fill({li: capacity[li] for li in over}, flows_on, self._links_of, pcap, self._pw, level)
+        if frozen:  # ...but those a saturated link holds back
+            self._rate[list(frozen)] = list(frozen.values())
 
     def _record(self) -> None:
         idx = np.flatnonzero(self._alive)
