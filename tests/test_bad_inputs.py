@@ -1,7 +1,9 @@
-"""Bad scenario files: every one is refused with a message naming the file, the field path and the reason.
+"""Bad scenario and study files: every one is refused with a message naming the file, the field path
+and the reason, exit code 2, and nothing written.
 
-The corpus lives in tests/bad_inputs/ (one problem per file); expected.yaml holds, per file, the
-field path the message must name ("" for file-level problems) and a fragment of the reason.
+The corpus lives in tests/bad_inputs/ (scenarios) and tests/bad_inputs/studies/ (studies), one
+problem per file; each folder's expected.yaml holds, per file, the field path the message must name
+("" for file-level problems) and a fragment of the reason.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ CORPUS = Path(__file__).parent / "bad_inputs"
 SMALL = Path(__file__).parent.parent / "scenarios" / "small-4node.yaml"
 EXPECTED: dict[str, dict[str, str]] = yaml.safe_load((CORPUS / "expected.yaml").read_text(encoding="utf-8"))
 CASES = sorted(EXPECTED)
+STUDIES = CORPUS / "studies"
+STUDY_EXPECTED: dict[str, dict[str, str]] = yaml.safe_load((STUDIES / "expected.yaml").read_text(encoding="utf-8"))
 
 # A representative subset for the (slower) CLI checks: file-level, unknown field, type, range,
 # choice, and the three whole-scenario feasibility checks.
@@ -35,6 +39,8 @@ CLI_CASES = [
     "template_duplicate.yaml",
     "round_robin_too_few_csvs.yaml",
     "memory_does_not_fit.yaml",
+    "event_unknown_vm.yaml",
+    "event_at_horizon.yaml",
 ]
 
 runner = CliRunner()
@@ -51,11 +57,14 @@ def _flat(text: str) -> str:
 def test_corpus_has_an_expectation_for_every_file_and_a_file_for_every_expectation():
     files = {p.name for p in CORPUS.glob("*.yaml")} - {"expected.yaml"}
     assert files == set(EXPECTED)
-    assert len(files) >= 32
+    assert len(files) >= 50
+    studies = {p.name for p in STUDIES.glob("*.yaml")} - {"expected.yaml"}
+    assert studies == set(STUDY_EXPECTED)
+    assert len(studies) >= 25
 
 
 def test_every_expectation_has_a_path_and_a_non_empty_reason():
-    for name, exp in EXPECTED.items():
+    for name, exp in [*EXPECTED.items(), *STUDY_EXPECTED.items()]:
         assert set(exp) == {"path", "reason"}, name
         assert isinstance(exp["path"], str), name
         assert exp["reason"], name
@@ -200,3 +209,22 @@ def test_console_script_exits_2_on_a_bad_file(tmp_path):
     assert f"{path}: fleet[0].disks[0].size_gib: Input should be greater than 0" in err
     assert proc.stdout == ""
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# bad study files (cluster-sim sweep)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(STUDY_EXPECTED))
+def test_sweep_refuses_bad_study_with_file_field_path_reason_exit_2_and_writes_nothing(name, tmp_path):
+    study = STUDIES / name
+    exp = STUDY_EXPECTED[name]
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["sweep", str(study), "--out", str(out), "--serial"])
+    assert res.exit_code == 2, res.output
+    text = _flat(res.output)
+    assert text.count("error:") == 1, text
+    assert f"{study}: " in text and exp["reason"] in text, text
+    if exp["path"]:
+        assert f"{study}: {exp['path']}: " in text, text
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
