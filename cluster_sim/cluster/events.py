@@ -79,7 +79,8 @@ def _balance(cm, ev: LoadBalance):  # type: ignore[no-untyped-def]
             lo = min(cands, key=lambda n: (counts[n], cm.nodes.index(n)))
             if counts[hi] - counts[lo] <= limit:
                 break
-            vm = next((v for v in cm.vms_on(hi) if v not in cm.migrations.requested and cm.spec[v].running), None)
+            vm = next((v for v in cm.vms_on(hi) if v not in cm.migrations.requested and cm.spec[v].running
+                       and cm.on_host(v, hi)), None)  # not one still booting after a failover
             if vm is None:
                 break
             cm.migrations.request(vm, lo, "load_balance")

@@ -136,9 +136,10 @@ class Migrations:
         try:
             asked = env.now
             # refusals while the VM is in its snapshot critical section
-            while self.gate is not None or vm in cm.saved:
-                # a VM in saved state for its backup cannot be moved: wait as for a refusal
-                verdict = "refuse" if vm in cm.saved else self.gate(vm)
+            while self.gate is not None or vm in cm.saved or vm in cm.booting:
+                # a VM in saved state for its backup, or still booting after a failover, cannot be
+                # live-migrated: wait as for a refusal
+                verdict = "refuse" if vm in cm.saved or vm in cm.booting else self.gate(vm)
                 if verdict == "refuse":
                     self.stats.refused += 1
                     cm.trace("migration_refused", vm=vm, node=cm.host[vm])
@@ -153,6 +154,8 @@ class Migrations:
                 break
             self.stats.delay_s_total += env.now - asked
             src = cm.host[vm]
+            if vm in cm.unplaced:  # its host failed and no node could take it yet
+                return self._fail(vm, "node_down")
             if dst is None:
                 dst = cm.least_loaded(exclude={src})
             if dst is None or dst == src or src not in cm.up or dst not in cm.up or src not in cm.alive \
@@ -160,6 +163,7 @@ class Migrations:
                 return self._fail(vm, "no_target" if dst is None or dst == src else "node_down")
             if not spec.running or vm not in cm.io.vm_group:
                 # an off VM moves by its configuration only
+                cm.trace("vm_config_moved", vm=vm, node=src, to=dst, why=why)
                 cm.move_vm_ownership(vm, src, dst)
                 self.stats.completed += 1
                 if self.on_moved:
