@@ -183,7 +183,7 @@ def scenario_dicts(draw: st.DrawFn, max_nodes: int = 6, max_vms: int = 60,
             "heartbeat_interval_s": draw(st.sampled_from([1.0, 0.5, 2.0])),
             "heartbeat_threshold": draw(st.sampled_from([10, 1, 3])),
             "failover_boot_s": draw(st.sampled_from([60.0, 0.0, 10.0])),
-            "node_poll_interval_s": draw(st.sampled_from([300.0, 60.0])),
+            "node_poll_interval_s": draw(st.sampled_from([600.0, 60.0])),
             "networks": {
                 "shared_cluster_and_lm": draw(st.booleans()),
                 "live_migration_mib_s": _weighted(draw, 1150.0, 100.0),

@@ -2,8 +2,8 @@
 
 It owns the fluid network, the CSVs, the storage array, the VM I/O model, the node gateway and
 the cluster service's view of membership. The cluster service polls every node every
-`cluster.node_poll_interval_s` (a batched heartbeat call); a node that does not answer (its
-actor died) is declared failed at that instant. Crashes the simulation itself causes are
+`cluster.node_poll_interval_s` (a batched heartbeat call, whose answer the next poll reads); a
+node that did not answer (its actor died) is declared failed at that poll. Crashes the simulation itself causes are
 detected after `heartbeat_threshold x heartbeat_interval_s`, as the cluster service would [MS].
 """
 
@@ -111,13 +111,14 @@ class ClusterModel:
         self.env.process(self._poll())
 
     def _poll(self):  # type: ignore[no-untyped-def]
-        """Liveness: collect every answer due (a dead actor shows up as NodeDown), then send
-        each live node a heartbeat, whose answer the next poll collects."""
+        """Liveness: collect the answers of what was sent at the last poll (a dead actor shows up as
+        NodeDown), then send each live node what is queued for it and a heartbeat, whose answers
+        the next poll collects."""
         interval = self.sc.cluster.node_poll_interval_s
         while True:
-            self.gateway.harvest()
             for n in sorted(self.up):
                 self.gateway.cast(n, "heartbeat")
+            self.gateway.poll()
             self.polls += 1
             yield self.env.timeout(interval)
 

@@ -5,11 +5,13 @@ state, whether the guest is frozen for VSS, VHDs mounted on the host, disks hot-
 VM, and the VM's memory image. Durable state (disks, checkpoints, storage snapshots, RCT) lives
 with the storage array on the driver.
 
-`NodeGateway` is the only way the SimPy driver reaches nodes. `call` returns a SimPy event that
-fires with the node's answer; `cast` sends without waiting. Everything sent during one
-simulated instant goes out together at the end of that instant: one `apply` per node and,
-on Ray, one wait for all of them, so Ray round trips grow with instants, not with calls.
-Both backends run the same `Node` code and the same batching, so results are identical.
+`NodeGateway` is the only way the SimPy driver reaches nodes. `cast` queues an operation whose
+answer nobody reads; `submit` queues one and returns a `Handle` whose `get()` reads the answer.
+Queued operations go out as one `apply` per node at each liveness poll (`poll`: the answers of
+the previous poll's batches are collected first, so the driver rarely waits) and whenever an
+answer must be read (`harvest`: a crash, the end of the run). Ray calls grow with polls, not with
+operations. Both backends run the same `Node` code and read answers at the same points, so results
+are identical.
 """
 
 from __future__ import annotations
@@ -306,12 +308,13 @@ class Handle:
 class NodeGateway:
     """The driver's only way to reach nodes.
 
-    `cast` and `submit` queue an operation for a node. Queued operations are sent only when an
-    answer is read (`Handle.get()`, `harvest()`: a poll, a crash, the end of a run): then every
-    node's queue goes out as one batch and all answers are collected with one wait. A node runs
-    its operations in the order they were queued whichever backend runs it, so the node state
-    every read sees is the same on both backends; Ray round trips grow with reads, not with
-    calls or instants. A node found not to answer is reported through `on_down`.
+    `cast` and `submit` queue an operation for a node. Queued operations are sent at a poll
+    (`poll()`: collect what earlier polls sent, then send without waiting) or when an answer is
+    read (`Handle.get()`, `harvest()`: a crash, the end of a run: send, then collect everything
+    with one wait); each node's queue goes out as one batch. A node runs its operations in the
+    order they were queued whichever backend runs it, so the node state every read sees is the
+    same on both backends; Ray calls grow with polls and reads, not with operations. A node found
+    not to answer is reported through `on_down`.
     """
 
     def __init__(self, env: simpy.Environment, hooks: InstantHooks, backend: LocalBackend | RayBackend):
@@ -368,6 +371,18 @@ class NodeGateway:
     def harvest(self) -> None:
         """Send what is queued and collect the answers of every batch sent so far (one wait)."""
         self.flush()
+        self._collect()
+
+    def poll(self) -> None:
+        """Collect the answers of every batch sent before now, then send what is queued without
+        waiting: its answers are collected by the next poll. The nodes run a batch while the
+        simulation goes on, so by the next poll its answers are usually there and the driver does not
+        wait; a node that died since the last poll is found by the poll after its first unanswered
+        batch. Both backends read answers at the same polls, so results stay identical."""
+        self._collect()
+        self.flush()
+
+    def _collect(self) -> None:
         if not self._outstanding:
             return
         tickets, self._outstanding = self._outstanding, []
