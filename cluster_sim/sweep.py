@@ -22,6 +22,7 @@ writes `DIR/aggregate.csv` (mean and Student-t 95 % interval over seeds) and `DI
 from __future__ import annotations
 
 import difflib
+import gc
 import hashlib
 import itertools
 import json
@@ -59,6 +60,11 @@ PLOTS_DIR = "plots"
 DEFAULT_METRICS = ["backup_window_s", "hw_snapshots_created", "outcomes.failed", "io_latency_ms.backup_p99"]
 CONFIDENCE = 0.95
 MAX_RETRIES = 3  # Ray re-runs a task whose worker or node died this many times
+# Runs handed to Ray ahead of the free CPUs. Ray keeps a leased worker busy only while its owner has
+# more tasks queued for it; a short queue (CPUs + 2) made every finished run wait for the driver to
+# notice and submit the next one, measured 10 % slower on 2 cores [P]
+IN_FLIGHT_PER_CPU = 8
+IN_FLIGHT_MIN = 64
 # Grid paths a study sets some other way.
 RESERVED_PATHS = {
     "seed": "seeds are the study's own field: use `seeds:`",
@@ -356,10 +362,29 @@ def flatten_summary(summary: Summary) -> dict[str, Any]:
     return row
 
 
+_HEAP_FROZEN = False
+
+
+def _freeze_long_lived_heap() -> None:
+    """Once per process: collect, then move every object alive now (modules, Ray's worker state) out
+    of the cyclic collector's reach (gc.freeze). A worker runs many short simulations; without this,
+    each full collection (gen 2) rescans the whole process heap: measured 31 ms in a Ray worker
+    (about 90,000 objects) against runs of 60 ms. A 48-run study (benchmarks/sweep_bench.py) ran
+    6 % faster with it, serially and on Ray. Objects a run allocates are collected as usual; what
+    was alive at the freeze is never collected by the cycle collector (a long-lived process's
+    modules and caches)."""
+    global _HEAP_FROZEN
+    if not _HEAP_FROZEN:
+        gc.collect()
+        gc.freeze()
+        _HEAP_FROZEN = True
+
+
 def execute_run(spec: RunSpec, scenario: Scenario, study: str, cells: dict[str, Any]) -> dict[str, Any]:
     """Run one (point, seed, generation) on the local node backend; never raises for a run's error."""
     from cluster_sim.simulation import run as run_sim
 
+    _freeze_long_lived_heap()
     t0 = time.perf_counter()
     row: dict[str, Any] = {"run_id": spec.run_id, "study": study, **cells, "seed": spec.seed,
                            "generation": spec.generation, "node_id": _node_id()}
@@ -647,7 +672,7 @@ def _run_on_ray(ray: Any, plan: StudyPlan, todo: list[RunSpec], state: StudyProg
         while pending or inflight:
             if time.monotonic() - checked > 2.0:  # nodes may join or leave
                 cpus, checked = _cluster_cpus(ray), time.monotonic()
-            while pending and len(inflight) < cpus + max(2, cpus // 2):
+            while pending and len(inflight) < max(IN_FLIGHT_PER_CPU * cpus, IN_FLIGHT_MIN):
                 spec = pending.popleft()
                 if spec.point not in scenario_refs:
                     scenario_refs[spec.point] = ray.put(plan.scenarios[spec.point])
