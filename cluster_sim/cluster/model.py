@@ -3,8 +3,9 @@
 It owns the fluid network, the CSVs, the storage array, the VM I/O model, the node gateway and
 the cluster service's view of membership. The cluster service polls every node every
 `cluster.node_poll_interval_s` (a batched heartbeat call, whose answer the next poll reads); a
-node that did not answer (its actor died) is declared failed at that poll. Crashes the simulation itself causes are
-detected after `heartbeat_threshold x heartbeat_interval_s`, as the cluster service would [MS].
+node that did not answer (its actor died) is declared failed at that poll. Crashes the
+simulation itself causes are detected after `heartbeat_threshold x heartbeat_interval_s`, as
+the cluster service would [MS].
 """
 
 from __future__ import annotations
