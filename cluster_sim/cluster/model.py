@@ -272,7 +272,10 @@ class ClusterModel:
 
     def recover(self, node: str) -> None:
         """The host is back, empty (its VMs failed over), and rejoins the cluster."""
-        self.gateway.harvest()  # an actor that died on its own is found now, not at the next poll
+        # an actor that died on its own is found now, not at a later poll: ask it for a heartbeat
+        # (its last batch may have been answered before it died) and read every answer due
+        self.gateway.cast(node, "heartbeat")
+        self.gateway.harvest()
         if node in self.alive and node in self.up:
             return
         if node in self.alive:  # never detected as failed: nothing to do but rejoin
