@@ -81,7 +81,8 @@ def precopy(
 class MigrationStats:
     requested: int = 0
     completed: int = 0
-    refused: int = 0  # times a request was refused (VM in its snapshot critical section)
+    refused: int = 0  # times a request was refused (VM in its snapshot critical section, saved for
+    # its backup, or still booting after a failover)
     retried: int = 0  # times a refused request was asked again
     aborted: int = 0  # migrations that aborted a VM's backup attempt
     failed: int = 0  # could not complete (node down, VM gone, waited too long, interrupted)
