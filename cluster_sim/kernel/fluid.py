@@ -299,18 +299,25 @@ class FluidNetwork:
         self._links_of[slot] = tuple(link_idx)
         for li in link_idx:
             self._on_link[li].add(slot)
-        self._py_cap(slot, cap, float(weight), +1)
+        self._mirror_cap(slot, cap, float(weight))
         f = Flow(fid, slot, self, float(size_mib), tag, self.env.event(), self.env.now, cap)
         self.flows[slot] = f
         self._mark()
         return f
 
-    def _py_cap(self, slot: int, cap: float, weight: float, sign: int) -> None:
-        """Add (sign +1, after setting the slot's cap) or take out (-1) the slot's cap on its links."""
-        if sign > 0:
-            self._pcap[slot] = cap
-            self._pw[slot] = weight
-            self._plevel[slot] = cap / weight
+    def _mirror_cap(self, slot: int, cap: float, weight: float) -> None:
+        """Record the slot's cap and weight and add its cap to its links' capped load."""
+        self._pcap[slot] = cap
+        self._pw[slot] = weight
+        self._plevel[slot] = cap / weight
+        self._count_cap(slot, +1)
+
+    def _unmirror_cap(self, slot: int) -> None:
+        """Take the slot's recorded cap out of its links' capped load."""
+        self._count_cap(slot, -1)
+
+    def _count_cap(self, slot: int, sign: int) -> None:
+        cap = self._pcap[slot]
         for li in self._links_of[slot]:
             if cap == math.inf:
                 self._uncapped[li] += sign
@@ -324,7 +331,7 @@ class FluidNetwork:
         f.active = False
         self._alive[s] = False
         self._rate[s] = 0.0
-        self._py_cap(s, self._pcap[s], self._pw[s], -1)
+        self._unmirror_cap(s)
         for li in self._links_of[s]:
             self._on_link[li].discard(s)
         self._links_of[s] = ()
@@ -356,11 +363,11 @@ class FluidNetwork:
             return
         self._advance()
         s = flow.slot
-        self._py_cap(s, self._pcap[s], self._pw[s], -1)
+        self._unmirror_cap(s)
         self._cap[s] = math.inf if cap_mib_s is None else float(cap_mib_s)
         if weight is not None:
             self._w[s] = float(weight)
-        self._py_cap(s, float(self._cap[s]), float(self._w[s]), +1)
+        self._mirror_cap(s, float(self._cap[s]), float(self._w[s]))
         self._mark()
 
     def set_ops(self, flow: Flow, ops_per_mib: float) -> None:
