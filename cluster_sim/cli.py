@@ -92,7 +92,7 @@ def run(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cluster_sim.report.table import comparison_csv, comparison_md, rich_table
+    from cluster_sim.report.table import comparison_csv, comparison_md, has_schedule, jobs_md, jobs_table, rich_table
     from cluster_sim.results import write_generation
     from cluster_sim.simulation import run as run_sim
 
@@ -120,7 +120,8 @@ def run(
             write_generation(g, scratch / g.summary.generation)
         if sc.backup:
             (scratch / "comparison.csv").write_text(comparison_csv(summaries))
-            (scratch / "comparison.md").write_text(comparison_md(summaries))
+            (scratch / "comparison.md").write_text(
+                comparison_md(summaries) + (f"\nPer job:\n\n{jobs_md(summaries)}" if has_schedule(summaries) else ""))
         dest.mkdir(parents=True, exist_ok=True)
         for item in sorted(scratch.iterdir()):
             target = dest / item.name
@@ -136,6 +137,8 @@ def run(
         out.print(rich_table(summaries, f"{sc.name}: {sc.vm_count()} VMs on {sc.cluster.nodes} nodes, "
                                         f"{sc.storage.csvs} CSVs ({result.backend} backend, seed {sc.seed})",
                              width=out.width))
+        if has_schedule(summaries):
+            out.print(jobs_table(summaries, "per job (night): window and bytes copied"))
         for s in summaries:
             if s.failures_by_reason:
                 out.print(Text(f"  {s.generation} failures: "

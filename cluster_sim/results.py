@@ -85,7 +85,10 @@ class JobSummary(_Out):
     mode: str
     start_s: float
     backup_window_s: float
+    window_lower_bound_s: float  # this job's bytes over the copy path's bottleneck
     bytes_copied_mib: float
+    full_copies: int  # VMs copied in full (in an incremental job: lost or missing change tracking)
+    full_copy_reasons: dict[str, int]  # why, in an incremental job
     outcomes: Outcomes
     verification: Verification
 
@@ -104,6 +107,8 @@ class CsvRow(_Out):
     redirected_s: float
     hw_snapshots: int = 0
     peak_snapshots: int = 0
+    latency_ms_baseline: float | None = None  # mean I/O latency of the CSV's VMs before the backup
+    latency_ms_backup: float | None = None  # ... and while it runs
 
 
 class VmRow(_Out):
@@ -124,6 +129,8 @@ class VmRow(_Out):
     migrated_during_backup: bool
     nodes_visited: str
     verified: str
+    copy_kind: str  # what the last copy read: full | incremental | incremental_regions
+    copy_reason: str  # why a copy in an incremental job was not a plain incremental
     read_mib_s: float
     write_mib_s: float
     mean_latency_ms: float | None
@@ -136,11 +143,18 @@ class Summary(_Out):
     vm_count: int
     node_count: int
     csv_count: int
-    backup_window_s: float
-    window_lower_bound_s: float
+    backup_window_s: float  # the (first) job's window; with a schedule, the full's: see jobs
+    window_lower_bound_s: float  # of that job
+    full_window_s: float | None  # mean over the full jobs
+    incremental_window_s: float | None  # mean over the incremental jobs
     hw_snapshots_created: int
     sw_snapshots_created: int
     snapshot_sets: int
+    effective_vms_per_snapshot: float | None  # VM captures per hardware LUN snapshot
+    hold_writes_overruns: int  # snapshot sets whose writes were held past hold_writes_limit_s
+    writer_enumeration_s: float  # KB4014317 writer enumeration, summed over sets
+    snapshot_surfacing_s: float  # snapshot LUNs surfaced on the requesting hosts, summed over sets
+    hw_snapshots_deleted: int
     peak_pending_snapshots: int
     peak_snapshots_per_lun: int
     host_mounts: int
@@ -163,6 +177,8 @@ class Summary(_Out):
     vms_restarted: int
     vms_without_host: int  # failed over with no node left to run them (their AVHDX stays unmerged)
     retried_vms: int
+    retries: int  # attempts after the first, all VMs and jobs together
+    change_tracking_lost: dict[str, int]  # maps lost (host_crash, vm_moved)
     verification: Verification
     jobs: list[JobSummary]
     sim_end_s: float

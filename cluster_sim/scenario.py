@@ -97,12 +97,31 @@ class Array(_Strict):
     iops: PosFloat = 200000.0  # [P]
     service_time_ms: PosFloat = 0.5  # [P] unloaded back-end I/O service time
     controllers: Annotated[int, Field(ge=1, le=16)] = 2  # [P] snapshot requests served one at a time per controller
+    # A hardware shadow-copy set is committed as one consistency-group snapshot over its LUNs
+    # [MS, V]; the array serves snapshot requests (set commits, deletions) one at a time per
+    # controller [P], and a set waits for every controller that owns one of its LUNs.
     snapshot_commit_base_s: PosFloat = 0.5  # [P] DOMAIN.md: base 0.5 s
-    snapshot_commit_per_pending_s: NonNegFloat = 0.25  # [P] queueing cost per snapshot pending on the controller
-    snapshot_commit_per_existing_s: NonNegFloat = 0.02  # [P] cost per snapshot already on the LUN
+    snapshot_commit_per_lun_s: NonNegFloat = 0.05  # [P] a set's commit grows mildly with its LUNs
+    snapshot_commit_per_pending_s: NonNegFloat = 0.25  # [P] cost per other request pending at the set's controllers
+    snapshot_commit_per_existing_s: NonNegFloat = 0.02  # [P] cost per snapshot already on the LUN (commit, delete)
+    # After the commit the snapshot LUNs are surfaced on the requesting host (LUN mapping,
+    # plug-and-play arrival, rescan, mount: "one iSCSI LU is added for each source LU" [V Hitachi]);
+    # seconds to tens of seconds, slower the more snapshot LUNs the host and the array have [P].
+    snapshot_surface_base_s: NonNegFloat = 10.0  # [P] per set: rescan and mount on the requesting host
+    snapshot_surface_per_lun_s: NonNegFloat = 4.0  # [P] per snapshot LUN surfaced (mapping, PnP arrival)
+    snapshot_surface_per_host_lun_s: NonNegFloat = 0.5  # [P] per snapshot LUN already surfaced on that host
+    snapshot_surface_per_array_snapshot_s: NonNegFloat = 0.05  # [P] per snapshot existing on the array
+    # After the copy the shadow copy LUNs are removed on the host and deleted on the array [V].
+    snapshot_remove_per_lun_s: NonNegFloat = 3.0  # [P] host side: dismount and surprise-removal of a LUN
+    snapshot_delete_s: NonNegFloat = 2.0  # [P] array side, per LUN snapshot, queued at its controller
     max_snapshots_per_lun: Annotated[int, Field(ge=1)] = 255  # [V] NetApp-like 255, EqualLogic-like 512
     snapshot_style: Literal["cow", "row"] = "cow"  # [V] copy-on-write or redirect-on-write
-    cow_first_write_fraction: Fraction = 0.3  # [P] f: share of writes that hit a not-yet-copied block
+    # Copy-on-write: a write to a block not yet copied since a snapshot costs 3 back-end I/Os [V];
+    # the share of such writes starts at 1 for a new snapshot and decays as blocks are copied
+    # (uniform writes: f(t) = exp(-w t / N)) [V]. Arrays that keep a COW area per snapshot copy a
+    # block once per live snapshot that lacks it [V]; the others once (the newest snapshot decides).
+    cow_per_snapshot: bool = False  # [V]
+    cow_update_interval_s: PosFloat = 300.0  # [P] how often the decaying COW share is re-evaluated
     row_metadata_overhead: NonNegFloat = 0.1  # [V] redirect-on-write costs 1 op plus metadata
     copy_io_size_mib: PosFloat = 1.0  # [P] backup reads are large sequential I/Os
 
@@ -127,9 +146,20 @@ class Workload(_Strict):
     write_iops: NonNegFloat = 50.0
     io_size_kib: PosFloat = 8.0
     dirty_mib_s: NonNegFloat = 20.0  # memory dirtying rate (live migration)
-    working_set_fraction: Annotated[float, Field(gt=0, le=1)] = 0.3  # share of disk the writes touch
+    working_set_fraction: Annotated[float, Field(gt=0, le=1)] = 0.3  # share of disk the I/O touches
+    # [V] distinct data a VM changes per day, as a share of its used data (3-10 % is typical for
+    # incrementals): what an incremental copies and what an AVHDX holds; not the working set
+    daily_change_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
     write_skew_zipf_s: NonNegFloat = 1.0  # [P] Zipf exponent of block popularity within the working set
     guest_flush_interval_s: NonNegFloat = 5.0  # [P] guest write cache flushed this often (0: write-through)
+
+    @model_validator(mode="after")
+    def _daily_change_within_working_set(self) -> Workload:
+        if self.daily_change_fraction > self.working_set_fraction:
+            raise ValueError(
+                f"daily_change_fraction: {self.daily_change_fraction:g} is more than working_set_fraction "
+                f"({self.working_set_fraction:g}); a VM changes data only where its I/O goes")
+        return self
 
 
 class Template(_Strict):
@@ -203,7 +233,23 @@ class Backup(_Strict):
     stale_backup_hold_s: NonNegFloat = 1800.0  # [MS] a dead ws2008r2 backup leaves the CSV redirected 30 min
     clear_stale_redirect: bool = False  # the backup app clears that state itself after a failover
     auto_recovery: bool = True  # ws2008r2/ws2012 host auto-recovery (revert to the guest snapshot)
-    rct_survives_crash: bool = False  # [P] RCT lost after a crash: the next incremental is a full
+    # [MS] after a host crash RCT's modified-region table (.mrt) still says which regions changed:
+    # the next incremental copies whole regions (more bytes, no full). False: RCT is lost, a full.
+    rct_survives_crash: bool = True
+    rct_region_blocks: Annotated[int, Field(ge=1, le=1024)] = 4  # [P] data-plane blocks per .mrt region
+    # [seeds, V] before 2016 vendors tracked changed blocks with a file-system filter driver on the
+    # host (ws2008r2/ws2012/ws2012r2): incrementals copy changed blocks, but the filter adds write
+    # overhead and its map is lost when the host crashes or the VM moves to another host (a full).
+    change_tracking: Literal["vendor_filter", "none"] = "vendor_filter"
+    change_tracking_write_overhead: NonNegFloat = 0.05  # [P] extra back-end write ops from the filter
+    # [MS] KB4014317: on 2012 R2 (and earlier) clusters every node's Hyper-V writer enumerates its
+    # VMs for each shadow-copy set (running or not); time grows with VMs, checkpoints and VHDs on the
+    # node, the slowest node dominates; past writer_freeze_limit_s the writer times out. ws2016's
+    # RCT-based backup pays it once per set, not per VM. Numbers [P].
+    writer_enumeration_base_s: NonNegFloat = 0.5  # [P] per node, per set
+    writer_enumeration_per_vm_s: NonNegFloat = 0.05  # [P] per VM on the node
+    writer_enumeration_per_vhd_s: NonNegFloat = 0.02  # [P] per VHD attached to a VM on the node
+    writer_enumeration_per_checkpoint_s: NonNegFloat = 0.1  # [P] per checkpoint (AVHDX) on the node
     verify: bool = True  # run the data plane and verify every backup by restoring it
     schedule: list[ScheduledRun] | None = None  # several jobs (e.g. a full, then nightly incrementals)
 

@@ -16,6 +16,7 @@ from cluster_sim.audit import audit, count_leaks
 from cluster_sim.backup import BODIES
 from cluster_sim.backup.capture import expected_verdict
 from cluster_sim.backup.job import BackupJob
+from cluster_sim.backup.tracking import ChangeTracker, tracking_kind
 from cluster_sim.cluster.events import schedule_events
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.nodes import LocalBackend, RayBackend
@@ -66,15 +67,16 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     wall0 = time.perf_counter()
     vms = place_fleet(sc)
     cm = ClusterModel(sc, vms, backend, Streams(sc.seed))
+    tracker = _change_tracking(cm, generation) if generation is not None else None
     cm.start()
     schedule_events(cm)
     for node, at_s in kill_actors or []:
         cm.env.process(_kill_later(cm, backend, node, at_s))
     jobs: list[BackupJob] = []
     if generation is not None:
-        assert sc.backup is not None
+        assert sc.backup is not None and tracker is not None
         all_done = cm.env.event()
-        cm.env.process(_run_jobs(cm, generation, jobs, all_done))
+        cm.env.process(_run_jobs(cm, generation, jobs, all_done, tracker))
         cm.env.run(until=all_done | cm.env.timeout(sc.run.until_s))
         if not all_done.triggered and jobs:
             job = jobs[-1]
@@ -90,7 +92,7 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     leaks = count_leaks(cm, node_state)
     faults = bool(cm.failures) or any(ev.kind in ("crash_node", "snapshot_fault") for ev in sc.events)
     result_audit = audit(cm, jobs, leaks, faults, node_state)
-    summary = _summary(sc, generation, cm, jobs, leaks, result_audit)
+    summary = _summary(sc, generation, cm, jobs, leaks, result_audit, tracker)
     rows = _vm_rows(sc, generation, cm, jobs)
     csv_rows = _csv_rows(cm)
     g = GenerationResult(
@@ -106,13 +108,32 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     return g
 
 
-def _run_jobs(cm: ClusterModel, generation: str, jobs: list[BackupJob], all_done):  # type: ignore[no-untyped-def]
+def _change_tracking(cm: ClusterModel, generation: str) -> ChangeTracker:
+    """The generation's change tracking for the whole run (every job of a schedule). A vendor's
+    filter driver is on every host from the start (its write overhead too). A schedule that starts
+    with an incremental assumes a previous backup `incremental_interval_s` before t=0: the data
+    plane writes that much history, and each tracked VM's reference point is that backup."""
+    cfg = cm.sc.backup
+    assert cfg is not None
+    tracker = ChangeTracker(cm, generation, cfg)
+    if tracking_kind(generation, True, cfg) == "filter":
+        cm.io.write_overhead = cfg.change_tracking_write_overhead
+    first = cfg.schedule[0].mode if cfg.schedule else cfg.mode
+    if first == "incremental":
+        for v in cm.vms:
+            if cm.plane is not None:
+                cm.chains[v.name] = cm.plane.pre_age(v.name, cfg.incremental_interval_s)
+            tracker.previous_backup(v.name, -cfg.incremental_interval_s)
+    return tracker
+
+
+def _run_jobs(cm: ClusterModel, generation: str, jobs: list[BackupJob], all_done, tracker: ChangeTracker):  # type: ignore[no-untyped-def]
     """The backup schedule: each job starts at its time (or when the previous one is done),
     and its backups are restored and verified when it is done."""
     cfg = cm.sc.backup
     plan = [(r.at_s, r.mode) for r in cfg.schedule] if cfg.schedule else [(cfg.start_s, cfg.mode)]
     for i, (at_s, mode) in enumerate(plan):
-        job = BackupJob(cm, generation, cfg, mode=mode, start_s=at_s, index=i)
+        job = BackupJob(cm, generation, cfg, mode=mode, start_s=at_s, index=i, tracker=tracker)
         jobs.append(job)
         cm.env.process(job.run(BODIES[generation]))
         yield job.quiesced
@@ -154,18 +175,31 @@ def _verification(jobs: list[BackupJob]) -> Verification:
 def _job_summary(sc: Scenario, job: BackupJob) -> JobSummary:
     outcomes = Counter(rec.outcome for rec in job.records.values())
     end = job.ended_s if job.ended_s is not None else job.env.now
+    copied = sum(r.bytes_copied_mib for r in job.records.values())
+    full_reasons = Counter(r.copy_reason or "full_job" for r in job.records.values()
+                           if r.copy == "full" and r.outcome not in (None, "failed"))
     return JobSummary(
         index=job.index, mode=job.mode, start_s=r6(job.started_s or 0.0),
         backup_window_s=r6(end - job.started_s if job.started_s is not None else 0.0),
-        bytes_copied_mib=r6(sum(r.bytes_copied_mib for r in job.records.values())),
+        window_lower_bound_s=r6(lower_bound_s(sc, copied)),
+        bytes_copied_mib=r6(copied),
+        full_copies=sum(full_reasons.values()),
+        full_copy_reasons=dict(sorted(full_reasons.items())) if job.mode == "incremental" else {},
         outcomes=Outcomes(**{k: outcomes.get(k, 0) for k in Outcomes.model_fields}),
         verification=_verification([job]),
     )
 
 
-def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, jobs: list[BackupJob], leaks, aud) -> Summary:  # type: ignore[no-untyped-def]
+def _mean(xs: list[float]) -> float | None:
+    return r6(sum(xs) / len(xs)) if xs else None
+
+
+def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, jobs: list[BackupJob], leaks, aud,  # type: ignore[no-untyped-def]
+             tracker: ChangeTracker | None = None) -> Summary:
     """Counters add up over the jobs of a schedule; outcomes and torn captures are the last
-    job's (the protection the cluster is left with); each job is also listed under `jobs`."""
+    job's (the protection the cluster is left with); the window is the first job's (with a
+    schedule: the full's), with the mean full and incremental windows beside it; each job is
+    also listed under `jobs`."""
     last = jobs[-1] if jobs else None
     outcomes = Counter(rec.outcome for rec in last.records.values()) if last else Counter()
     reasons: Counter[str] = Counter()
@@ -174,13 +208,14 @@ def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, jobs: list[
     torn = sum(1 for rec in last.records.values() if rec.outcome != "failed" and rec.torn) if last else 0
     copied = sum(rec.bytes_copied_mib for job in jobs for rec in job.records.values())
     job_summaries = [_job_summary(sc, j) for j in jobs]
-    window = sum(j.backup_window_s for j in job_summaries)
+    first = job_summaries[0] if job_summaries else None
     downtime = sum(_vm_downtime(cm, jobs, v.name) for v in cm.vms)
     redirected = {v.name: v.redirected_s for v in cm.csvs}
     ms = cm.migrations.stats
     mig_dt = sorted(ms.downtime_s or [])
     b50, b99 = cm.io.percentiles("baseline")
     d50, d99 = cm.io.percentiles("backup")
+    lun_snaps = sum(j.lun_snapshots_in_sets for j in jobs)
     return Summary(
         scenario=sc.name,
         seed=sc.seed,
@@ -188,11 +223,18 @@ def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, jobs: list[
         vm_count=len(cm.vms),
         node_count=len(cm.nodes),
         csv_count=len(cm.csvs.volumes),
-        backup_window_s=r6(window),
-        window_lower_bound_s=r6(lower_bound_s(sc, copied)),
+        backup_window_s=first.backup_window_s if first else 0.0,
+        window_lower_bound_s=first.window_lower_bound_s if first else r6(lower_bound_s(sc, copied)),
+        full_window_s=_mean([j.backup_window_s for j in job_summaries if j.mode == "full"]),
+        incremental_window_s=_mean([j.backup_window_s for j in job_summaries if j.mode == "incremental"]),
         hw_snapshots_created=cm.array.created,
         sw_snapshots_created=sum(j.sw_snapshots for j in jobs),
         snapshot_sets=sum(j.snapshot_sets for j in jobs),
+        effective_vms_per_snapshot=r6(sum(j.vms_in_sets for j in jobs) / lun_snaps) if lun_snaps else None,
+        hold_writes_overruns=sum(j.hold_overruns for j in jobs),
+        writer_enumeration_s=r6(sum(j.enumeration_s for j in jobs)),
+        snapshot_surfacing_s=r6(sum(j.surfacing_s for j in jobs)),
+        hw_snapshots_deleted=cm.array.deleted,
         peak_pending_snapshots=cm.array.peak_pending,
         peak_snapshots_per_lun=cm.array.peak_per_lun(),
         host_mounts=sum(j.host_mounts for j in jobs),
@@ -224,6 +266,8 @@ def _summary(sc: Scenario, generation: str | None, cm: ClusterModel, jobs: list[
         vms_restarted=cm.vms_restarted,
         vms_without_host=len(cm.unplaced),
         retried_vms=sum(j.retried_vms for j in jobs),
+        retries=sum(max(0, r.attempts - 1) for j in jobs for r in j.records.values()),
+        change_tracking_lost=dict(sorted(tracker.lost.items())) if tracker is not None else {},
         verification=_verification(jobs),
         jobs=job_summaries,
         sim_end_s=r6(cm.env.now),
@@ -265,6 +309,8 @@ def _vm_rows(sc: Scenario, generation: str | None, cm: ClusterModel, jobs: list[
             migrated_during_backup=rec.migrated_during_backup if rec else False,
             nodes_visited="|".join(cm.visited[spec.name]),
             verified=rec.verified if rec else "",
+            copy_kind=rec.copy if rec else "",
+            copy_reason=rec.copy_reason if rec else "",
             read_mib_s=r6(spec.read_mib_s), write_mib_s=r6(spec.write_mib_s),
             mean_latency_ms=_nan_none(lat),
         ))
@@ -283,6 +329,8 @@ def _csv_rows(cm: ClusterModel) -> list[CsvRow]:
             redirected_s=r6(vol.redirected_s),
             hw_snapshots=sum(1 for s in cm.array.snapshots.values() if s.csv == vol.name and not s.software),
             peak_snapshots=lun.peak_existing,
+            latency_ms_baseline=_nan_none(cm.io.csv_mean_latency_ms(vol.name, "baseline")),
+            latency_ms_backup=_nan_none(cm.io.csv_mean_latency_ms(vol.name, "backup")),
         ))
     return rows
 

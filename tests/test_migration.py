@@ -295,11 +295,11 @@ def test_aborted_host_auto_recovery_does_not_make_later_mounts_on_that_host_slow
     # on node-1 then mounts one VHD alone: host_mount_base_s * 1**0.5 = 3 s, as in the run without a move
     first, g = _move_during_auto_recovery(gen, 1)
     assert failed_reasons(g, "win-0001") == ["vm_moved"]
-    set_done = events_of(g, "snapshot_set_done", node="node-1")[-1][0]
-    ar_done = next(t for t, _ in events_of(g, "auto_recovery_done", node="node-1") if t > set_done)
-    assert ar_done > set_done
-    assert ar_done - set_done == pytest.approx(3.0)
-    t1 = events_of(first, "snapshot_set_done", node="node-1")[-1][0]
+    ar_start = events_of(g, "auto_recovery_start", node="node-1")[-1][0]
+    ar_done = next(t for t, _ in events_of(g, "auto_recovery_done", node="node-1") if t >= ar_start)
+    assert ar_start > events_of(g, "snapshot_set_done", node="node-1")[-1][0]  # after the set (and surfacing)
+    assert ar_done - ar_start == pytest.approx(3.0)
+    t1 = events_of(first, "auto_recovery_start", node="node-1")[-1][0]
     assert events_of(first, "auto_recovery_done", node="node-1")[-1][0] - t1 == pytest.approx(3.0)
 
 

@@ -96,26 +96,34 @@ def test_small_working_set_lets_a_fast_dirtier_converge() -> None:
 
 
 # ---- (d) non-converging: D >= R ----------------------------------------------------------------
-# V = 1000, R = 100, D = 100, T = 0.3, cap 900, factor 3 (3000 MiB at most), rounds 30
-#   round 1: send 1000 (10 s) -> dirty min(1000, 900) = 900 (9 s > 0.3); 1000 + 900 <= 3000
-#   round 2: send  900 (9 s)  -> dirty 900;                                1900 + 900 <= 3000
-#   round 3: send  900 (9 s)  -> dirty 900;                                2800 + 900 >  3000 -> max_total
-#   sent = 2800 + 900 = 3700; downtime = 900 / 100 = 9 s; duration = 10 + 9 + 9 + 9 = 37 s
-def test_dirty_rate_at_link_rate_stops_at_max_total_with_a_long_blackout() -> None:
+# V = 1000, R = 100, D = 100, T = 0.3, cap 900, factor 3 (3000 MiB at most), rounds 30; the
+# total is checked after each round, as Xen does (sent so far > 3000 stops):
+#   round 1: send 1000 (10 s) -> dirty min(1000, 900) = 900 (9 s > 0.3); sent 1000 <= 3000
+#   round 2: send  900 (9 s)  -> dirty 900;                                sent 1900 <= 3000
+#   round 3: send  900 (9 s)  -> dirty 900;                                sent 2800 <= 3000
+#   round 4: send  900 (9 s)  -> dirty 900;                                sent 3700 >  3000 -> max_total
+#   sent = 3700 + 900 = 4600; downtime = 900 / 100 = 9 s; duration = 10 + 9 + 9 + 9 + 9 = 46 s
+def test_dirty_rate_at_link_rate_stops_at_max_total_after_the_round_that_passes_it() -> None:
     r = precopy(1000, 100, 100, max_downtime_s=0.3)
     assert r.stop_reason == "max_total"
     assert r.converged is False
-    assert r.rounds == 3
-    assert r.sent_mib == pytest.approx(3700.0)
+    assert r.rounds == 4
+    assert r.sent_mib == pytest.approx(4600.0)
     assert r.downtime_s == pytest.approx(900 / 100)
-    assert r.duration_s == pytest.approx(37.0)
+    assert r.duration_s == pytest.approx(46.0)
 
 
 def test_dirty_rate_above_link_rate_does_not_converge_and_blackout_is_remainder_over_rate() -> None:
     # D = 250 > R = 100: every round leaves the cap (900) -> same sequence as above
     r = precopy(1000, 100, 250, max_downtime_s=0.3)
-    assert (r.stop_reason, r.converged, r.rounds) == ("max_total", False, 3)
+    assert (r.stop_reason, r.converged, r.rounds) == ("max_total", False, 4)
     assert r.downtime_s == pytest.approx(9.0)
+
+
+def test_max_total_is_checked_after_the_round_not_predicted_before_it() -> None:
+    # factor 2.8: sent 2800 after round 3 is not above 2800 -> a 4th round; factor 2.79 stops at 3
+    assert precopy(1000, 100, 100, max_downtime_s=0.3, max_total_factor=2.8).rounds == 4
+    assert precopy(1000, 100, 100, max_downtime_s=0.3, max_total_factor=2.79).rounds == 3
 
 
 # ---- (e) the round cap ---------------------------------------------------------------------------

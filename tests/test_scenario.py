@@ -281,10 +281,22 @@ def test_round_robin_with_more_csvs_than_nodes_uses_every_csv_of_each_node(tmp_p
 
 
 def test_round_robin_keeps_the_800vm_fleet_on_coordinating_nodes():
-    sc = load_scenario(BIG)
+    sc = load_scenario(BIG, ["placement=round_robin"])
     vms = place_fleet(sc)
     assert len(vms) == 800
     assert all(coordinates_own_csv(vm, 8) for vm in vms)
+
+
+def test_the_headline_spreads_vms_over_csvs_as_on_most_real_clusters():
+    sc = load_scenario(BIG)
+    assert sc.placement == "spread"
+    vms = place_fleet(sc)
+    # csv = (index // 8 + index) % 8: a node's 100 VMs sit on all 8 CSVs, 12 or 13 on each
+    for node in {vm.node for vm in vms}:
+        per_csv = [sum(1 for vm in vms if vm.node == node and vm.csv == f"csv-{c}") for c in range(1, 9)]
+        assert sorted(set(per_csv)) == [12, 13], node
+    # a VM is on a CSV its node coordinates when (index // 8) % 8 == 0: 13 blocks of 8 VMs, 104
+    assert sum(not coordinates_own_csv(vm, 8) for vm in vms) == 800 - 104
 
 
 def test_spread_puts_most_vms_on_csvs_their_node_does_not_coordinate():

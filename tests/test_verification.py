@@ -4,8 +4,9 @@ checked against the truth at its capture point (summary `verification`, per-job 
 
 Scenarios are small (2-3 nodes, a handful of VMs, 2-8 GiB disks). Blocks are 64 MiB: a 2 GiB
 disk at 50 % used is 16 blocks, 5 of them (30 %) in the working set; an 8 GiB disk is 64 blocks,
-19 hot. At the default 50 writes/s every hot block is written within a day, so a nightly
-incremental copies exactly the hot blocks.
+19 hot. The VMs here change their whole working set every day (`daily_change_fraction` equal to
+the working set), so their blocks change at their write rate (50 writes/s): writes show within
+seconds, and a nightly incremental copies exactly the hot blocks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import math
 from typing import Any
 
 import pytest
-from backup_helpers import ALL_GENS, LEGACY, run_gens, scenario_dict, template
+from backup_helpers import ALL_GENS, LEGACY, run_gens, scenario_dict
+from backup_helpers import template as _template
 
 import cluster_sim.simulation as simulation
 from cluster_sim.cluster.model import ClusterModel
@@ -25,6 +27,15 @@ from cluster_sim.results import GenerationResult, summary_json
 
 BLOCK = 64.0
 DAY = 86400.0
+
+
+def template(*args: Any, **kw: Any) -> dict:
+    """A fleet template whose VMs change their whole working set daily (fast, visible writes)."""
+    t = _template(*args, **kw)
+    w = dict(t.get("workload") or {})
+    w.setdefault("daily_change_fraction", w.get("working_set_fraction", 0.3))
+    t["workload"] = w
+    return t
 SCHEDULE = [{"at_s": 0, "mode": "full"}, {"at_s": DAY}, {"at_s": 2 * DAY}, {"at_s": 3 * DAY}]
 
 
@@ -297,11 +308,26 @@ def test_ws2016_incrementals_copy_only_the_rct_changed_blocks() -> None:
     assert rows == {vm: FULL_2G + 3 * (INCR_2G if vm in RCT_VMS else FULL_2G) for vm in full}
 
 
-def test_ws2012r2_copies_every_block_in_every_job() -> None:
+def test_ws2012r2_incrementals_copy_the_changed_blocks_of_every_vm_through_the_vendor_filter() -> None:
+    # the filter driver tracks writes on the host, .vhd or configuration 5.0 alike
     g = schedule_runs()["ws2012r2"]
+    everyone = RCT_VMS | {"vhd-0001", "old-0001"}
+    per_job = copies_by_job(g)
+    assert per_job[0] == dict.fromkeys(everyone, [FULL_2G])
+    for k in (1, 2, 3):
+        assert per_job[k] == dict.fromkeys(everyone, [INCR_2G]), k
+    assert [j.bytes_copied_mib for j in g.summary.jobs] == [5 * FULL_2G] + [5 * INCR_2G] * 3
+
+
+def test_ws2012r2_without_change_tracking_copies_every_block_in_every_job() -> None:
+    d = scenario_dict(fleet=INCR_FLEET, nodes=2, backup={"schedule": SCHEDULE, "change_tracking": "none"})
+    d["run"]["until_s"] = 4 * DAY
+    g = run_one(d, "ws2012r2")
     for k, vms in copies_by_job(g).items():
         assert vms == dict.fromkeys(RCT_VMS | {"vhd-0001", "old-0001"}, [FULL_2G]), k
     assert [j.bytes_copied_mib for j in g.summary.jobs] == [5 * FULL_2G] * 4
+    assert [j.full_copy_reasons for j in g.summary.jobs] == [{}] + [{"change_tracking_off": 5}] * 3
+    assert_verifies_as_claimed(g)
 
 
 @pytest.mark.parametrize("gen", ["ws2016", "ws2012r2"])
@@ -335,10 +361,17 @@ def test_rct_lost_in_a_crash_makes_the_next_incremental_a_full() -> None:
     assert_verifies_as_claimed(g)
 
 
-def test_rct_that_survives_a_crash_keeps_the_next_incremental_small() -> None:
+def test_rct_that_survives_a_crash_copies_whole_regions_of_the_next_incremental_not_a_full() -> None:
     g = crash_between_jobs(True)
     assert [f.node for f in g.summary.node_failures] == ["node-2"]
-    assert copies_by_job(g)[1] == dict.fromkeys(("win-0001", "win-0002", "win-0003", "win-0004"), [INCR_2G])
+    crashed = {r.vm for r in g.vms if r.nodes_visited.startswith("node-2")}
+    copies = copies_by_job(g)[1]
+    for vm in ("win-0001", "win-0003"):
+        assert copies[vm] == [INCR_2G]
+    for vm in crashed:  # the 5 changed blocks, widened to the 4-block regions holding them
+        (mib,), = [copies[vm]]
+        assert INCR_2G <= mib <= FULL_2G and mib % (4 * BLOCK) == 0, (vm, mib)
+        assert next(r for r in g.vms if r.vm == vm).copy_kind == "incremental_regions"
     assert g.summary.jobs[1].verification.app_consistent == 4
     assert_verifies_as_claimed(g)
 
@@ -362,9 +395,9 @@ def test_a_lone_incremental_copies_the_changes_since_a_virtual_previous_backup()
     assert_verifies_as_claimed(g)
 
 
-def test_a_lone_incremental_without_rct_copies_full_and_verifies() -> None:
+def test_a_lone_incremental_through_the_vendor_filter_copies_the_changes_and_verifies() -> None:
     g = lone_incremental()["ws2012r2"]
-    assert copies_by_job(g)[0] == dict.fromkeys(RCT_VMS | {"vhd-0001", "old-0001"}, [FULL_2G])
+    assert copies_by_job(g)[0] == dict.fromkeys(RCT_VMS | {"vhd-0001", "old-0001"}, [INCR_2G])
     assert_verifies_as_claimed(g)
 
 

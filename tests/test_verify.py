@@ -156,15 +156,17 @@ def plane_for(fleet: list[dict], seed: int = 42) -> tuple[DataPlane, list]:
     vms = place_fleet(sc)
     tpl = {t.template: t.workload for t in sc.fleet}
     plane = DataPlane(vms, Streams(seed), sc.storage.block_size_mib,
-                      zipf={v.name: tpl[v.template].write_skew_zipf_s for v in vms},
                       flush={v.name: tpl[v.template].guest_flush_interval_s for v in vms})
     return plane, vms
 
 
 def one_vm(flush_s: float = 5.0, write_iops: float = 50.0, size_gib: float = 2.0, seed: int = 42,
-           ) -> tuple[DataPlane, str]:
+           daily: float = 0.3) -> tuple[DataPlane, str]:
+    """One VM; by default it changes its whole working set (30 %) a day, so its blocks change at
+    its write rate (the change rate is capped at write_iops): writes show within seconds."""
     plane, vms = plane_for([template("a", count=1, size_gib=size_gib,
-                                     **workload(guest_flush_interval_s=flush_s, write_iops=write_iops))], seed)
+                                     **workload(guest_flush_interval_s=flush_s, write_iops=write_iops,
+                                                daily_change_fraction=daily))], seed)
     return plane, vms[0].name
 
 
@@ -196,7 +198,7 @@ def test_versions_never_decrease() -> None:
         elif op == "flush":
             now = plane.flush(vm, t)
         elif op == "stop":
-            plane.stop_writes(vm, t, crashed=True, rct_survives=True)
+            plane.stop_writes(vm, t, crashed=True)
             now = plane.disks[vm].versions.copy()
         else:
             plane.resume_writes(vm, t)
@@ -261,7 +263,7 @@ def test_a_crash_loses_the_unflushed_writes_and_nothing_is_written_while_down() 
     d = plane.disks[vm]
     last = d.phase + 4 * 5.0
     t = last + 3.0
-    plane.stop_writes(vm, t, crashed=True, rct_survives=False)
+    plane.stop_writes(vm, t, crashed=True)
     assert d.t_mat == pytest.approx(last)
     assert d.down == [[pytest.approx(last), math.inf]]
     crashed = d.versions.copy()
@@ -284,13 +286,13 @@ def test_a_crash_loses_the_unflushed_writes_and_nothing_is_written_while_down() 
 def test_running_time_excludes_down_intervals() -> None:
     plane, vm = one_vm()
     d = plane.disks[vm]
-    plane.stop_writes(vm, 10.0, crashed=False, rct_survives=True)  # saved state: cache kept
+    plane.stop_writes(vm, 10.0, crashed=False)  # saved state: cache kept
     assert d.t_mat == 10.0 and d.down == [[10.0, math.inf]]
     plane.resume_writes(vm, 30.0)
     assert d.running_time(0.0, 50.0) == pytest.approx(30.0)
     assert d.running_time(12.0, 28.0) == 0.0
-    plane.stop_writes(vm, 40.0, crashed=False, rct_survives=True)
-    plane.stop_writes(vm, 45.0, crashed=True, rct_survives=False)  # already stopped: no change
+    plane.stop_writes(vm, 40.0, crashed=False)
+    plane.stop_writes(vm, 45.0, crashed=True)  # already stopped: no change
     assert d.down == [[10.0, 30.0], [40.0, math.inf]]
 
 
@@ -298,84 +300,58 @@ def test_saved_state_keeps_the_writes_up_to_the_save() -> None:
     plane, vm = one_vm(flush_s=5.0)
     d = plane.disks[vm]
     t = d.phase + 5.0 + 2.0
-    plane.stop_writes(vm, t, crashed=False, rct_survives=True)
+    plane.stop_writes(vm, t, crashed=False)
     assert d.t_mat == t
     assert newest_time(plane, d.versions) == t
 
 
-# ---- RCT ---------------------------------------------------------------------------------------
-def test_rct_cannot_say_before_any_reference_point() -> None:
-    plane, vm = one_vm()
-    assert plane.changed_since_reference(vm) is None
-    plane.durable(vm, 100.0)
-    assert plane.changed_since_reference(vm) is None
-
-
-def test_rct_lists_exactly_the_blocks_whose_version_changed_since_the_reference_point() -> None:
+# ---- change tracking: blocks newer than a reference version -----------------------------------------
+def test_changed_since_lists_exactly_the_blocks_written_after_the_reference_version() -> None:
     plane, vm = one_vm(write_iops=2.0, size_gib=8.0)  # 64 blocks, 19 hot, 2 writes/s
     d = plane.disks[vm]
     plane.durable(vm, 40.0)
-    plane.reference_point(vm)
-    ref = d.versions.copy()
-    assert len(plane.changed_since_reference(vm)) == 0
+    ref = plane.current_version()
+    ref_vec = d.versions.copy()
+    assert len(plane.changed_since(d.versions, ref)) == 0
     plane.durable(vm, 47.0)
-    changed = plane.changed_since_reference(vm)
-    assert changed.tolist() == np.flatnonzero(d.versions != ref).tolist()
+    changed = plane.changed_since(d.versions, ref)
+    assert changed.tolist() == np.flatnonzero(d.versions != ref_vec).tolist()
     assert 0 < len(changed) < len(d.hot)  # a proper, non-empty subset: the check means something
     plane.flush(vm, 61.0)
-    assert plane.changed_since_reference(vm).tolist() == np.flatnonzero(d.versions != ref).tolist()
-    # a new reference point starts over
-    plane.reference_point(vm)
-    ref2 = d.versions.copy()
-    assert len(plane.changed_since_reference(vm)) == 0
+    assert plane.changed_since(d.versions, ref).tolist() == np.flatnonzero(d.versions != ref_vec).tolist()
+    # a new reference starts over
+    ref2 = plane.current_version()
+    ref2_vec = d.versions.copy()
+    assert len(plane.changed_since(d.versions, ref2)) == 0
     plane.durable(vm, 80.0)
-    assert plane.changed_since_reference(vm).tolist() == np.flatnonzero(d.versions != ref2).tolist()
+    assert plane.changed_since(d.versions, ref2).tolist() == np.flatnonzero(d.versions != ref2_vec).tolist()
 
 
-def test_rct_is_lost_by_a_crash_unless_it_survives_crashes() -> None:
-    lost, vm = one_vm(write_iops=2.0, size_gib=8.0)
-    kept, _ = one_vm(write_iops=2.0, size_gib=8.0)
-    for plane, survives in ((lost, False), (kept, True)):
-        plane.durable(vm, 30.0)
-        plane.reference_point(vm)
-        ref = plane.disks[vm].versions.copy()
-        plane.durable(vm, 50.0)
-        plane.stop_writes(vm, 52.0, crashed=True, rct_survives=survives)
-        plane.resume_writes(vm, 120.0)
-        plane.durable(vm, 140.0)
-        if survives:
-            assert plane.changed_since_reference(vm).tolist() == np.flatnonzero(plane.disks[vm].versions != ref).tolist()
-        else:
-            assert plane.changed_since_reference(vm) is None
-            plane.reference_point(vm)  # the next backup's checkpoint starts tracking again
-            assert len(plane.changed_since_reference(vm)) == 0
+def test_the_change_rate_is_calibrated_to_the_daily_change_not_the_write_rate() -> None:
+    # 64 blocks, 19 in the working set; 5 % a day is 3.2 blocks: far fewer changes than 2 writes/s
+    plane, vm = one_vm(write_iops=2.0, size_gib=8.0, daily=0.05)
+    d = plane.disks[vm]
+    assert d.rate.sum() < 0.01
+    assert float(-np.expm1(-d.rate * 86400.0).sum()) == pytest.approx(0.05 * 64)
 
 
-def test_a_saved_state_stop_keeps_rct() -> None:
-    plane, vm = one_vm()
-    plane.reference_point(vm)
-    plane.stop_writes(vm, 10.0, crashed=False, rct_survives=False)
-    assert plane.changed_since_reference(vm) is not None
-
-
-def test_pre_age_writes_a_previous_interval_of_history_and_tracks_it() -> None:
+def test_pre_age_writes_a_previous_interval_of_history_newer_than_version_0() -> None:
     plane, vm = one_vm(write_iops=0.001, size_gib=8.0)  # ~86 writes a day over 19 hot blocks
     d = plane.disks[vm]
     before = plane.pre_age(vm, 86400.0)
     assert not before.any()  # the previous backup saw the disk as it was
-    changed = plane.changed_since_reference(vm)
-    assert changed is not None
+    changed = plane.changed_since(d.versions, 0)
     assert changed.tolist() == np.flatnonzero(d.versions != before).tolist()
     assert 0 < len(changed) <= len(d.hot)
     assert set(changed.tolist()) <= set(d.hot.tolist())
     assert all(plane.version_time[int(d.versions[b])] == 0.0 for b in changed)
 
 
-def test_pre_age_of_zero_seconds_writes_nothing_but_sets_a_reference_point() -> None:
+def test_pre_age_of_zero_seconds_writes_nothing() -> None:
     plane, vm = one_vm()
     plane.pre_age(vm, 0.0)
     assert not plane.disks[vm].versions.any()
-    assert len(plane.changed_since_reference(vm)) == 0
+    assert len(plane.changed_since(plane.disks[vm].versions, 0)) == 0
 
 
 # ---- named random streams ------------------------------------------------------------------------
@@ -383,10 +359,10 @@ def _drive(plane: DataPlane, vm: str) -> list[np.ndarray]:
     """A fixed sequence of reads; each disk state as the instant each block was last written
     (version ids are one counter over all VMs, so they are compared through their instants)."""
     times = [plane.durable(vm, 13.0), plane.flush(vm, 17.5)]
-    plane.reference_point(vm)
+    ref = plane.current_version()
     times.append(plane.durable(vm, 44.0))
     out = [np.asarray(plane.version_time)[v] for v in times]
-    out.append(plane.changed_since_reference(vm))
+    out.append(plane.changed_since(times[-1], ref))
     return out
 
 
@@ -428,7 +404,8 @@ def test_adding_a_vm_to_the_fleet_does_not_change_another_vms_draws() -> None:
 # ---- the cluster's data plane --------------------------------------------------------------------
 def test_a_vm_that_is_not_running_never_writes_to_its_disk() -> None:
     """A stopped VM's disk does not change (the reason `offline` is expected app_consistent)."""
-    sc = build(fleet=[template("off", count=1, running=False), template("on", count=1)], nodes=2)
+    busy = workload(daily_change_fraction=0.3)  # changes its working set daily: writes show in an hour
+    sc = build(fleet=[template("off", count=1, running=False, **busy), template("on", count=1, **busy)], nodes=2)
     vms = place_fleet(sc)
     cm = ClusterModel(sc, vms, LocalBackend([node_name(i) for i in range(2)]), Streams(sc.seed))
     assert cm.plane is not None

@@ -17,9 +17,11 @@ import simpy
 
 from cluster_sim.backup.capture import Captures
 from cluster_sim.backup.eligibility import Plan, plan
+from cluster_sim.backup.tracking import ChangeTracker
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.storage import Checkpoint, SnapshotFailure, StorageSnapshot
 from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, BACKUP_TARGET, VmSpec, cluster_nic, fabric
+from cluster_sim.cluster.writes import changed_mib
 from cluster_sim.scenario import Backup
 
 Proc = Generator[simpy.Event, Any, Any]
@@ -63,6 +65,8 @@ class VmRecord:
     incarnation: int = 0  # of the host when this attempt began (a restarted host is another)
     double_outcomes: int = 0
     verified: str = ""  # the restore verifier's verdict
+    copy: str = ""  # what the last copy read: full | incremental | incremental_regions
+    copy_reason: str = ""  # why a copy in an incremental job was not a plain incremental
     history: list[str] = field(default_factory=list)
 
 
@@ -75,8 +79,9 @@ class SetResult:
 
 class BackupJob:
     def __init__(self, cm: ClusterModel, generation: str, cfg: Backup, mode: str | None = None,
-                 start_s: float | None = None, index: int = 0):
+                 start_s: float | None = None, index: int = 0, tracker: ChangeTracker | None = None):
         self.cm = cm
+        self.tracker = tracker or ChangeTracker(cm, generation, cfg)
         self.mode = mode or cfg.mode
         self.start_at = cfg.start_s if start_s is None else start_s
         self.index = index
@@ -100,6 +105,12 @@ class BackupJob:
         self.scsi_hot_adds = 0
         self.snapshot_sets = 0
         self.sw_snapshots = 0
+        self.hold_overruns = 0  # sets whose writes were held past hold_writes_limit_s
+        self.enumeration_s = 0.0  # writer enumeration (KB4014317), summed over sets
+        self.surfacing_s = 0.0  # snapshot LUNs surfaced on the requesting hosts, summed over sets
+        self.lun_snapshots_in_sets = 0  # hardware LUN snapshots that sets of this job committed
+        self.vms_in_sets = 0  # VM captures those sets served (effective VMs per snapshot)
+        self.surfaced: dict[str, int] = {}  # snapshot LUNs surfaced on each host now
         self.avhdx_vm_s = 0.0
         self._set_seq = 0
         self.retry_hook: Callable[[str], None] | None = None  # generation's way to re-run a VM
@@ -320,12 +331,42 @@ class BackupJob:
     def thaw(self, vm: str, node: str) -> None:
         self.vm_op(vm, node, "thaw")
 
+    def writer_enumeration(self, node: str) -> Proc:
+        """KB4014317 [MS]: before a shadow-copy set, every node's Hyper-V writer enumerates the
+        VMs it owns (running or not); each node's time grows with its VMs, their VHDs and their
+        checkpoints, and the slowest node dominates. Past `writer_freeze_limit_s` the writer times
+        out (VSS_E_WRITERERROR_TIMEOUT). ws2008r2/ws2012/ws2012r2 pay it per set; ws2016's
+        RCT-based backup once for its whole set."""
+        cfg, cm = self.cfg, self.cm
+        inventory = cm.node_inventory()
+        checkpoints: dict[str, int] = {}
+        for vm, k in cm.array.live_checkpoints.items():
+            h = cm.host[vm]
+            checkpoints[h] = checkpoints.get(h, 0) + k
+        t = 0.0
+        for n in cm.nodes:
+            if n in cm.up and n in cm.alive:
+                vms, vhds = inventory.get(n, (0, 0))
+                t = max(t, cfg.writer_enumeration_base_s + cfg.writer_enumeration_per_vm_s * vms
+                        + cfg.writer_enumeration_per_vhd_s * vhds
+                        + cfg.writer_enumeration_per_checkpoint_s * checkpoints.get(n, 0))
+        if t > cfg.writer_freeze_limit_s:
+            self.enumeration_s += cfg.writer_freeze_limit_s
+            yield self.env.timeout(cfg.writer_freeze_limit_s)
+            self.trace("writer_enumeration_timeout", node=node, s=round(t, 6))
+            raise StepFailed("vss_writer_timeout", f"writer enumeration took {t:.1f} s")
+        self.enumeration_s += t
+        self.trace("writer_enumeration", node=node, s=round(t, 6))
+        yield self.env.timeout(t)
+
     def snapshot_set(self, node: str, luns: list[str], vms: tuple[str, ...], set_id: str,
                      leak_on_failover: bool = False) -> Proc:
-        """Take one shadow-copy set over `luns`. The set fails whole if one LUN fails [MS], and
-        if its requester dies or a LUN's CSV fails over while it is being created; then the
-        snapshots are released, or leaked where the generation leaks them (ws2012, KB2878635).
-        Returns SetResult; raises StepFailed with the failing code."""
+        """Take one shadow-copy set over `luns`: writes are held from here until the provider has
+        committed the set; a hardware provider commits it as one consistency-group snapshot (the
+        wait behind other requests at the array counts against the hold-writes limit) [MS, V].
+        The set fails whole if one LUN fails [MS], and if its requester dies or a LUN's CSV fails
+        over while it is being created; then the snapshots are released, or leaked where the
+        generation leaks them (ws2012, KB2878635). Returns SetResult; raises StepFailed."""
         self.snapshot_sets += 1
         t0 = self.env.now
         owners = {lun: self.cm.csvs[lun].coordinator for lun in luns}
@@ -346,25 +387,14 @@ class BackupJob:
                 self.trace("snapshot_set_failed", node=node, set=set_id, code=failure.code, csv=failure.csv)
                 raise StepFailed(FAULT_REASONS.get(failure.code, failure.code), failure.csv) from None
         else:
-            def one(lun: str) -> Proc:  # a LUN's failure is a value: the others may still be committing
-                try:
-                    return (yield from self.cm.array.snapshot(lun, node, set_id, vms))
-                except SnapshotFailure as exc:
-                    return exc
-
-            procs = {lun: self.env.process(one(lun)) for lun in luns}
-            snaps, failure = {}, None
-            for lun, p in procs.items():
-                got = yield p
-                if isinstance(got, SnapshotFailure):
-                    failure = failure or got
-                else:
-                    snaps[lun] = got.snapshot
-            if failure is not None:
-                for s in snaps.values():
-                    self.cm.array.release(s)
+            try:
+                res = yield from self.cm.array.snapshot_set(luns, node, set_id, vms)
+            except SnapshotFailure as failure:
                 self.trace("snapshot_set_failed", node=node, set=set_id, code=failure.code, csv=failure.csv)
-                raise StepFailed(FAULT_REASONS.get(failure.code, failure.code), failure.csv)
+                raise StepFailed(FAULT_REASONS.get(failure.code, failure.code), failure.csv) from None
+            snaps = res.snapshots
+            self.lun_snapshots_in_sets += len(snaps)
+            self.vms_in_sets += len(vms)
         moved = [lun for lun in luns if self.cm.csvs[lun].coordinator != owners[lun]
                  or owners[lun] not in self.cm.alive]
         if node not in self.cm.alive or moved:  # a failover during the snapshot: the set fails
@@ -372,14 +402,48 @@ class BackupJob:
                 if leak_on_failover:
                     self.trace("snapshot_leaked", csv=s.csv, snapshot=s.sid, node=node)  # KB2878635
                 else:
-                    self.cm.array.release(s)
+                    self.track(self.dispose(node, [s], surfaced=False))
             code = "node_failed" if node not in self.cm.alive else "csv_failover"
             self.trace("snapshot_set_failed", node=node, set=set_id, code=code)
             raise StepFailed(code, node)
         hold = self.env.now - t0
         over = hold > self.cfg.hold_writes_limit_s
+        if over:
+            self.hold_overruns += 1
         self.trace("snapshot_set_done", node=node, set=set_id, hold_s=round(hold, 6), over_limit=over)
         return SetResult(snaps, hold, over)
+
+    def surface(self, node: str, snaps: list[StorageSnapshot]) -> Proc:
+        """The committed set's snapshot LUNs are surfaced on the requesting host (LUN mapping,
+        plug-and-play arrival, rescan, mount; one LU per source LU [V]) before the set is
+        complete, so inside the node's VSS lock: per-VM snapshots pay it per VM, ws2016 once.
+        Slower the more snapshot LUNs the host and the array already have [P]."""
+        hw = [s for s in snaps if not s.software]
+        if not hw:
+            return
+        arr = self.cm.array.cfg
+        on_host = self.surfaced.get(node, 0)
+        existing = self.cm.array.existing_count()
+        t = arr.snapshot_surface_base_s
+        for i in range(len(hw)):
+            t += (arr.snapshot_surface_per_lun_s + arr.snapshot_surface_per_host_lun_s * (on_host + i)
+                  + arr.snapshot_surface_per_array_snapshot_s * existing)
+        self.surfaced[node] = on_host + len(hw)
+        self.surfacing_s += t
+        self.trace("snapshots_surfaced", node=node, luns=len(hw), s=round(t, 6))
+        yield self.env.timeout(t)
+
+    def dispose(self, node: str, snaps: list[StorageSnapshot], surfaced: bool = True) -> Proc:
+        """A set's snapshots are done with: their LUNs are removed on the host that surfaced them,
+        then deleted on the array (a request at each LUN's controller) [V]."""
+        hw = [s for s in snaps if not s.software and s.released_s is None]
+        if hw:  # the requester has asked for the deletion: the array completes it whatever happens
+            self.trace("snapshots_removing", node=node, snapshots=[s.sid for s in hw])
+        if surfaced and hw:
+            self.surfaced[node] = max(0, self.surfaced.get(node, 0) - len(hw))
+            if node in self.cm.alive:
+                yield self.env.timeout(self.cm.array.cfg.snapshot_remove_per_lun_s * len(hw))
+        yield from self.cm.array.delete(snaps)
 
     def copy_path(self, reader: str, snap: StorageSnapshot | None) -> list[str]:
         if snap is not None and snap.software and snap.host != reader:
@@ -394,6 +458,7 @@ class BackupJob:
         flow = self.cm.net.start(
             self.copy_path(reader, snap), size_mib=mib, cap_mib_s=self.cfg.copy_stream_mib_s,
             tag=("copy", vm), ops_per_mib=1.0 / arr.copy_io_size_mib,
+            ops_class=self.cm.array.luns[self.records[vm].spec.csv].controller,
         )
         self.trace("copy_start", vm=vm, node=reader, mib=round(mib, 3))
         finished = yield flow.done
@@ -417,7 +482,7 @@ class BackupJob:
         its size is what the VM wrote meanwhile. If that host dies, the merge goes on where the
         VM runs next (after a move it runs at once; after a failover, when it boots)."""
         spec = self.records[vm].spec
-        left = changed_mib(spec, self.env.now - cp.created_s)
+        left = changed_mib(spec, self.cm.sc.storage.block_size_mib, self.env.now - cp.created_s)
         while True:
             node = self.cm.host[vm]
             if node not in self.cm.alive or vm in self.cm.booting or vm in self.cm.unplaced:
@@ -515,15 +580,12 @@ class BackupJob:
         self.trace("vm_resumed", vm=vm, node=node)
 
     def bytes_to_copy(self, vm: str) -> float:
-        """From the data plane when it runs (every block, or RCT's changed blocks), else from
-        the disk sizes and the analytic change rate."""
-        planned = self.cap.bytes_to_copy(vm)
-        if planned is not None:
-            return planned
-        spec = self.records[vm].spec
-        if self.mode == "incremental" and self.gen == "ws2016" and spec.has_rct:
-            return changed_mib(spec, self.cfg.incremental_interval_s)
-        return spec.used_mib
+        """What the copy reads: every block (full), or the blocks change tracking says changed
+        since the VM's reference point (decided at its capture point; see backup/tracking.py)."""
+        rec = self.records[vm]
+        plan = self.cap.copy_plan(vm)
+        rec.copy, rec.copy_reason = plan.kind, plan.reason
+        return self.cap.bytes_to_copy(vm)
 
     def verify(self) -> None:
         """Restore every VM this job backed up and record the verifier's verdict."""
@@ -545,11 +607,3 @@ class BackupJob:
         self.finalize(vm, "offline", "vm_not_running")
 
 
-def changed_mib(spec: VmSpec, interval_s: float) -> float:
-    """Distinct MiB written in `interval_s` when writes fall uniformly on the working set:
-    U (1 - exp(-W/U)), U = working set MiB, W = MiB written (occupancy of random writes) [P]."""
-    u = spec.used_mib * spec.working_set_fraction
-    w = spec.write_mib_s * max(0.0, interval_s)
-    if u <= 0 or w <= 0:
-        return 0.0
-    return u * (1.0 - math.exp(-w / u))

@@ -3,12 +3,13 @@
 Each node works through its own VMs, grouped by CSV into batches of `vms_per_snapshot` (one
 shadow-copy set, one storage snapshot per batch). Per batch:
 
-  VSS lock (one set creation per node) -> [ws2008r2: pin the CSV] -> prepare each VM (guest
-  VSS freeze | save state | [ws2012r2] AVHDX checkpoint) -> [coordinate with the CSV owner] ->
-  host snapshot set ([ws2012+] CSV redirected for the metadata operation) -> thaw / resume ->
-  auto-recovery ([ws2008r2/ws2012] host mounts | [ws2012r2] SCSI hot-add fix-up in the guest)
-  -> release the VSS lock -> copy each VM (copy slots) -> [ws2012r2] merge its AVHDX ->
-  release the storage snapshot (and the CSV pin).
+  [ws2008r2: pin the CSV] -> VSS lock (one set creation per node) -> writer enumeration on
+  every node (KB4014317) -> prepare each VM (guest VSS freeze | save state | [ws2012r2] AVHDX
+  checkpoint) -> [coordinate with the CSV owner] -> host snapshot set, one commit at the array
+  ([ws2012+] CSV redirected for the metadata operation) -> thaw / resume -> surface the snapshot
+  LUN on this host -> auto-recovery ([ws2008r2/ws2012] host mounts | [ws2012r2] SCSI hot-add
+  fix-up in the guest) -> release the VSS lock -> copy each VM (copy slots) -> [ws2012r2] merge
+  its AVHDX -> remove the snapshot LUN from the host and delete it on the array (and the CSV pin).
 
 The generation modules differ only in the `Flavor` flags they pass.
 """
@@ -112,11 +113,18 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
         return
     lock_held = True
     snap: StorageSnapshot | None = None
+    surfaced = False
     checkpoints: dict[str, Checkpoint] = {}
     saved_at: dict[str, float] = {}
     frozen: list[str] = []
     job.critical.update(vms)  # guest freeze through auto-recovery: migrations wait [V]
     try:
+        try:
+            yield from job.writer_enumeration(node)
+        except StepFailed as exc:
+            for vm in list(live):
+                drop(vm, exc.reason)
+            return
         t_freeze = env.now
 
         # ---- prepare every VM of the batch in parallel ----
@@ -134,7 +142,7 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
             if flavor.checkpoints:
                 yield env.timeout(job.cfg.checkpoint_create_s)
                 checkpoints[vm] = cm.array.create_checkpoint(vm, "backup")
-                job.cap.checkpoint(vm, env.now, flushed=vm in frozen, rct=False)
+                job.cap.checkpoint(vm, env.now, flushed=vm in frozen)
 
         procs = {vm: job.attempt(prepare(vm)) for vm in vms}
         for vm, p in procs.items():
@@ -186,6 +194,15 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
             yield simpy.AllOf(env, resumes)
         if not live:
             return
+        surfaced = True
+        yield from job.surface(node, [snap])
+        for vm in list(live):
+            try:
+                job.ensure_host(vm, node)
+            except StepFailed as exc:
+                drop(vm, exc.reason)
+        if not live:
+            return
 
         # ---- auto-recovery ----
         app_vms = [vm for vm in live if job.records[vm].plan.mode == "app"]
@@ -224,7 +241,7 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
             if node_dead and flavor.leaks_snapshot_on_failover:
                 cm.trace("snapshot_leaked", csv=snap.csv, snapshot=snap.sid, node=node)  # KB2878635
             else:
-                cm.array.release(snap)
+                job.track(job.dispose(node, [snap], surfaced=surfaced))
         if pin is not None:
             vol.release(pin)
             if node_dead and not job.cfg.clear_stale_redirect:

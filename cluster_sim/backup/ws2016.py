@@ -5,7 +5,9 @@
    not possible, a standard checkpoint when allowed (crash-consistent), else the VM fails [MS].
    Per node at most `concurrent_vms_per_node` checkpoints are made at once [P].
 2. Only when the whole set is ready, one hardware snapshot set covers every LUN involved (at
-   most `max_luns_per_set` LUNs per set, else several sets) [seeds, MS]. The set node
+   most `max_luns_per_set` LUNs per set, else several sets) [seeds, MS]: the writers are
+   enumerated once for the set (KB4014317 no longer applies per VM), the array commits it as one
+   consistency-group snapshot and its LUNs are surfaced on the set node once. The set node
    coordinates with each CSV owner; each CSV is redirected only for the metadata operation.
 3. Each checkpoint becomes a reference point and its AVHDX is merged; VMs run on AVHDX from
    their checkpoint until that merge (`avhdx_vm_s`) [seeds]. The copy reads only what RCT says
@@ -88,7 +90,7 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
                 job.thaw(vm, node)
             job.ensure_host(vm, node)
             checkpoints[vm] = cm.array.create_checkpoint(vm, kind)
-            job.cap.checkpoint(vm, env.now, flushed=(kind == "production"), rct=spec.has_rct)
+            job.cap.checkpoint(vm, env.now, flushed=(kind == "production"))
             kinds[vm] = kind
             job.critical.discard(vm)  # the checkpoint is durable on the CSV: the VM may move
 
@@ -115,7 +117,7 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
         # ---- 3. reference points, merges and RCT copies ----
         procs3 = [env.process(_after_snapshot(job, vm, snaps[job.records[vm].spec.csv], checkpoints.pop(vm), kinds[vm]))
                   for vm in members]
-        copies.append(job.track(_release_when_done(job, procs3, list(snaps.values()))))
+        copies.append(job.track(_release_when_done(job, node, procs3, list(snaps.values()))))
     if copies:
         yield simpy.AllOf(env, copies)
 
@@ -128,6 +130,11 @@ def _take_set(job: BackupJob, node: str, luns: list[str], members: list[str], ch
         _fail_members(job, members, checkpoints, exc.reason)
         return None
     try:
+        try:
+            yield from job.writer_enumeration(node)
+        except StepFailed as exc:
+            _fail_members(job, members, checkpoints, exc.reason)
+            return None
         if job.cfg.csv_owner_coordination_s and any(cm.csvs[lun].coordinator != node for lun in luns):
             yield env.timeout(job.cfg.csv_owner_coordination_s)
         holds = [(cm.csvs[lun], cm.csvs[lun].hold("metadata", node)) for lun in luns]
@@ -146,12 +153,12 @@ def _take_set(job: BackupJob, node: str, luns: list[str], members: list[str], ch
             _fail_members(job, members, checkpoints, failed.reason)
             return None
         if res.over_hold_limit:
-            for s in res.snaps.values():
-                cm.array.release(s)
+            job.track(job.dispose(node, list(res.snaps.values()), surfaced=False))
             _fail_members(job, members, checkpoints, "vss_hold_writes_timeout")
             return None
         for vm in members:
             job.records[vm].snapshot_id = res.snaps[job.records[vm].spec.csv].sid
+        yield from job.surface(node, list(res.snaps.values()))
         return res.snaps
     finally:
         job.release_vss(node, lock)
@@ -185,8 +192,7 @@ def _after_snapshot(job: BackupJob, vm: str, snap: StorageSnapshot, cp: Checkpoi
         job.finalize(vm, "crash_consistent", rec.plan.reason)
 
 
-def _release_when_done(job: BackupJob, procs: list, snaps: list[StorageSnapshot]) -> Proc:  # type: ignore[type-arg]
+def _release_when_done(job: BackupJob, node: str, procs: list, snaps: list[StorageSnapshot]) -> Proc:  # type: ignore[type-arg]
     if procs:
         yield simpy.AllOf(job.env, procs)
-    for s in snaps:
-        job.cm.array.release(s)
+    yield from job.dispose(node, snaps)

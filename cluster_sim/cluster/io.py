@@ -1,4 +1,4 @@
-"""Steady VM I/O on the fluid network, and the I/O latency VMs feel.
+"""Steady VM I/O on the fluid network, and the I/O latency each VM feels.
 
 Each VM's workload is a steady demand (its read and write MiB/s) on its path: direct through
 its node's storage fabric to the array, or, while its CSV is redirected and its node is not the
@@ -6,27 +6,40 @@ coordinator, over SMB through both nodes' cluster NICs and the coordinator's fab
 of one template on the same node and CSV share a path and a demand, so one weighted flow
 stands for all of them (exact under max-min fairness; see kernel/fluid.py).
 
-Latency: each resource on the path is an M/M/1 queue, whose mean response time is
-R = S / (1 - rho) (Kleinrock, *Queueing Systems* vol. 1, 1975, eq. 3.26), S the unloaded
-service time and rho the utilisation, capped at `run.latency_rho_max` so a saturated link
-gives a large finite latency. A VM's I/O latency is the array's R plus each network hop's R.
-The array's utilisation is the highest of its read bandwidth, write bandwidth and back-end
-IOPS utilisations; back-end IOPS count copy-on-write: with read fraction r and a fraction f
-of writes hitting not-yet-copied blocks, a host I/O costs r + (1-r)(1+2f) back-end I/Os [V].
-Reported percentiles are over VMs and time (each VM's mean latency, weighted by duration).
+Latency is per VM, from its own path: each resource on it is an M/M/1 queue, whose mean
+response time is R = S / (1 - rho) (Kleinrock, *Queueing Systems* vol. 1, 1975, eq. 3.26), S the
+unloaded service time and rho the utilisation, capped at `run.latency_rho_max` so a saturated
+link gives a large finite latency. A VM's I/O latency is its LUN's array controller's R plus
+each network hop's R (its node's fabric, or the SMB hops and the coordinator's fabric while
+redirected). A controller's utilisation is the highest of the array's read and write bandwidth
+utilisations and its own back-end IOPS utilisation (the array's IOPS shared evenly between
+controllers [P]). Back-end IOPS count copy-on-write [V]: a write to a block not yet copied since
+a snapshot costs 3 back-end I/Os, so with read fraction r and a share f of writes hitting such
+blocks a host I/O costs r + (1-r)(1+2f). f is per snapshot and decays with the snapshot's age
+as blocks get copied (cluster/writes.py: f(t) = exp(-w t / H), H the data the VM's writes fall
+on); an array with a COW area per snapshot copies a block once per live snapshot that lacks
+it (the sum of f over live snapshots), the others once (the newest snapshot decides). Before
+2016 a vendor's change-tracking filter adds `change_tracking_write_overhead` to every write.
+Reported percentiles are over VMs and time (each VM's latency, weighted by duration); per CSV
+the mean latency of its VMs in each phase.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cluster_sim.cluster.csv import CsvTable
 from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, VmSpec, cluster_nic, fabric
+from cluster_sim.cluster.writes import cow_decay_s, cow_share
 from cluster_sim.kernel.fluid import Flow, FluidNetwork
 from cluster_sim.scenario import Scenario
+
+if TYPE_CHECKING:
+    from cluster_sim.cluster.storage import StorageArray
 
 _BINS = np.logspace(-3, 6, 901)  # latency histogram edges in ms: 0.001 ms .. 1000 s
 PHASES = ("baseline", "backup", "after")
@@ -42,6 +55,8 @@ class Group:
     write_mib_s: float
     read_ops_per_mib: float
     write_ops_per_mib: float
+    controller: int
+    cow_decay_s: float  # the template's copy-on-write time constant (cluster/writes.py)
     members: set[str] = field(default_factory=set)
     read_flow: Flow | None = None
     write_flow: Flow | None = None
@@ -49,29 +64,41 @@ class Group:
 
 
 class IoModel:
-    def __init__(self, sc: Scenario, net: FluidNetwork, csvs: CsvTable, vms: list[VmSpec]):
+    def __init__(self, sc: Scenario, net: FluidNetwork, csvs: CsvTable, vms: list[VmSpec],
+                 array: StorageArray | None = None):
         self.sc = sc
         self.net = net
         self.csvs = csvs
+        self.array = array
         self.spec = {v.name: v for v in vms}
         self.vm_group: dict[str, int] = {}
         self.groups: list[Group] = []
         self._gkey: dict[tuple[str, str, str], int] = {}
-        self.protected: dict[str, bool] = {c: False for c in csvs.volumes}
+        self._groups_of_csv: dict[str, list[int]] = {c: [] for c in csvs.volumes}
         arr = sc.storage.array
+        self._csv_names = list(csvs.volumes)
+        self._csv_index = {c: i for i, c in enumerate(self._csv_names)}
+        self._controllers = arr.controllers
+        self._ctrl_of_csv = {c: i % arr.controllers for i, c in enumerate(self._csv_names)}  # as the array
         self._cap = net.capacity
-        self._iops = arr.iops
+        self._iops_per_controller = arr.iops / arr.controllers
         self._s_array = arr.service_time_ms
         self._rho_max = sc.run.latency_rho_max
         self._series_step = sc.run.latency_series_step_s
+        self._block_mib = sc.storage.block_size_mib
         self._read_i = net.link(ARRAY_READ)
         self._write_i = net.link(ARRAY_WRITE)
+        self.write_overhead = 0.0  # change-tracking filter on the hosts (set before the cluster starts)
+        self._protected: set[str] = set()  # LUNs with live snapshots
+        self._cow_ticking = False
         nw = sc.cluster.networks
         self._hop_service = np.array(
             [nw.smb_hop_service_ms if n.startswith("cluster:") else nw.fabric_service_ms for n in net.link_names]
         )
-        # per-group path for latency: hop link indices padded with -1
+        # per-group path for latency: hop link indices padded with -1; controller; CSV index
         self._hops = np.full((0, 3), -1, dtype=int)
+        self._gctrl = np.zeros(0, dtype=int)
+        self._gcsv = np.zeros(0, dtype=int)
         self._counts = np.zeros(0)
         self._integral = np.zeros(0)  # latency x time per group (ms*s)
         self._vm_base: dict[str, float] = {}
@@ -80,6 +107,9 @@ class IoModel:
         self._vm_since: dict[str, float] = {}
         self.phase = "baseline"
         self.hist = {p: np.zeros(len(_BINS) - 1) for p in PHASES}
+        # per CSV and phase: sum of latency x VM-seconds, and VM-seconds
+        self.csv_lat = {p: np.zeros(len(self._csv_names)) for p in PHASES}
+        self.csv_time = {p: np.zeros(len(self._csv_names)) for p in PHASES}
         self.baseline_snapshot: tuple[np.ndarray, np.ndarray] | None = None
         self.series_t: list[float] = []
         self.series_p50: list[float] = []
@@ -98,9 +128,14 @@ class IoModel:
             w_ops = vm.write_iops / vm.write_mib_s if vm.write_mib_s > 0 else 0.0
             r_ops = vm.read_iops / vm.read_mib_s if vm.read_mib_s > 0 else 0.0
             gid = len(self.groups)
-            self.groups.append(Group(gid, node, vm.csv, vm.template, vm.read_mib_s, vm.write_mib_s, r_ops, w_ops))
+            ctrl = self._ctrl_of_csv[vm.csv]
+            self.groups.append(Group(gid, node, vm.csv, vm.template, vm.read_mib_s, vm.write_mib_s, r_ops, w_ops,
+                                     ctrl, cow_decay_s(vm)))
             self._gkey[key] = gid
+            self._groups_of_csv[vm.csv].append(gid)
             self._hops = np.vstack([self._hops, np.full((1, 3), -1, dtype=int)])
+            self._gctrl = np.append(self._gctrl, ctrl)
+            self._gcsv = np.append(self._gcsv, self._csv_index[vm.csv])
             self._counts = np.append(self._counts, 0.0)
             self._integral = np.append(self._integral, 0.0)
             self._last_lat = np.append(self._last_lat, 0.0)
@@ -140,13 +175,21 @@ class IoModel:
             return [cluster_nic(g.node), cluster_nic(vol.coordinator), fabric(vol.coordinator)], True
         return [fabric(g.node)], False
 
-    def _write_multiplier(self, csv: str) -> float:
-        if not self.protected[csv]:
-            return 1.0
+    def _write_multiplier(self, g: Group) -> float:
+        """Back-end I/Os per host write on this group's LUN now (copy-on-write, change tracking)."""
+        m = 1.0 + self.write_overhead
+        if g.csv not in self._protected or self.array is None:
+            return m
         arr = self.sc.storage.array
-        if arr.snapshot_style == "cow":
-            return 1.0 + 2.0 * arr.cow_first_write_fraction
-        return 1.0 + arr.row_metadata_overhead
+        if arr.snapshot_style == "row":
+            return m * (1.0 + arr.row_metadata_overhead)
+        now = self.net.env.now
+        ages = [now - t for t in self.array.live_snapshot_times(g.csv)]
+        if arr.cow_per_snapshot:
+            f = sum(cow_share(g.cow_decay_s, a) for a in ages)
+        else:
+            f = cow_share(g.cow_decay_s, min(ages)) if ages else 0.0
+        return m * (1.0 + 2.0 * f)
 
     def _refresh(self, g: Group) -> None:
         """(Re)build a group's two flows for its current members and path."""
@@ -164,48 +207,76 @@ class IoModel:
             return
         if g.read_mib_s > 0:
             g.read_flow = self.net.start(path + [ARRAY_READ], cap_mib_s=n * g.read_mib_s, weight=n,
-                                         tag=("vm_io", g.gid, "read"), ops_per_mib=g.read_ops_per_mib)
+                                         tag=("vm_io", g.gid, "read"), ops_per_mib=g.read_ops_per_mib,
+                                         ops_class=g.controller)
         if g.write_mib_s > 0:
             g.write_flow = self.net.start(path + [ARRAY_WRITE], cap_mib_s=n * g.write_mib_s, weight=n,
                                           tag=("vm_io", g.gid, "write"),
-                                          ops_per_mib=g.write_ops_per_mib * self._write_multiplier(g.csv))
+                                          ops_per_mib=g.write_ops_per_mib * self._write_multiplier(g),
+                                          ops_class=g.controller)
 
     def _csv_changed(self, csv: str) -> None:
-        for g in self.groups:
-            if g.csv == csv and g.members and self._path(g)[1] != g.redirected:
-                self._refresh(g)
-            elif g.csv == csv and g.members and g.redirected:
-                self._refresh(g)  # coordinator moved while redirected
+        for gid in self._groups_of_csv[csv]:
+            g = self.groups[gid]
+            if g.members and (self._path(g)[1] != g.redirected or g.redirected):
+                self._refresh(g)  # redirected or back, or the coordinator moved while redirected
 
-    def set_protected(self, csv: str, on: bool) -> None:
-        """A storage snapshot exists (or no longer) on this LUN: writes pay copy-on-write."""
-        self.protected[csv] = on
-        for g in self.groups:
-            if g.csv == csv and g.write_flow is not None:
-                self.net.set_ops(g.write_flow, g.write_ops_per_mib * self._write_multiplier(csv))
+    def protection_changed(self, csv: str) -> None:
+        """The live snapshots on a LUN changed: re-price its groups' writes (copy-on-write)."""
+        if self.array is None:
+            return
+        if self.array.luns[csv].existing:
+            self._protected.add(csv)
+        else:
+            self._protected.discard(csv)
+        self._reprice(csv)
+        if self._protected and not self._cow_ticking:
+            self._cow_ticking = True
+            self.net.env.process(self._cow_ticker())
+
+    def _reprice(self, csv: str) -> None:
+        for gid in self._groups_of_csv[csv]:
+            g = self.groups[gid]
+            if g.write_flow is not None:
+                self.net.set_ops(g.write_flow, g.write_ops_per_mib * self._write_multiplier(g))
+
+    def _cow_ticker(self):  # type: ignore[no-untyped-def]
+        """While snapshots exist, the copy-on-write share decays: re-price every
+        `cow_update_interval_s` (the fluid model holds rates constant between changes)."""
+        step = self.sc.storage.array.cow_update_interval_s
+        while self._protected:
+            yield self.net.env.timeout(step)
+            for csv in sorted(self._protected):
+                self._reprice(csv)
+        self._cow_ticking = False
 
     # -- latency ---------------------------------------------------------------------------------
     def _latencies(self) -> np.ndarray:
         net = self.net
         load = net.hist_load[-1]
         rho = np.minimum(load / self._cap, self._rho_max)
-        rho_arr = max(net.hist_ops[-1] / self._iops, rho[self._read_i], rho[self._write_i])
-        rho_arr = min(rho_arr, self._rho_max)
-        array_term = self._s_array / (1.0 - rho_arr)
+        bandwidth = max(rho[self._read_i], rho[self._write_i])
+        rho_ctrl = np.minimum(np.maximum(net.hist_ops_class[-1] / self._iops_per_controller, bandwidth),
+                              self._rho_max)
+        array_term = self._s_array / (1.0 - rho_ctrl)  # per controller
         hop_r = self._hop_service / (1.0 - rho)  # per link
         hop_r = np.append(hop_r, 0.0)  # index -1 -> 0
-        return array_term + hop_r[self._hops].sum(axis=1)
+        return array_term[self._gctrl] + hop_r[self._hops].sum(axis=1)
 
     def _settle(self) -> None:
         """Account for time since the last rate change, at the latencies then in force."""
         now = self.net.env.now
         dt = now - self._last_t
         if dt > 0 and len(self._last_lat):
-            w = self._counts[: len(self._last_lat)] * dt
-            self._integral[: len(self._last_lat)] += self._last_lat * dt
+            k = len(self._last_lat)
+            w = self._counts[:k] * dt
+            self._integral[:k] += self._last_lat * dt
             if w.sum() > 0:
                 idx = np.clip(np.searchsorted(_BINS, self._last_lat) - 1, 0, len(_BINS) - 2)
                 self.hist[self.phase] += np.bincount(idx, weights=w, minlength=len(_BINS) - 1)
+                n_csv = len(self._csv_names)
+                self.csv_lat[self.phase] += np.bincount(self._gcsv[:k], weights=self._last_lat * w, minlength=n_csv)
+                self.csv_time[self.phase] += np.bincount(self._gcsv[:k], weights=w, minlength=n_csv)
         self._last_t = now
 
     def _on_rates(self) -> None:
@@ -248,6 +319,20 @@ class IoModel:
             self._vm_base[vm] = self._integral[gid]
             self._vm_time[vm] = self._vm_time.get(vm, 0.0) + self.net.env.now - self._vm_since[vm]
             self._vm_since[vm] = self.net.env.now
+
+    def csv_mean_latency_ms(self, csv: str, phase: str) -> float:
+        """Mean I/O latency of the CSV's VMs in a phase (baseline: the state before the backup
+        began, when it began at once)."""
+        i = self._csv_index[csv]
+        t = self.csv_time[phase][i]
+        if t > 0:
+            return float(self.csv_lat[phase][i] / t)
+        if phase == "baseline" and self.baseline_snapshot is not None:
+            lat, cnt = self.baseline_snapshot
+            mine = self._gcsv[: len(cnt)] == i
+            w = cnt[mine].sum()
+            return float((lat[mine] * cnt[mine]).sum() / w) if w > 0 else math.nan
+        return math.nan
 
     def vm_mean_latency_ms(self, vm: str) -> float:
         t = self._vm_time.get(vm, 0.0)

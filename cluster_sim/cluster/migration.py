@@ -15,7 +15,8 @@ and ratio lam = D / R < 1, round i sends V * lam**i and lasts V * lam**i / R. Af
     downtime  = V * lam**n / R           (+ resume time)
 Dirtying is capped by the working set: a round never leaves more than working_set_fraction * V
 to resend (as SimGrid's model). With lam >= 1 pre-copy does not converge; it stops at
-`max_rounds` or when the total sent would pass `max_total_factor * V`, and the blackout is long.
+`max_rounds` or once the total sent has passed `max_total_factor * V` (checked after each round,
+as Xen's pre-copy does), and the blackout is long.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def precopy(
         if rounds >= max_rounds:
             reason, converged = "max_rounds", False
             break
-        if sent + remaining > max_total_factor * memory_mib:
+        if sent > max_total_factor * memory_mib:  # checked after the round, as Xen does
             reason, converged = "max_total", False
             break
         to_send = remaining
@@ -222,7 +223,7 @@ class Migrations:
             if rounds >= cfg.max_rounds:
                 reason = "max_rounds"
                 break
-            if sent + remaining > cfg.max_total_factor * mem:
+            if sent > cfg.max_total_factor * mem:  # checked after the round, as Xen does
                 reason = "max_total"
                 break
             to_send = remaining

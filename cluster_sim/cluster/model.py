@@ -52,12 +52,12 @@ class ClusterModel:
         self.vms = vms
         self.spec = {v.name: v for v in vms}
         self.nodes = [node_name(i) for i in range(sc.cluster.nodes)]
-        self.net = FluidNetwork(self.env, link_capacities(sc), self.hooks)
+        self.net = FluidNetwork(self.env, link_capacities(sc), self.hooks, ops_classes=sc.storage.array.controllers)
         coords = {csv_name(i): initial_coordinator(i, sc.cluster.nodes) for i in range(sc.storage.csvs)}
         self.csvs = CsvTable(self.env, coords, self.trace)
         self.array = StorageArray(self.env, sc.storage.array, list(coords), self.trace)
-        self.io = IoModel(sc, self.net, self.csvs, vms)
-        self.array.on_protection_change = self.io.set_protected
+        self.io = IoModel(sc, self.net, self.csvs, vms, self.array)
+        self.array.on_protection_change = self.io.protection_changed
         self.gateway = NodeGateway(self.env, self.hooks, backend)
         self.gateway.on_down = self._found_down
         self.host: dict[str, str] = {v.name: v.node for v in vms}  # cluster configuration: VM -> owner node
@@ -83,19 +83,14 @@ class ClusterModel:
         self.plane: DataPlane | None = None
         if sc.backup is not None and sc.backup.verify:
             tpl = {t.template: t.workload for t in sc.fleet}
-            self.plane = DataPlane(
-                vms, streams, sc.storage.block_size_mib,
-                zipf={v.name: tpl[v.template].write_skew_zipf_s for v in vms},
-                flush={v.name: tpl[v.template].guest_flush_interval_s for v in vms},
-            )
+            self.plane = DataPlane(vms, streams, sc.storage.block_size_mib,
+                                   flush={v.name: tpl[v.template].guest_flush_interval_s for v in vms})
         self.chains: dict[str, Any] = {}
-        first = (sc.backup.schedule[0].mode if sc.backup and sc.backup.schedule else
-                 sc.backup.mode if sc.backup else "full")
-        if self.plane is not None and first == "incremental":
-            # the job is a nightly incremental: the previous backup (a full) was taken
-            # `incremental_interval_s` before the start, and the disks changed since
-            for v in vms:
-                self.chains[v.name] = self.plane.pre_age(v.name, sc.backup.incremental_interval_s)
+        # subscribers: a VM now belongs to another host (vm, src, dst); a VM's host died under it
+        # while it ran (vm, node)
+        self.move_listeners: list[Callable[[str, str, str], None]] = []
+        self._inventory: dict[str, tuple[int, int]] | None = None
+        self.crash_listeners: list[Callable[[str, str], None]] = []
 
     # -- set-up ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -137,6 +132,16 @@ class ClusterModel:
         cands = self.candidates(exclude)
         return min(cands, key=lambda n: (counts.get(n, 0), self.nodes.index(n))) if cands else None
 
+    def node_inventory(self) -> dict[str, tuple[int, int]]:
+        """Per node, the VMs it owns (running or not) and their VHDs (cached until a VM moves)."""
+        if self._inventory is None:
+            inv: dict[str, list[int]] = {n: [0, 0] for n in self.nodes}
+            for vm, h in self.host.items():
+                inv[h][0] += 1
+                inv[h][1] += len(self.spec[vm].disks)
+            self._inventory = {n: (a, b) for n, (a, b) in inv.items()}
+        return self._inventory
+
     def vm_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {n: 0 for n in self.nodes}
         for h in self.host.values():
@@ -152,11 +157,14 @@ class ClusterModel:
         """The VM now belongs to `dst` (end of a live migration, or an off VM's move)."""
         spec = self.spec[vm]
         self.host[vm] = dst
+        self._inventory = None
         self.visited[vm].append(dst)
         self.gateway.cast(src, "evict", vm)
         self.gateway.cast(dst, "host", [(vm, "running" if spec.running else "off")])
         if spec.running and dst in self.alive:
             self.io.move_vm(vm, dst)
+        for fn in self.move_listeners:
+            fn(vm, src, dst)
 
     def busy(self) -> bool:
         """Cluster work still under way: failures not yet detected, VMs booting, VMs moving."""
@@ -182,12 +190,14 @@ class ClusterModel:
         self.alive.discard(node)
         self.crashed_at[node] = self.env.now
         self.incarnation[node] += 1
-        rct_survives = self.sc.backup.rct_survives_crash if self.sc.backup else False
         for vm in self.vms_on(node):
             self.io.stop_vm(vm)
             self.saved.discard(vm)
-            if self.plane is not None and self.spec[vm].running:
-                self.plane.stop_writes(vm, self.env.now, crashed=True, rct_survives=rct_survives)
+            if self.spec[vm].running:
+                if self.plane is not None:
+                    self.plane.stop_writes(vm, self.env.now, crashed=True)
+                for fn in self.crash_listeners:
+                    fn(vm, node)
         from cluster_sim.cluster.topology import cluster_nic, fabric, lm_nic
 
         links = [fabric(node), cluster_nic(node), lm_nic(node, self.sc.cluster.networks.shared_cluster_and_lm)]
@@ -209,12 +219,10 @@ class ClusterModel:
         """The cluster service declares `node` failed: fail its VMs over, move its CSVs."""
         self.up.discard(node)
         hosted = self.vms_on(node)
-        rct_survives = self.sc.backup.rct_survives_crash if self.sc.backup else False
         for vm in hosted:
             self.io.stop_vm(vm)
             if self.plane is not None and self.spec[vm].running:  # no-op if the crash already did
-                self.plane.stop_writes(vm, self.crashed_at.get(node, self.env.now), crashed=True,
-                                       rct_survives=rct_survives)
+                self.plane.stop_writes(vm, self.crashed_at.get(node, self.env.now), crashed=True)
         self.failures.append(NodeFailure(node, self.env.now, how, len(hosted)))
         self.trace("node_failed", node=node, how=how, vms_down=len(hosted))
         survivors = self.candidates()
@@ -243,8 +251,11 @@ class ClusterModel:
             old = self.host[vm]
             self.unplaced.discard(vm)
             self.host[vm] = target
+            self._inventory = None
             self.visited[vm].append(target)
             self.booting.add(vm)
+            for fn in self.move_listeners:
+                fn(vm, old, target)
             token = self._boot_seq = getattr(self, "_boot_seq", 0) + 1
             self.boot_token[vm] = token
             self.env.process(self._restart_vm(vm, target, self.crashed_at.get(old, self.env.now), token))

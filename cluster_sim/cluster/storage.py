@@ -1,9 +1,18 @@
 """The shared storage array: LUNs (one per CSV), the hardware snapshot provider, checkpoints.
 
 Durable state lives here, on the driver: storage snapshots and AVHDX checkpoints survive a
-node crash. The array serves snapshot requests one at a time per controller; a commit costs
-`snapshot_commit_base_s` plus a queueing cost per snapshot pending on the controller and per
-snapshot already on the LUN [P] (DOMAIN.md, Storage array).
+node crash.
+
+A hardware shadow-copy set is committed as one operation: VSS holds writes on every volume of
+the set and asks the provider to commit them together, and the array makes one
+consistency-group snapshot across the set's LUNs [MS, V]. The array serves snapshot requests
+(set commits and deletions) one at a time per controller [P]; a set waits for every controller
+that owns one of its LUNs (taken in a fixed order), so sets from other nodes queue and that wait
+counts against the hold-writes limit, while a set's own LUNs never queue behind each other. A
+commit costs `snapshot_commit_base_s` + `snapshot_commit_per_lun_s` per LUN after the first +
+`snapshot_commit_per_pending_s` per other request pending at its controllers +
+`snapshot_commit_per_existing_s` per snapshot already on its fullest LUN [P]. Deleting a
+snapshot after its copy is another request at its LUN's controller (`snapshot_delete_s`).
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ class SnapshotFailure(Exception):
 
 @dataclass
 class CommitResult:
-    snapshot: StorageSnapshot
+    snapshots: dict[str, StorageSnapshot]  # csv -> its LUN's snapshot
     waited_s: float
     commit_s: float
 
@@ -73,63 +82,109 @@ class StorageArray:
         self.trace = trace
         self.luns = {c: Lun(c, i % cfg.controllers) for i, c in enumerate(csvs)}
         self.controllers = [simpy.Resource(env, capacity=1) for _ in range(cfg.controllers)]
-        self.pending_per_controller = [0] * cfg.controllers
-        self.pending = 0
+        self.pending_per_controller = [0] * cfg.controllers  # requests queued or served
+        self.pending = 0  # LUN snapshots requested and not yet committed (or failed)
         self.peak_pending = 0
-        self.created = 0
+        self.created = 0  # LUN snapshots (a set over k LUNs creates k)
+        self.commits = 0  # set commits (consistency groups)
         self.failed = 0
+        self.deleted = 0
         self.snapshots: dict[str, StorageSnapshot] = {}
         self.checkpoints: dict[str, Checkpoint] = {}
+        self.live_checkpoints: dict[str, int] = {}  # VM -> its AVHDX checkpoints not yet merged
         self._seq = 0
-        self.on_protection_change: Callable[[str, bool], None] | None = None
+        # called with (csv) whenever the set of live snapshots on a LUN changes
+        self.on_protection_change: Callable[[str], None] | None = None
 
     # -- storage snapshots ---------------------------------------------------------------------
-    def commit_time_s(self, lun: Lun) -> float:
+    def commit_time_s(self, luns: list[Lun]) -> float:
         c = self.cfg
+        ctrls = {lun.controller for lun in luns}
+        others = sum(self.pending_per_controller[k] for k in ctrls) - len(ctrls)  # not this request
         return (
             c.snapshot_commit_base_s
-            + c.snapshot_commit_per_pending_s * max(0, self.pending_per_controller[lun.controller] - 1)
-            + c.snapshot_commit_per_existing_s * len(lun.existing)
+            + c.snapshot_commit_per_lun_s * max(0, len(luns) - 1)
+            + c.snapshot_commit_per_pending_s * max(0, others)
+            + c.snapshot_commit_per_existing_s * max(len(lun.existing) for lun in luns)
         )
 
-    def snapshot(self, csv: str, requester: str, set_id: str, vms: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
-        """SimPy process: queue for the LUN's controller, commit, return CommitResult.
-
-        Raises SnapshotFailure with a code (`snapshot_limit`, or an injected fault) instead."""
-        lun = self.luns[csv]
-        t0 = self.env.now
-        self.pending += 1
-        self.pending_per_controller[lun.controller] += 1
-        self.peak_pending = max(self.peak_pending, self.pending)
-        self.trace("snapshot_requested", csv=csv, node=requester, set=set_id, pending=self.pending)
+    def _take_controllers(self, ctrls: list[int]):  # type: ignore[no-untyped-def]
+        """SimPy process: request each controller in index order (no deadlock between sets);
+        returns the granted requests."""
+        reqs = []
         try:
-            with self.controllers[lun.controller].request() as req:
+            for k in ctrls:
+                req = self.controllers[k].request()
+                reqs.append((k, req))
                 yield req
-                if len(lun.existing) >= self.cfg.max_snapshots_per_lun:
-                    self.failed += 1
-                    self.trace("snapshot_failed", csv=csv, node=requester, set=set_id, code="snapshot_limit")
-                    raise SnapshotFailure("snapshot_limit", csv, f"{len(lun.existing)} snapshots exist")
-                commit = self.commit_time_s(lun)
-                yield self.env.timeout(commit)
-                if lun.faults:
-                    code = lun.faults.pop(0)
-                    self.failed += 1
-                    self.trace("snapshot_failed", csv=csv, node=requester, set=set_id, code=code)
-                    raise SnapshotFailure(code, csv, "injected fault")
+        except BaseException:
+            self._give_back(reqs)
+            raise
+        return reqs
+
+    def _give_back(self, reqs) -> None:  # type: ignore[no-untyped-def]
+        for k, req in reqs:
+            self.controllers[k].release(req)
+
+    def snapshot_set(self, csvs: list[str], requester: str, set_id: str, vms: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+        """SimPy process: one consistency-group commit over `csvs`; returns CommitResult with one
+        snapshot per LUN. Raises SnapshotFailure (`snapshot_limit` or an injected fault on any LUN:
+        the set fails whole, and every LUN's first injected fault is used up) instead."""
+        luns = [self.luns[c] for c in csvs]
+        ctrls = sorted({lun.controller for lun in luns})
+        t0 = self.env.now
+        self.pending += len(luns)
+        self.peak_pending = max(self.peak_pending, self.pending)
+        for k in ctrls:
+            self.pending_per_controller[k] += 1
+        for c in csvs:
+            self.trace("snapshot_requested", csv=c, node=requester, set=set_id, pending=self.pending)
+        reqs = []
+        try:
+            reqs = yield from self._take_controllers(ctrls)
+            full = [lun for lun in luns if len(lun.existing) >= self.cfg.max_snapshots_per_lun]
+            if full:
+                self.failed += 1
+                self.trace("snapshot_failed", csv=full[0].csv, node=requester, set=set_id, code="snapshot_limit",
+                           luns=len(luns))
+                raise SnapshotFailure("snapshot_limit", full[0].csv, f"{len(full[0].existing)} snapshots exist")
+            commit = self.commit_time_s(luns)
+            yield self.env.timeout(commit)
+            faulted = [(lun, lun.faults.pop(0)) for lun in luns if lun.faults]
+            if faulted:
+                lun, code = faulted[0]
+                self.failed += 1
+                self.trace("snapshot_failed", csv=lun.csv, node=requester, set=set_id, code=code, luns=len(luns))
+                raise SnapshotFailure(code, lun.csv, "injected fault")
+            snaps = {}
+            waited = self.env.now - t0 - commit
+            for lun in luns:  # one consistency group: every LUN's snapshot at the same instant
                 self._seq += 1
-                snap = StorageSnapshot(f"snap-{self._seq:06d}", csv, requester, set_id, self.env.now, vms)
+                snap = StorageSnapshot(f"snap-{self._seq:06d}", lun.csv, requester, set_id, self.env.now, vms)
                 lun.existing[snap.sid] = snap
                 lun.peak_existing = max(lun.peak_existing, len(lun.existing))
                 self.snapshots[snap.sid] = snap
                 self.created += 1
-                self.trace("snapshot_created", csv=csv, node=requester, set=set_id, snapshot=snap.sid,
-                           wait_s=round(self.env.now - t0 - commit, 6), commit_s=round(commit, 6))
-                if len(lun.existing) == 1 and self.on_protection_change:
-                    self.on_protection_change(csv, True)
-                return CommitResult(snap, self.env.now - t0 - commit, commit)
+                snaps[lun.csv] = snap
+                self.trace("snapshot_created", csv=lun.csv, node=requester, set=set_id, snapshot=snap.sid,
+                           wait_s=round(waited, 6), commit_s=round(commit, 6))
+            self.commits += 1
+            for lun in luns:
+                self._protection_changed(lun.csv)
+            return CommitResult(snaps, waited, commit)
         finally:
-            self.pending -= 1
-            self.pending_per_controller[lun.controller] -= 1
+            self._give_back(reqs)
+            self.pending -= len(luns)
+            for k in ctrls:
+                self.pending_per_controller[k] -= 1
+
+    def _protection_changed(self, csv: str) -> None:
+        if self.on_protection_change:
+            self.on_protection_change(csv)
+
+    def live_snapshot_times(self, csv: str) -> list[float]:
+        """Creation times of the snapshots that exist on a LUN now (copy-on-write state)."""
+        return [s.created_s for s in self.luns[csv].existing.values()]
 
     def software_snapshot(self, csv: str, host: str, set_id: str, vms: tuple[str, ...] = ()) -> StorageSnapshot:
         """Software provider (volsnap): copy-on-write on the coordinator, not an array snapshot."""
@@ -149,19 +204,40 @@ class StorageArray:
         lun.peak_existing = max(lun.peak_existing, len(lun.existing))
         self.snapshots[snap.sid] = snap
         self.trace("snapshot_created", csv=csv, node=host, set=set_id, snapshot=snap.sid, software=True)
-        if len(lun.existing) == 1 and self.on_protection_change:
-            self.on_protection_change(csv, True)
+        self._protection_changed(csv)
         return snap
 
     def release(self, snap: StorageSnapshot) -> None:
+        """The snapshot no longer exists for its LUN (no copy-on-write for it, no limit slot).
+        A hardware snapshot's deletion work at the array is `delete` (a request at its controller)."""
         if snap.released_s is not None:
             return
         lun = self.luns[snap.csv]
         snap.released_s = self.env.now
         lun.existing.pop(snap.sid, None)
         self.trace("snapshot_released", csv=snap.csv, snapshot=snap.sid)
-        if not lun.existing and self.on_protection_change:
-            self.on_protection_change(snap.csv, False)
+        self._protection_changed(snap.csv)
+
+    def delete(self, snaps: list[StorageSnapshot]):  # type: ignore[no-untyped-def]
+        """SimPy process: delete hardware snapshots at the array, each a request at its LUN's
+        controller (`snapshot_delete_s` plus the per-existing cost); software snapshots and ones
+        already gone are released at once."""
+        for snap in snaps:
+            if snap.software or snap.released_s is not None:
+                self.release(snap)
+                continue
+            lun = self.luns[snap.csv]
+            k = lun.controller
+            self.pending_per_controller[k] += 1
+            try:
+                with self.controllers[k].request() as req:
+                    yield req
+                    yield self.env.timeout(self.cfg.snapshot_delete_s
+                                           + self.cfg.snapshot_commit_per_existing_s * max(0, len(lun.existing) - 1))
+                    self.deleted += 1
+                    self.release(snap)
+            finally:
+                self.pending_per_controller[k] -= 1
 
     def inject_fault(self, csv: str, code: str, count: int = 1) -> None:
         self.luns[csv].faults.extend([code] * count)
@@ -171,12 +247,18 @@ class StorageArray:
         self._seq += 1
         cp = Checkpoint(f"cp-{self._seq:06d}", vm, kind, self.env.now)
         self.checkpoints[cp.cid] = cp
+        self.live_checkpoints[vm] = self.live_checkpoints.get(vm, 0) + 1
         self.trace("checkpoint_created", vm=vm, checkpoint=cp.cid, kind=kind)
         return cp
 
     def merge_checkpoint(self, cp: Checkpoint) -> None:
         if cp.merged_s is None:
             cp.merged_s = self.env.now
+            left = self.live_checkpoints.get(cp.vm, 0) - 1
+            if left > 0:
+                self.live_checkpoints[cp.vm] = left
+            else:
+                self.live_checkpoints.pop(cp.vm, None)
             self.trace("checkpoint_merged", vm=cp.vm, checkpoint=cp.cid)
 
     # -- accounting ------------------------------------------------------------------------------
@@ -185,6 +267,10 @@ class StorageArray:
 
     def leaked_checkpoints(self) -> list[Checkpoint]:
         return [c for c in self.checkpoints.values() if c.merged_s is None]
+
+    def existing_count(self) -> int:
+        """Snapshots that exist on the array now, all LUNs together."""
+        return sum(len(lun.existing) for lun in self.luns.values())
 
     def peak_per_lun(self) -> int:
         return max((lun.peak_existing for lun in self.luns.values()), default=0)

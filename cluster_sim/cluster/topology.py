@@ -70,6 +70,8 @@ class VmSpec:
     write_iops: float
     dirty_mib_s: float
     working_set_fraction: float
+    daily_change_fraction: float = 0.05
+    write_skew_zipf_s: float = 1.0
 
     @property
     def used_mib(self) -> float:
@@ -108,6 +110,8 @@ def _vm(t: Template, k: int, index: int, node: str, csv: str) -> VmSpec:
         write_iops=w.write_iops,
         dirty_mib_s=w.dirty_mib_s,
         working_set_fraction=w.working_set_fraction,
+        daily_change_fraction=w.daily_change_fraction,
+        write_skew_zipf_s=w.write_skew_zipf_s,
     )
 
 

@@ -4,19 +4,21 @@ Each VM's disks are one vector of blocks (`storage.block_size_mib`, 64 MiB by de
 their used space. A block's value is the version of the last write that reached it; versions
 grow with time, and each maps to the instant it was materialised at.
 
-Writes: a VM writes `write_iops` I/Os per second, each to one block of its working set
-(`working_set_fraction` of its blocks) chosen with Zipf popularity (`write_skew_zipf_s`). Over a
-running interval of length d, block b is written at least once with probability
-1 - exp(-lambda_b d) (Poisson arrivals), drawn from the VM's own random stream. Writes are
-advanced lazily, in one vectorised slice per VM, up to the instant a control-plane step needs.
+Writes: each block of the VM's working set (`working_set_fraction` of its blocks, placed at
+random) changes as a Poisson process whose rate follows Zipf popularity (`write_skew_zipf_s`),
+the total calibrated to the VM's `daily_change_fraction` (cluster/writes.py: the same process
+gives the analytic byte counts and copy-on-write's decay). Over a running interval of length d,
+block b changes at least once with probability 1 - exp(-lambda_b d), drawn from the VM's own
+random stream. Writes are advanced lazily, in one vectorised slice per VM, up to the instant a
+control-plane step needs.
 
 Durability: the guest keeps recent writes in its cache and flushes every
 `guest_flush_interval_s` [P] and at a VSS freeze. The disk state is only ever materialised at
 flush instants, so a crash loses exactly the writes since the last flush (the guest cache,
 volatile, on the host), and the durable vector (with the storage array) keeps the rest.
 
-RCT: each VM keeps the set of blocks changed since its last reference point; it follows the
-disk through migrations and is lost on a crash when `backup.rct_survives_crash` is false [P].
+Change tracking (RCT, a vendor's filter driver) is kept by the backup (backup/tracking.py): it
+holds a reference version per VM, and `changed_since` lists the blocks newer than it.
 """
 
 from __future__ import annotations
@@ -26,22 +28,23 @@ import math
 import numpy as np
 
 from cluster_sim.cluster.topology import VmSpec
+from cluster_sim.cluster.writes import write_model
 from cluster_sim.kernel.rng import Streams
 
 
 class VmDisk:
     __slots__ = ("vm", "n", "hot", "rate", "versions", "t_mat", "phase", "flush_s", "explicit_flush",
-                 "down", "rct_ref", "rct_valid", "rng", "block_mib")
+                 "down", "rng", "block_mib")
 
-    def __init__(self, spec: VmSpec, block_mib: float, flush_s: float, zipf_s: float, rng: np.random.Generator):
+    def __init__(self, spec: VmSpec, block_mib: float, flush_s: float, rng: np.random.Generator):
         self.vm = spec.name
         self.block_mib = block_mib
-        self.n = max(1, sum(math.ceil(d.used_mib / block_mib) for d in spec.disks))
-        ws = max(1, round(self.n * spec.working_set_fraction))
+        model = write_model(spec, block_mib)
+        self.n = model.n
+        ws = model.ws
         self.hot = np.sort(rng.choice(self.n, size=ws, replace=False))
-        weights = 1.0 / np.arange(1, ws + 1) ** zipf_s
-        weights = weights[rng.permutation(ws)]  # popularity is not tied to block order
-        self.rate = spec.write_iops * weights / weights.sum()  # writes/s hitting each hot block
+        # popularity is not tied to block order: the rates of the model, in a random order
+        self.rate = model.rates[rng.permutation(ws)]  # changes/s of each working-set block
         self.versions = np.zeros(self.n, dtype=np.int32)  # version 0: the disk as it was at t=0
         self.t_mat = 0.0
         self.phase = float(rng.uniform(0.0, flush_s)) if flush_s > 0 else 0.0
@@ -49,9 +52,6 @@ class VmDisk:
         self.explicit_flush = 0.0
         # [start, end] intervals without writes (end inf: still down); a VM that is off never writes
         self.down: list[list[float]] = [] if spec.running else [[0.0, math.inf]]
-        # RCT: blocks whose version is above rct_ref changed since the last reference point
-        self.rct_ref = 0
-        self.rct_valid = False  # no reference point yet
         self.rng = rng
 
     def last_flush(self, t: float) -> float:
@@ -73,12 +73,10 @@ class VmDisk:
 
 
 class DataPlane:
-    def __init__(self, vms: list[VmSpec], streams: Streams, block_mib: float, zipf: dict[str, float],
-                 flush: dict[str, float]):
+    def __init__(self, vms: list[VmSpec], streams: Streams, block_mib: float, flush: dict[str, float]):
         self.block_mib = block_mib
         self.disks = {
-            v.name: VmDisk(v, block_mib, flush[v.name], zipf[v.name], streams.get("vm", v.name, "data"))
-            for v in vms
+            v.name: VmDisk(v, block_mib, flush[v.name], streams.get("vm", v.name, "data")) for v in vms
         }
         self.version_time: list[float] = [0.0]  # version id -> instant it stands for
         self.blocks_written = 0
@@ -114,8 +112,9 @@ class DataPlane:
         return d.versions.copy()
 
     def pre_age(self, vm: str, seconds: float) -> np.ndarray:
-        """A previous backup took a reference point `seconds` before t=0: write that much
-        history into the disk and its RCT set; returns the disk as that backup saw it."""
+        """A previous backup was taken `seconds` before t=0: write that much history into the disk
+        (as version 1 and later, so a reference version of 0 separates it); returns the disk as
+        that backup saw it."""
         d = self.disks[vm]
         before = d.versions.copy()
         if seconds > 0 and len(d.hot) and d.running_time(0.0, 1.0) > 0:
@@ -124,12 +123,10 @@ class DataPlane:
             if len(hit):
                 self.version_time.append(0.0)
                 d.versions[hit] = len(self.version_time) - 1
-        d.rct_ref = 0  # the previous backup saw the disk before these writes
-        d.rct_valid = True
         return before
 
     # -- run state ----------------------------------------------------------------------------------
-    def stop_writes(self, vm: str, t: float, crashed: bool, rct_survives: bool) -> None:
+    def stop_writes(self, vm: str, t: float, crashed: bool) -> None:
         """The VM stops writing at t: saved/paused (cache kept), or its host crashed (cache lost)."""
         d = self.disks[vm]
         if d.down and d.down[-1][1] == math.inf:
@@ -138,8 +135,6 @@ class DataPlane:
             t0 = d.last_flush(t)
             self._advance(d, t0)  # what reached the disk; the rest died in the guest cache
             d.down.append([t0, math.inf])
-            if not rct_survives:
-                d.rct_valid = False
         else:
             self._advance(d, t)
             d.down.append([t, math.inf])
@@ -149,29 +144,14 @@ class DataPlane:
         if d.down and d.down[-1][1] == math.inf:
             d.down[-1][1] = t
 
-    # -- RCT ----------------------------------------------------------------------------------------
+    # -- change tracking ------------------------------------------------------------------------
     def current_version(self) -> int:
-        """The newest version so far: a reference point taken now separates what came before."""
+        """The newest version so far: every block materialised later has a higher version."""
         return len(self.version_time) - 1
 
-    def commit_reference(self, vm: str, version: int) -> None:
-        """A backup succeeded: its checkpoint (taken when `version` was newest) becomes the
-        reference point. Only then: a failed attempt must not move the reference."""
-        d = self.disks[vm]
-        d.rct_ref = version
-        d.rct_valid = True
-
-    def reference_point(self, vm: str) -> None:
-        """Take a reference point now (the disk as materialised so far)."""
-        self.commit_reference(vm, self.current_version())
-
-    def changed_since_reference(self, vm: str, image: np.ndarray | None = None) -> np.ndarray | None:
-        """Blocks of `image` (default: the disk as materialised) changed since the last reference
-        point, or None if RCT cannot say (no reference yet, or lost in a crash)."""
-        d = self.disks[vm]
-        if not d.rct_valid:
-            return None
-        return np.flatnonzero((d.versions if image is None else image) > d.rct_ref)
+    def changed_since(self, image: np.ndarray, version: int) -> np.ndarray:
+        """Blocks of `image` written after the reference `version` (what change tracking reports)."""
+        return np.flatnonzero(image > version)
 
     def block_count(self, vm: str) -> int:
         return self.disks[vm].n

@@ -197,8 +197,10 @@ class FluidNetwork:
     sizes), so a recomputation costs a few vector operations whatever the number of flows.
     """
 
-    def __init__(self, env: simpy.Environment, capacities: dict[str, float], hooks: InstantHooks | None = None):
+    def __init__(self, env: simpy.Environment, capacities: dict[str, float], hooks: InstantHooks | None = None,
+                 ops_classes: int = 1):
         self.env = env
+        self.ops_classes = max(1, int(ops_classes))  # back-end I/O ops are summed per class (array controller)
         self.hooks = hooks or InstantHooks(env)
         self.link_names = list(capacities)
         self.lidx = {n: i for i, n in enumerate(self.link_names)}
@@ -209,6 +211,7 @@ class FluidNetwork:
         self._cap = np.full(size, np.inf)
         self._w = np.ones(size)
         self._opm = np.zeros(size)
+        self._cls = np.zeros(size, dtype=np.intp)
         self._rate = np.zeros(size)
         self._remaining = np.zeros(size)
         self._moved = np.zeros(size)
@@ -235,6 +238,7 @@ class FluidNetwork:
         self.hist_t: list[float] = []
         self.hist_load: list[np.ndarray] = []
         self.hist_ops: list[float] = []
+        self.hist_ops_class: list[np.ndarray] = []  # per recorded state: ops/s per class
         self.listeners: list[Callable[[], None]] = []  # called after every recomputation
         self._record()
 
@@ -248,6 +252,7 @@ class FluidNetwork:
         self._inc = np.hstack([self._inc, np.zeros((self._inc.shape[0], old), dtype=bool)])
         self._cap = np.concatenate([self._cap, np.full(old, np.inf)])
         self._w = np.concatenate([self._w, np.ones(old)])
+        self._cls = np.concatenate([self._cls, np.zeros(old, dtype=np.intp)])
         for name in ("_opm", "_rate", "_remaining", "_moved"):
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(old)]))
         self._alive = np.concatenate([self._alive, np.zeros(old, dtype=bool)])
@@ -265,6 +270,7 @@ class FluidNetwork:
         weight: float = 1.0,
         tag: Any = None,
         ops_per_mib: float = 0.0,
+        ops_class: int = 0,
     ) -> Flow:
         if size_mib < 0:
             raise ValueError("flow size must be >= 0")
@@ -292,6 +298,7 @@ class FluidNetwork:
         self._cap[slot] = cap
         self._w[slot] = float(weight)
         self._opm[slot] = float(ops_per_mib)
+        self._cls[slot] = int(ops_class)
         self._rate[slot] = 0.0
         self._remaining[slot] = float(size_mib)
         self._moved[slot] = 0.0
@@ -440,17 +447,22 @@ class FluidNetwork:
         idx = np.flatnonzero(self._alive)
         if len(idx):
             load = self._inc[:, idx].astype(float) @ self._rate[idx]
-            ops = float(self._rate[idx] @ self._opm[idx])
+            flow_ops = self._rate[idx] * self._opm[idx]
+            ops = float(flow_ops.sum())
+            by_class = np.bincount(self._cls[idx], weights=flow_ops, minlength=self.ops_classes)
         else:
             load, ops = np.zeros(len(self.link_names)), 0.0
+            by_class = np.zeros(self.ops_classes)
         t = float(self.env.now)
         if self.hist_t and self.hist_t[-1] == t:
             self.hist_load[-1] = load
             self.hist_ops[-1] = ops
+            self.hist_ops_class[-1] = by_class
         else:
             self.hist_t.append(t)
             self.hist_load.append(load)
             self.hist_ops.append(ops)
+            self.hist_ops_class.append(by_class)
 
     def _schedule_next_completion(self) -> None:
         self._timer_gen += 1

@@ -49,7 +49,21 @@ EXPLAIN = {
     "failed": "VMs without a backup after every retry (reasons below the table).",
     "torn (undetected)": "Backups claimed consistent but silently torn (ws2008r2 hold-writes overrun).",
     "VM downtime (s)": "Seconds VMs were not running, summed: saved-state pauses, migration blackouts, failovers.",
+    "full window (h)": "With a schedule: the window of the full backup (the mean if there are several).",
+    "full lower bound (h)": "The full's bytes over the narrowest pipe on the copy path.",
+    "incr. window, mean (h)": "With a schedule: the mean window of the incremental jobs (nights); never added "
+                              "to the full's.",
+    "incr. lower bound, mean (h)": "The incrementals' bytes over the narrowest pipe, averaged: far below the "
+                                   "window means snapshots and coordination, not the copy, set the night.",
+    "VMs per snapshot": "VM captures per hardware LUN snapshot: batching, split by host and CSV (ws2016: every VM "
+                        "of a LUN in one set).",
+    "hold-writes overruns": "Snapshot sets whose writes were held past the 10 s limit (waiting behind other "
+                            "requests at the array counts): each fails its VMs, who are retried.",
+    "retries": "Attempts after the first, all VMs together (a retry waits retry_wait_s).",
+    "full copies in incrementals": "VMs copied in full during incremental jobs: no change tracking, or its map "
+                                   "lost by a host crash or a move (vendor filter before 2016).",
     "latency p99 before (ms)": "VM I/O latency p99 in steady state before the backup.",
+    "latency p50 during (ms)": "VM I/O latency p50 (over VMs and time) while the backup runs.",
     "latency p99 during (ms)": "VM I/O latency p99 while the backup runs: copy streams, copy-on-write, "
                                "redirected I/O.",
     "copied (TiB)": "Bytes read and sent to the backup target.",
@@ -235,16 +249,17 @@ def _summaries(gens: list[Generation]):  # type: ignore[no-untyped-def]
 
 
 def comparison_table(gens: list[Generation]) -> str:
-    from cluster_sim.report.table import COLUMNS, best_rows, cell
+    from cluster_sim.report.table import best_rows, cell, columns_for
 
     try:
         summaries = _summaries(gens)
     except Exception as exc:  # an older or newer summary.json: say so rather than fail the page
         return f'<p class="note">No comparison table: {_e(exc)}</p>'
-    best = best_rows(summaries)
+    columns = columns_for(summaries)
+    best = best_rows(summaries, columns)
     rows = ['<tr><th>metric</th>' + "".join(f'<th>{_e(s.generation)}</th>' for s in summaries)
             + '<th>what it tells you</th></tr>']
-    for col in COLUMNS[1:]:
+    for col in columns[1:]:
         cells = []
         for i, s in enumerate(summaries):
             text = cell(col, s)
@@ -260,8 +275,9 @@ def comparison_table(gens: list[Generation]) -> str:
         if s.failures_by_reason:
             reasons = ", ".join(f"{k} {v}" for k, v in s.failures_by_reason.items())
             fails.append(f"<li><b>{_e(s.generation)}</b> failures: {_e(reasons)}</li>")
-    legend = ('<p class="muted">Best value of each row in green (only where the generations differ); '
-              'failures, torn or lost data, leaks and audit violations in red. Units are in the metric names.</p>')
+    legend = ('<p class="muted">Best value of each row in green: only among the generations with the fewest failed '
+              'VMs, and only where they differ by 2 % or more; failures, torn or lost data, leaks and audit '
+              'violations in red. Units are in the metric names.</p>')
     return (f'<div class="scroll"><table id="comparison-table">{"".join(rows)}</table></div>{legend}'
             + (f'<ul>{"".join(fails)}</ul>' if fails else ""))
 

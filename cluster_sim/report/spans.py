@@ -418,14 +418,15 @@ def load(folder: str | Path) -> Timeline:
                            if v.active and v.node == e.get("node") and v.label == "?" and v.gap == "after_set"]
             for m in members:
                 b.step(t, m, "auto_recovery_done", e)
-        elif ev == "snapshot_requested":
+        elif ev == "snapshot_requested":  # one per LUN of a set (committed together)
             pending.append((t, 1))
         elif ev == "snapshot_created":
             if not e.get("software"):
                 pending.append((t, -1))
             existing.append((t, 1))
         elif ev == "snapshot_failed":
-            pending.append((t, -1))
+            if not e.get("software"):
+                pending.append((t, -int(e.get("luns") or 1)))
             instants.append((t, ev, e))
         elif ev == "snapshot_released":
             existing.append((t, -1))
