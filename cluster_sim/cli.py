@@ -92,7 +92,14 @@ def run(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cluster_sim.report.table import comparison_csv, comparison_md, has_schedule, jobs_md, jobs_table, rich_table
+    from cluster_sim.report.table import (
+        comparison_csv,
+        comparison_md,
+        has_schedule,
+        jobs_md,
+        jobs_table,
+        rich_table,
+    )
     from cluster_sim.results import write_generation
     from cluster_sim.simulation import run as run_sim
 
