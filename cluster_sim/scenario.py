@@ -245,7 +245,7 @@ class Backup(_Strict):
     # [MS] KB4014317: on 2012 R2 (and earlier) clusters every node's Hyper-V writer enumerates its
     # VMs for each shadow-copy set (running or not); time grows with VMs, checkpoints and VHDs on the
     # node, the slowest node dominates; past writer_freeze_limit_s the writer times out. ws2016's
-    # RCT-based backup pays it once per set, not per VM. Numbers [P].
+    # RCT-based backup no longer involves the writer for this: its one set pays the base only. Numbers [P].
     writer_enumeration_base_s: NonNegFloat = 0.5  # [P] per node, per set
     writer_enumeration_per_vm_s: NonNegFloat = 0.05  # [P] per VM on the node
     writer_enumeration_per_vhd_s: NonNegFloat = 0.02  # [P] per VHD attached to a VM on the node

@@ -131,6 +131,12 @@ def test_shipped_studies_are_valid():
     dt = plans["drain-timing"]
     assert dt.axes == ["events.0.at_s"] and all(sc.events[0].kind == "drain_node" for sc in dt.scenarios)
     assert sorted({sc.events[0].at_s for sc in dt.scenarios}) == [p["events.0.at_s"] for p in dt.points]
+    sc_ = plans["scale"]
+    assert sc_.axes == ["fleet.0.count", "storage.csvs", "backup.vms_per_snapshot"]
+    assert sorted({s.vm_count() for s in sc_.scenarios}) == [100, 200, 400, 800, 1600, 3200]
+    assert sorted({s.storage.csvs for s in sc_.scenarios}) == [8, 16, 32]
+    assert all(s.backup.mode == "incremental" and s.placement == "spread" for s in sc_.scenarios)
+    assert sc_.total_runs == 6 * 3 * 2 * 3 * 2 and sc_.generations == ["ws2012r2", "ws2016"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -331,13 +331,19 @@ class BackupJob:
     def thaw(self, vm: str, node: str) -> None:
         self.vm_op(vm, node, "thaw")
 
-    def writer_enumeration(self, node: str) -> Proc:
+    def writer_enumeration(self, node: str, per_vm: bool = True) -> Proc:
         """KB4014317 [MS]: before a shadow-copy set, every node's Hyper-V writer enumerates the
         VMs it owns (running or not); each node's time grows with its VMs, their VHDs and their
         checkpoints, and the slowest node dominates. Past `writer_freeze_limit_s` the writer times
-        out (VSS_E_WRITERERROR_TIMEOUT). ws2008r2/ws2012/ws2012r2 pay it per set; ws2016's
-        RCT-based backup once for its whole set."""
+        out (VSS_E_WRITERERROR_TIMEOUT). ws2008r2/ws2012/ws2012r2 pay it per set. ws2016 takes one
+        set, and its RCT-based backup no longer involves the Hyper-V writer for the VMs' data
+        (`per_vm=False`): that set pays the base time only, whatever the number of VMs [MS]."""
         cfg, cm = self.cfg, self.cm
+        if not per_vm:
+            self.enumeration_s += cfg.writer_enumeration_base_s
+            self.trace("writer_enumeration", node=node, s=round(cfg.writer_enumeration_base_s, 6))
+            yield self.env.timeout(cfg.writer_enumeration_base_s)
+            return
         inventory = cm.node_inventory()
         checkpoints: dict[str, int] = {}
         for vm, k in cm.array.live_checkpoints.items():

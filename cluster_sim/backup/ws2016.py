@@ -5,8 +5,9 @@
    not possible, a standard checkpoint when allowed (crash-consistent), else the VM fails [MS].
    Per node at most `concurrent_vms_per_node` checkpoints are made at once [P].
 2. Only when the whole set is ready, one hardware snapshot set covers every LUN involved (at
-   most `max_luns_per_set` LUNs per set, else several sets) [seeds, MS]: the writers are
-   enumerated once for the set (KB4014317 no longer applies per VM), the array commits it as one
+   most `max_luns_per_set` LUNs per set, else several sets) [seeds, MS]: the set pays the writers'
+   base enumeration once (RCT-based backup no longer involves the Hyper-V writer for each VM's
+   configuration, KB4014317 [MS]), the array commits it as one
    consistency-group snapshot and its LUNs are surfaced on the set node once. The set node
    coordinates with each CSV owner; each CSV is redirected only for the metadata operation.
 3. Each checkpoint becomes a reference point and its AVHDX is merged; VMs run on AVHDX from
@@ -131,7 +132,7 @@ def _take_set(job: BackupJob, node: str, luns: list[str], members: list[str], ch
         return None
     try:
         try:
-            yield from job.writer_enumeration(node)
+            yield from job.writer_enumeration(node, per_vm=False)
         except StepFailed as exc:
             _fail_members(job, members, checkpoints, exc.reason)
             return None

@@ -175,21 +175,38 @@ class IoModel:
             return [cluster_nic(g.node), cluster_nic(vol.coordinator), fabric(vol.coordinator)], True
         return [fabric(g.node)], False
 
-    def _write_multiplier(self, g: Group) -> float:
-        """Back-end I/Os per host write on this group's LUN now (copy-on-write, change tracking)."""
+    def _write_multiplier(self, g: Group, ages: list[float] | None = None) -> float:
+        """Back-end I/Os per host write on this group's LUN now (copy-on-write, change tracking);
+        `ages`: of the LUN's live snapshots, if the caller has them."""
         m = 1.0 + self.write_overhead
         if g.csv not in self._protected or self.array is None:
             return m
         arr = self.sc.storage.array
         if arr.snapshot_style == "row":
             return m * (1.0 + arr.row_metadata_overhead)
-        now = self.net.env.now
-        ages = [now - t for t in self.array.live_snapshot_times(g.csv)]
+        if ages is None:
+            ages = self._ages(g.csv)
         if arr.cow_per_snapshot:
             f = sum(cow_share(g.cow_decay_s, a) for a in ages)
         else:
             f = cow_share(g.cow_decay_s, min(ages)) if ages else 0.0
         return m * (1.0 + 2.0 * f)
+
+    def _ages(self, csv: str) -> list[float]:
+        now = self.net.env.now
+        return [now - t for t in self.array.live_snapshot_times(csv)] if self.array is not None else []
+
+    def _reroute(self, g: Group) -> None:
+        """The group's path changed (its CSV redirected or back, its coordinator moved): move its
+        flows, whose demand is unchanged."""
+        path, g.redirected = self._path(g)
+        hops = [self.net.link(x) for x in path]
+        self._hops[g.gid, :] = -1
+        self._hops[g.gid, : len(hops)] = hops
+        if g.read_flow is not None:
+            self.net.reroute(g.read_flow, path + [ARRAY_READ])
+        if g.write_flow is not None:
+            self.net.reroute(g.write_flow, path + [ARRAY_WRITE])
 
     def _refresh(self, g: Group) -> None:
         """(Re)build a group's two flows for its current members and path."""
@@ -219,7 +236,7 @@ class IoModel:
         for gid in self._groups_of_csv[csv]:
             g = self.groups[gid]
             if g.members and (self._path(g)[1] != g.redirected or g.redirected):
-                self._refresh(g)  # redirected or back, or the coordinator moved while redirected
+                self._reroute(g)  # redirected or back, or the coordinator moved while redirected
 
     def protection_changed(self, csv: str) -> None:
         """The live snapshots on a LUN changed: re-price its groups' writes (copy-on-write)."""
@@ -235,10 +252,11 @@ class IoModel:
             self.net.env.process(self._cow_ticker())
 
     def _reprice(self, csv: str) -> None:
+        ages = self._ages(csv)
         for gid in self._groups_of_csv[csv]:
             g = self.groups[gid]
             if g.write_flow is not None:
-                self.net.set_ops(g.write_flow, g.write_ops_per_mib * self._write_multiplier(g))
+                self.net.set_ops(g.write_flow, g.write_ops_per_mib * self._write_multiplier(g, ages))
 
     def _cow_ticker(self):  # type: ignore[no-untyped-def]
         """While snapshots exist, the copy-on-write share decays: re-price every

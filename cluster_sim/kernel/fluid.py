@@ -365,6 +365,24 @@ class FluidNetwork:
             self.stop(f)
         return flows
 
+    def reroute(self, flow: Flow, links: list[str] | tuple[str, ...]) -> None:
+        """Move a live flow onto other links; its size, progress, cap, weight and ops stay."""
+        if not flow.active:
+            return
+        link_idx = [self.lidx[n] for n in links]
+        self._advance()
+        s = flow.slot
+        self._unmirror_cap(s)
+        for li in self._links_of[s]:
+            self._on_link[li].discard(s)
+        self._inc[:, s] = False
+        self._inc[link_idx, s] = True
+        self._links_of[s] = tuple(link_idx)
+        for li in link_idx:
+            self._on_link[li].add(s)
+        self._mirror_cap(s, self._pcap[s], self._pw[s])
+        self._mark()
+
     def set_cap(self, flow: Flow, cap_mib_s: float | None, weight: float | None = None) -> None:
         if not flow.active:
             return
