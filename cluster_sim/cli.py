@@ -145,10 +145,11 @@ def run(
                                         f"{sc.storage.csvs} CSVs ({result.backend} backend, seed {sc.seed})",
                              width=out.width))
         if has_schedule(summaries):
-            out.print(jobs_table(summaries, "per job (night): window and bytes copied"))
+            out.print(jobs_table(summaries, "per job (night): window (h) / copied (TiB)"))
         for s in summaries:
             if s.failures_by_reason:
-                out.print(Text(f"  {s.generation} failures: "
+                over = f" over its {len(s.jobs)} jobs" if len(s.jobs) > 1 else ""
+                out.print(Text(f"  {s.generation} failures{over}: "
                                + ", ".join(f"{k} {v}" for k, v in s.failures_by_reason.items())), soft_wrap=True)
             if not s.audit.ok:
                 out.print(Text(f"  {s.generation} audit: ", style="red") + Text("; ".join(s.audit.violations[:5])),

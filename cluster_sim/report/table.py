@@ -216,19 +216,18 @@ def rich_table(summaries: list[Summary], title: str, width: int = 250):  # type:
 
 
 def jobs_table(summaries: list[Summary], title: str):  # type: ignore[no-untyped-def]
-    """The per-job (per-night) windows and bytes of a schedule, for the terminal."""
+    """The per-job (per-night) windows and bytes of a schedule, for the terminal: one column per
+    generation, each cell "window h / TiB copied"."""
     from rich.table import Table
 
     t = Table(title=title, header_style="bold")
     t.add_column("job", justify="right")
     t.add_column("mode")
     for s in summaries:
-        t.add_column(f"{s.generation} window (h)", justify="right")
-    for s in summaries:
-        t.add_column(f"{s.generation} copied (TiB)", justify="right")
+        t.add_column(f"{s.generation}\nh / TiB", justify="right")
     for k in range(max(len(s.jobs) for s in summaries)):
         mode = next((s.jobs[k].mode for s in summaries if k < len(s.jobs)), "")
-        t.add_row(str(k), mode,
-                  *[f"{s.jobs[k].backup_window_s / 3600:,.2f}" if k < len(s.jobs) else "-" for s in summaries],
-                  *[f"{s.jobs[k].bytes_copied_mib / 2**20:,.2f}" if k < len(s.jobs) else "-" for s in summaries])
+        t.add_row(str(k), "incr." if mode == "incremental" else mode, *[
+            f"{s.jobs[k].backup_window_s / 3600:,.2f} / {s.jobs[k].bytes_copied_mib / 2**20:,.2f}"
+            if k < len(s.jobs) else "-" for s in summaries])
     return t
