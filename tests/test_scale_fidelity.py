@@ -314,6 +314,24 @@ def test_the_vendor_filter_map_is_lost_when_the_vm_moves_to_another_host() -> No
     assert g.summary.verification.claim_mismatches == 0
 
 
+def test_a_move_after_the_capture_point_but_before_the_backup_ends_still_loses_the_map() -> None:
+    # win-0001's full: captured at its freeze, copied from 26.9 s to 58.9 s; it moves at 27.95 s,
+    # mid-copy (allowed once its storage snapshot exists). The filter on node-1 had tracked its
+    # writes since the capture; that map is gone, so the next night is a full.
+    d = _schedule()
+    first = run_gens(d, ["ws2012r2"])["ws2012r2"]
+    t0 = next(t for t, ev, ids in first.trace.events if ev == "copy_start" and ids["vm"] == "win-0001")
+    t1 = next(t for t, ev, ids in first.trace.events if ev == "copy_end" and ids["vm"] == "win-0001")
+    assert t0 < 27.95 < t1
+    d["events"] = [{"kind": "migrate_vm", "at_s": 27.95, "vm": "win-0001", "to": "node-2"}]
+    g = run_gens(d, ["ws2012r2", "ws2016"])
+    assert _copies(g["ws2012r2"])["win-0001"] == ("full", "change_tracking_lost_vm_moved")
+    assert g["ws2012r2"].summary.change_tracking_lost == {"host_crash": 0, "vm_moved": 1}
+    assert _copies(g["ws2016"])["win-0001"] == ("incremental", "")  # RCT moved with the VHDX
+    for gen in g:
+        assert g[gen].summary.verification.lost_writes == 0
+
+
 def test_the_vendor_filter_map_is_lost_when_the_host_crashes() -> None:
     g = run_gens(_schedule(CRASH), ["ws2012r2"])["ws2012r2"]
     c = _copies(g)

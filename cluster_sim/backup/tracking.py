@@ -21,6 +21,7 @@ one, the blocks come from it; without, the bytes from the analytic change model
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -70,7 +71,10 @@ class ChangeTracker:
         self.ref_version = dict.fromkeys(self.kind, 0)
         self.ref_s = dict.fromkeys(self.kind, 0.0)
         self.lost = {"host_crash": 0, "vm_moved": 0}  # maps lost (trace and summary)
+        self.event_s: dict[str, float] = {}  # when each VM's map was last lost or coarsened
+        self.event_status: dict[str, str] = {}  # ... and what it became
         self.trace = cm.trace
+        self.now = lambda: cm.env.now
         cm.move_listeners.append(self._moved)
         cm.crash_listeners.append(self._crashed)
 
@@ -83,21 +87,29 @@ class ChangeTracker:
             self.ref_s[vm] = at_s
 
     def _moved(self, vm: str, src: str, dst: str) -> None:
-        if self.kind.get(vm) == "filter" and src != dst and self.status[vm] in (TRACKED, REGIONS):
-            self.status[vm] = LOST_MOVED
-            self.lost["vm_moved"] += 1
-            self.trace("change_tracking_lost", vm=vm, why="vm_moved", node=src, to=dst)
+        if self.kind.get(vm) == "filter" and src != dst:
+            self._event(vm, LOST_MOVED, "vm_moved", node=src, to=dst)
 
     def _crashed(self, vm: str, node: str) -> None:
-        kind, st = self.kind.get(vm), self.status.get(vm)
-        if st not in (TRACKED, REGIONS):
-            return
+        kind = self.kind.get(vm)
         if kind == "filter" or (kind == "rct" and not self.cfg.rct_survives_crash):
-            self.status[vm] = LOST_CRASH
-            self.lost["host_crash"] += 1
-            self.trace("change_tracking_lost", vm=vm, why="host_crash", node=node)
+            self._event(vm, LOST_CRASH, "host_crash", node=node)
         elif kind == "rct":
-            self.status[vm] = REGIONS
+            self._event(vm, REGIONS, "", node=node)
+
+    def _event(self, vm: str, status: str, why: str, **ids: str) -> None:
+        """The VM's map is lost (or, RCT, coarsened) now. It applies to the current reference,
+        and to a capture under way: remembered for its commit."""
+        self.event_s[vm] = self.now()
+        self.event_status[vm] = status
+        if self.status[vm] in (TRACKED, REGIONS):
+            self.status[vm] = status
+            self._count(vm, status, why, **ids)
+
+    def _count(self, vm: str, status: str, why: str, **ids: str) -> None:
+        if status != REGIONS:
+            self.lost[why] += 1
+            self.trace("change_tracking_lost", vm=vm, why=why, **ids)
 
     # -- backups ---------------------------------------------------------------------------------
     def plan(self, vm: str, mode: str) -> CopyPlan:
@@ -118,11 +130,20 @@ class ChangeTracker:
         return CopyPlan("full", reason)
 
     def commit(self, vm: str, version: int, at_s: float) -> None:
-        """The VM's backup succeeded: its capture point is the new reference."""
-        if self.kind[vm] != "none":
+        """The VM's backup succeeded: its capture point is the new reference. A map lost (or
+        coarsened) after that capture point stays lost: the changes made between the capture and
+        the loss were tracked only by the map that is gone."""
+        if self.kind[vm] == "none":
+            return
+        self.ref_version[vm] = version
+        self.ref_s[vm] = at_s
+        if self.event_s.get(vm, -math.inf) <= at_s:
             self.status[vm] = TRACKED
-            self.ref_version[vm] = version
-            self.ref_s[vm] = at_s
+            return
+        status = self.event_status[vm]
+        if self.status[vm] == NO_REFERENCE:  # the map this capture started is gone already
+            self._count(vm, status, "vm_moved" if status == LOST_MOVED else "host_crash")
+        self.status[vm] = status
 
 
 def regions(blocks: np.ndarray, region_blocks: int, n: int) -> np.ndarray:
