@@ -10,8 +10,11 @@ A bad file raises `ScenarioError`, whose message names the file, the field path 
 from __future__ import annotations
 
 import copy
+import difflib
+import types
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -42,8 +45,33 @@ class ScenarioError(Exception):
         return "\n".join(lines)
 
 
+def _is_list_annotation(ann: Any) -> bool:
+    if get_origin(ann) is list:
+        return True
+    if get_origin(ann) in (Union, types.UnionType):
+        return any(_is_list_annotation(a) for a in get_args(ann))
+    return False
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=False, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_is_a_one_item_list(cls, data: Any) -> Any:
+        """A single value where a list is expected is a list of that one value
+        (`generations: ws2016`, `--set backup.generations=ws2016`)."""
+        if isinstance(data, dict):
+            lists = _list_fields(cls)
+            if any(k in lists and v is not None and not isinstance(v, list) for k, v in data.items()):
+                return {k: [v] if k in lists and v is not None and not isinstance(v, list) else v
+                        for k, v in data.items()}
+        return data
+
+
+@cache
+def _list_fields(cls: type[BaseModel]) -> frozenset[str]:
+    return frozenset(n for n, f in cls.model_fields.items() if _is_list_annotation(f.annotation))
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,6 +356,7 @@ Event = Annotated[
     MigrateVm | DrainNode | CrashNode | RecoverNode | ResumeNode | SnapshotFault | LoadBalance,
     Field(discriminator="kind"),
 ]
+_EVENT_KINDS = frozenset(get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(Event)[0]))
 
 
 class Scenario(_Strict):
@@ -400,28 +429,96 @@ class Scenario(_Strict):
 # --------------------------------------------------------------------------------------------
 def _loc_to_path(loc: tuple[Any, ...]) -> str:
     out = ""
+    prev: Any = None
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         elif str(part).startswith("function-") or part in ("literal", "str", "int", "float", "bool"):
             continue  # pydantic's internal union/validator tags are not user field names
+        elif isinstance(prev, int) and part in _EVENT_KINDS:
+            pass  # a discriminated union's tag (an event's kind) is not a field either
         else:
             out += ("." if out else "") + str(part)
+        prev = part
     return out
 
 
-def _problems_from_validation(err: ValidationError) -> list[tuple[str, str]]:
+MAX_VALUE_CHARS = 80  # a bad value is quoted in an error message up to this many characters
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
+
+
+def _unwrap_models(ann: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation holds (through lists, optionals and unions)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    out: list[type[BaseModel]] = []
+    for a in get_args(ann):
+        out += _unwrap_models(a)
+    return out
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose field the last part of `loc` names (discriminated unions by their tag)."""
+    cls: type[BaseModel] | None = root
+    parts = list(loc[:-1])
+    i = 0
+    while i < len(parts) and cls is not None:
+        part = parts[i]
+        i += 1
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(str(part))
+        if field is None:
+            return None
+        models = _unwrap_models(field.annotation)
+        if len(models) == 1:
+            cls = models[0]
+        elif models:  # a discriminated union: the next part is the tag (e.g. an event's kind)
+            while i < len(parts) and isinstance(parts[i], int):
+                i += 1
+            tag = parts[i] if i < len(parts) else None
+            i += 1
+            cls = next((m for m in models if _kind_tag(m) == tag), None)
+        else:
+            return None
+    return cls
+
+
+def _kind_tag(model: type[BaseModel]) -> Any:
+    f = model.model_fields.get("kind")
+    args = get_args(f.annotation) if f is not None else ()
+    return args[0] if args else None
+
+
+def _problems_from_validation(err: ValidationError, root: type[BaseModel] | None = None) -> list[tuple[str, str]]:
+    """(field path, reason) per problem; the reason quotes the bad value (cut to 80 characters) and,
+    for an unknown field, suggests the nearest known one."""
+    root = root or Scenario
     problems = []
     for e in err.errors(include_url=False):
-        path = _loc_to_path(tuple(e.get("loc", ())))
+        loc = tuple(e.get("loc", ()))
+        path = _loc_to_path(loc)
         msg = e.get("msg", "invalid")
+        kind = e.get("type")
+        value = e.get("input")
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
             # model-level checks name their own field path as "path: reason"
             if not path and ": " in msg and " " not in msg.split(": ", 1)[0]:
                 path, msg = msg.split(": ", 1)
-        if e.get("type") == "extra_forbidden":
-            msg = "unknown field (check the spelling; see the scenario reference in README.md)"
+        if kind == "extra_forbidden":
+            msg = "unknown field"
+            model = _model_at(root, loc)
+            near = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6) if model else []
+            if near:
+                msg += f" (did you mean {near[0]!r}?)"
+            msg += "; see the scenario reference in README.md" if root is Scenario else ""
+        elif kind != "missing" and not isinstance(value, dict | list) and "got " not in msg:
+            msg += f" (got {_shown(value)})"
         problems.append((path, msg))
     return problems
 
@@ -507,8 +604,38 @@ _Loader.add_implicit_resolver(
 )
 
 
+MAX_YAML_VALUES = 1_000_000  # [P] a file whose aliases expand past this many values is refused
+
+
+def _expanded_size_exceeds(data: Any, limit: int) -> bool:
+    """Does `data`, with every alias expanded, hold more than `limit` values? (Counts with a stack
+    and stops at the limit, so a YAML alias bomb costs milliseconds, not memory.)"""
+    stack = [data]
+    n = 0
+    while stack:
+        x = stack.pop()
+        n += 1
+        if n > limit:
+            return True
+        if isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
+
+
+def check_size(data: Any, file: str) -> Any:
+    if _expanded_size_exceeds(data, MAX_YAML_VALUES):
+        raise ScenarioError(file, [("", f"the file expands to more than {MAX_YAML_VALUES:,} values (YAML aliases "
+                                        "repeating sections?): refused")])
+    return data
+
+
 def read_yaml(path: str | Path) -> Any:
     p = Path(path)
+    if p.is_dir():
+        raise ScenarioError(str(path), [("", "is a directory, not a YAML file")])
     if not p.is_file():
         raise ScenarioError(str(path), [("", "no such file")])
     try:
@@ -516,7 +643,7 @@ def read_yaml(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(str(path), [("", f"cannot read: {exc}")]) from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return check_size(yaml.load(text, Loader=_Loader), str(path))  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -526,11 +653,45 @@ def read_yaml(path: str | Path) -> Any:
         raise ScenarioError(str(path), [("", f"YAML syntax error at {where}{problem}")]) from None
 
 
-def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
-    """Load and validate a scenario file; `overrides` are `dotted.path=value` strings."""
+def _override_path(key: str) -> str:
+    """`fleet.0.count` -> `fleet[0].count`, the form field paths take in messages."""
+    out = ""
+    for part in key.split("."):
+        out += f"[{part}]" if part.isdigit() else ("." if out else "") + part
+    return out
+
+
+def _blame(err: ScenarioError, sets: list[tuple[str, str]]) -> ScenarioError:
+    """Problems that come from a command-line override are blamed on it, not on the file."""
+    if not sets or not err.problems:
+        return err
+    owners = []
+    for path, _ in err.problems:
+        owner = next((text for key, text in sets
+                      if path == _override_path(key) or path.startswith(_override_path(key) + ".")
+                      or path.startswith(_override_path(key) + "[")), None)
+        owners.append(owner)
+    if all(owners):
+        return ScenarioError(f"{owners[0]} (on {err.file})", err.problems)
+    return err
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None,
+                  override_labels: list[str] | None = None) -> Scenario:
+    """Load and validate a scenario file; `overrides` are `dotted.path=value` strings, applied in
+    order. A problem caused by an override is blamed on it (`--set key=value`, or the label given
+    for it, e.g. `-g ws2019`)."""
     data = read_yaml(path)
-    if overrides:
-        if not isinstance(data, dict):
-            scenario_from_dict(data, str(path))
-        data = apply_overrides(data, [parse_override(o) for o in overrides], str(path))
-    return scenario_from_dict(data, str(path))
+    if not overrides:
+        return scenario_from_dict(data, str(path))
+    if not isinstance(data, dict):
+        scenario_from_dict(data, str(path))
+    parsed = [parse_override(o) for o in overrides]
+    for (_key, value), text in zip(parsed, overrides, strict=True):
+        check_size(value, f"--set {text}")
+    data = apply_overrides(data, parsed, str(path))
+    labels = override_labels or [f"--set {o}" for o in overrides]
+    try:
+        return scenario_from_dict(data, str(path))
+    except ScenarioError as err:
+        raise _blame(err, [(k, label) for (k, _), label in zip(parsed, labels, strict=True)]) from None

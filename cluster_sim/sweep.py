@@ -230,8 +230,8 @@ def load_study(path: str | Path) -> StudyPlan:
     try:
         st = StudyFile.model_validate(raw)
     except ValidationError as err:
-        problems = _problems_from_validation(err)
-        problems = [(p, "unknown field; a study has: " + ", ".join(StudyFile.model_fields)
+        problems = _problems_from_validation(err, StudyFile)
+        problems = [(p, r + "; a study has: " + ", ".join(StudyFile.model_fields)
                      if r.startswith("unknown field") else r) for p, r in problems]
         raise StudyError(fname, problems) from None
 

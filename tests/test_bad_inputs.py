@@ -106,8 +106,8 @@ def test_load_scenario_reports_every_problem_of_a_file_with_several(tmp_path):
     msg = str(info.value)
     assert msg.splitlines()[0] == f"{f}: 2 problems"
     assert {p for p, _ in info.value.problems} == {"cluster.nodes", "fleet[0].disks[0].size_gib"}
-    assert "  cluster.nodes: Input should be greater than or equal to 1" in msg.splitlines()
-    assert "  fleet[0].disks[0].size_gib: Input should be greater than 0" in msg.splitlines()
+    assert "  cluster.nodes: Input should be greater than or equal to 1 (got 0)" in msg.splitlines()
+    assert "  fleet[0].disks[0].size_gib: Input should be greater than 0 (got -5)" in msg.splitlines()
 
 
 def test_load_scenario_of_a_missing_file_says_no_such_file(tmp_path):
