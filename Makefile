@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup scenario-800vm test soak bench lint clean
+.PHONY: setup scenario-800vm test soak bench lint golden clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +26,9 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/sweep_bench.py
+
+golden: $(STAMP)
+	$(BIN)/python tests/golden_results.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
