@@ -480,9 +480,29 @@ def read_yaml(path: str | Path) -> Any:
         raise ScenarioError(str(path), [("", f"YAML syntax error at {where}{problem}")]) from None
 
 
-def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
-    """Load and validate a scenario file; `overrides` are `dotted.path=value` strings."""
+def read_override_file(path: str | Path) -> list[tuple[str, Any]]:
+    """An override file (e.g. a plan's best.yaml): a YAML mapping of dotted scenario paths to values."""
     data = read_yaml(path)
+    if not isinstance(data, dict) or not data:
+        kind = "empty" if not data else type(data).__name__
+        raise ScenarioError(str(path), [("", "an override file is a YAML mapping of dotted scenario paths to "
+                                             f"values (backup.vms_per_snapshot: 8); this file is {kind}")])
+    for key in data:
+        if not isinstance(key, str) or not key or any(not part.strip() for part in key.split(".")):
+            raise ScenarioError(str(path), [(str(key), "not a dotted field path (e.g. backup.vms_per_snapshot)")])
+    return list(data.items())
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None,
+                  override_file: str | Path | None = None) -> Scenario:
+    """Load and validate a scenario file; `override_file` (a mapping of dotted paths to values) is
+    applied first, then `overrides` (`dotted.path=value` strings). A problem the override file
+    brings in is blamed on that file."""
+    data = read_yaml(path)
+    if override_file is not None:
+        scenario_from_dict(data, str(path))  # the scenario's own problems are its own
+        data = apply_overrides(data, read_override_file(override_file), str(override_file))
+        scenario_from_dict(data, str(override_file))
     if overrides:
         if not isinstance(data, dict):
             scenario_from_dict(data, str(path))
