@@ -4,6 +4,7 @@ experiment (tuner.pkl, searcher state) and `Tuner.restore` must find them by nam
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,20 @@ class PlanSearch(OptunaSearch):
         return super().on_trial_complete(trial_id, result, error)
 
 
+class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II guards a cache with a thread lock, which cannot be pickled; Tune pickles the
+    searcher (and so its sampler) into the experiment. The lock is left out and made anew."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
+
+
 class PlanProgressCallback(Callback):
     def __init__(self, key: str):
         self.key = key
@@ -64,7 +79,7 @@ def make_searcher(spec: PlanSpec) -> ConcurrencyLimiter:
     mode: Any = ["min" if o.direction == "minimize" else "max" for o in spec.objectives]
     if spec.pareto:
         population = max(NSGA_POPULATION_MIN, min(NSGA_POPULATION_MAX, spec.trials // 5))
-        sampler = optuna.samplers.NSGAIISampler(seed=spec.sampler_seed, population_size=population)
+        sampler = PicklableNSGAIISampler(seed=spec.sampler_seed, population_size=population)
     else:
         sampler = optuna.samplers.TPESampler(seed=spec.sampler_seed, n_startup_trials=TPE_STARTUP_TRIALS)
         metric, mode = metric[0], mode[0]
