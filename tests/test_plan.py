@@ -432,3 +432,21 @@ def test_advisor_reaches_the_grid_optimum_within_2_percent_with_a_third_of_the_r
     for rec in outcome.records:
         assert rec["objectives"][0] == by_point[tuple(rec["params"].values())]
     assert not math.isnan(best["objectives"][0])
+
+
+@pytest.mark.parametrize("command", ["plan", "sweep"])
+def test_ray_address_from_the_environment_is_used_and_an_unreachable_one_is_refused(command, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    plan = make_plan(tmp_path)
+    if command == "sweep":
+        plan.write_text("scenario: sc/tiny.yaml\ngrid: {backup.vms_per_snapshot: [1, 2]}\n")
+    out = tmp_path / "out"
+    res = runner.invoke(app, [command, str(plan), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert f"--address 127.0.0.1:{port}: cannot connect" in " ".join(res.output.split())
+    assert not out.exists()

@@ -224,9 +224,11 @@ def test_study_on_a_cluster_without_cluster_sim_runs_on_both_nodes_and_equals_a_
     work = c.cwd / "study"
     # runs of 30 VMs, 12 of them: long enough that Ray spreads them over both 1-CPU nodes
     study = _setup(work, "study.yaml", STUDY, count=30)
-    res = subprocess.run([str(CLUSTER_SIM), "sweep", "study.yaml", "--address", c.address, "--out", "out"],
-                         cwd=work, env=c.env, capture_output=True, text=True, timeout=600)
+    env = {**c.env, "RAY_ADDRESS": c.address}  # the address from the environment, as Ray's own tools take it
+    res = subprocess.run([str(CLUSTER_SIM), "sweep", "study.yaml", "--out", "out"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert f"on Ray at {c.address}" in " ".join(res.stdout.split())
     rows = {r["run_id"]: r for r in pq.read_table(work / "out" / "runs.parquet").to_pylist()}
     assert len(rows) == 12 and all(r["error"] is None for r in rows.values())
     assert {r["node_id"] for r in rows.values()} == set(c.node_ids)
@@ -241,9 +243,8 @@ def test_plan_on_a_cluster_without_cluster_sim_runs_on_both_nodes_and_equals_a_l
     c = bare_cluster
     work = c.cwd / "plan"
     plan = _setup(work, "plan.yaml", PLAN, count=6)
-    env = {**c.env, "RAY_ADDRESS": c.address}  # the address from the environment, as Ray's own tools take it
-    res = subprocess.run([str(CLUSTER_SIM), "plan", "plan.yaml", "--out", "out"], cwd=work, env=env,
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run([str(CLUSTER_SIM), "plan", "plan.yaml", "--address", c.address, "--out", "out"],
+                         cwd=work, env=c.env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert f"on Ray at {c.address}" in " ".join(res.stdout.split())
     runs = pq.read_table(work / "out" / "runs.parquet").to_pylist()
