@@ -58,7 +58,6 @@ from cluster_sim.scenario import (
     ScenarioError,
     _problems_from_validation,
     apply_overrides,
-    read_yaml,
     scenario_from_dict,
 )
 from cluster_sim.sweep import (
@@ -77,6 +76,7 @@ from cluster_sim.sweep import (
     execute_run,
     load_base_scenario,
     parse_seeds,
+    read_mapping_file,
     unknown_metric_reason,
     write_parquet,
 )
@@ -126,34 +126,42 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=False)
 
 
-class _IntDomain(_Strict):
+class _RangeDomain(_Strict):
+    """{int: [lo, hi]} or {float: [lo, hi]}, optionally on a log scale."""
+
+    _kind = ""
+    _log_low_rule = ""  # what a log scale needs of the lower bound
+    bounds: list  # (typed by the subclasses)
+    log: bool = False
+
+    @staticmethod
+    def _log_ok(low: float) -> bool:
+        return low > 0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _RangeDomain:
+        lo, hi = self.bounds
+        shown = f"{self._kind}: [{lo:g}, {hi:g}]"
+        if lo >= hi:
+            raise ValueError(f"{shown}: the lower bound must be below the upper bound "
+                             "(a single value is a fixed setting: put it under `overrides:`)")
+        if self.log and not self._log_ok(lo):
+            raise ValueError(f"{shown}: a log scale needs a lower bound {self._log_low_rule}")
+        return self
+
+
+class _IntDomain(_RangeDomain):
+    _kind, _log_low_rule = "int", "of at least 1"
     bounds: Annotated[list[int], Field(alias="int", min_length=2, max_length=2)]
-    log: bool = False
 
-    @model_validator(mode="after")
-    def _ordered(self) -> _IntDomain:
-        lo, hi = self.bounds
-        if lo >= hi:
-            raise ValueError(f"int: [{lo}, {hi}]: the lower bound must be below the upper bound "
-                             "(a single value is a fixed setting: put it under `overrides:`)")
-        if self.log and lo < 1:
-            raise ValueError(f"int: [{lo}, {hi}]: a log scale needs a lower bound of at least 1")
-        return self
+    @staticmethod
+    def _log_ok(low: float) -> bool:
+        return low >= 1
 
 
-class _FloatDomain(_Strict):
+class _FloatDomain(_RangeDomain):
+    _kind, _log_low_rule = "float", "above 0"
     bounds: Annotated[list[float], Field(alias="float", min_length=2, max_length=2)]
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> _FloatDomain:
-        lo, hi = self.bounds
-        if lo >= hi:
-            raise ValueError(f"float: [{lo:g}, {hi:g}]: the lower bound must be below the upper bound "
-                             "(a single value is a fixed setting: put it under `overrides:`)")
-        if self.log and lo <= 0:
-            raise ValueError(f"float: [{lo:g}, {hi:g}]: a log scale needs a lower bound above 0")
-        return self
 
 
 class _ChoiceDomain(_Strict):
@@ -420,14 +428,8 @@ def load_plan(path: str | Path) -> PlanSpec:
     """Read and check a plan file; raise `PlanError` (file, field path, value, reason) if it cannot run."""
     path = Path(path)
     fname = str(path)
-    try:
-        raw = read_yaml(path)
-    except ScenarioError as exc:
-        raise PlanError(fname, exc.problems) from None
-    if not isinstance(raw, dict):
-        kind = "empty" if raw is None else type(raw).__name__
-        raise PlanError(fname, [("", "a plan is a YAML mapping (scenario, search, objective, constraints, seeds, "
-                                     f"budget, ...); this file is {kind}")])
+    raw = read_mapping_file(path, "a plan is a YAML mapping (scenario, search, objective, constraints, seeds, "
+                                  "budget, ...)", PlanError)
     try:
         pf = PlanFile.model_validate(raw)
     except ValidationError as err:
@@ -780,6 +782,8 @@ def _run_plan(spec: PlanSpec, out_dir: Path, ray: Any, resume: bool, progress: P
             progress(live)
 
     plan_tune.LISTENERS[key] = on_trial
+    # Tune's default loggers (CSV, TensorBoard) off: trials log result.json only (JsonLoggerCallback)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     restored = 0
     with _tune_output_to(out_dir / TUNE_LOG):
         if resume and tune.Tuner.can_restore(str(exp_path)):
@@ -794,7 +798,6 @@ def _run_plan(spec: PlanSpec, out_dir: Path, ray: Any, resume: bool, progress: P
                 pass
             restored = len(done_records)
         else:
-            os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
             from ray.tune.logger import JsonLoggerCallback
 
             tuner = tune.Tuner(

@@ -11,16 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
-EXIT_BAD_INPUT = 2
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
-
-
-def _error(message: str) -> None:
-    err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+from cluster_sim.sweep_cli import EXIT_BAD_INPUT, _error, err, out
 
 
 def register(app: typer.Typer) -> None:

@@ -220,13 +220,7 @@ def load_study(path: str | Path) -> StudyPlan:
     """Read and check a study file; raise `StudyError` (file, field path, reason) if it cannot run."""
     path = Path(path)
     fname = str(path)
-    try:
-        raw = read_yaml(path)
-    except ScenarioError as exc:
-        raise StudyError(fname, exc.problems) from None
-    if not isinstance(raw, dict):
-        kind = "empty" if raw is None else type(raw).__name__
-        raise StudyError(fname, [("", f"a study is a YAML mapping (study, scenario, grid, seeds, ...); this file is {kind}")])
+    raw = read_mapping_file(path, "a study is a YAML mapping (study, scenario, grid, seeds, ...)")
     try:
         st = StudyFile.model_validate(raw)
     except ValidationError as err:
@@ -276,6 +270,18 @@ def load_study(path: str | Path) -> StudyPlan:
         seeds=seeds, generations=list(st.generations or base_sc.backup.generations), metrics=list(st.metrics),
         fingerprint=fingerprint, description=st.description,
     )
+
+
+def read_mapping_file(path: Path, what: str, error: type[StudyError] = StudyError) -> dict[str, Any]:
+    """A study or plan file's YAML, which must be a mapping (`what` says what it should hold)."""
+    try:
+        raw = read_yaml(path)
+    except ScenarioError as exc:
+        raise error(str(path), exc.problems) from None
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else type(raw).__name__
+        raise error(str(path), [("", f"{what}; this file is {kind}")])
+    return raw
 
 
 def unknown_metric_reason(m: str) -> str:

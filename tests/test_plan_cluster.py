@@ -28,45 +28,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
+from plan_helpers import make_plan, write_tiny
 
 from cluster_sim.plan import load_plan, run_plan
 from cluster_sim.sweep import SUMMARY_COLUMNS, load_study, run_study
 
 CLUSTER_SIM = Path(sys.executable).parent / "cluster-sim"
 START_TIMEOUT_S = 180
-TINY = """\
-name: tiny
-seed: 1
-cluster: {nodes: 2}
-storage: {csvs: 2}
-fleet:
-  - template: win
-    count: %(count)d
-    disks: [{size_gib: 4}, {size_gib: 2}]
-backup: {generations: [ws2012r2, ws2016], retry_wait_s: 60}
-run: {until_s: 50000}
-"""
-STUDY = """\
-study: cluster-study
-scenario: sc/tiny.yaml
-grid:
-  backup.vms_per_snapshot: [1, 3]
-  backup.concurrent_vms_per_node: [1, 2]
-seeds: 3
-generations: [ws2012r2]
-"""
-PLAN = """\
-plan: cluster-plan
-scenario: sc/tiny.yaml
-generations: [ws2012r2]
-search:
-  backup.vms_per_snapshot: {int: [1, 6]}
-  backup.concurrent_vms_per_node: {int: [1, 4]}
-objective: {minimize: backup_window_s}
-constraints: [outcomes.failed == 0, hw_snapshots_created <= 3]
-seeds: 2
-budget: {trials: 5}
-"""
+STUDY = {"study": "cluster-study", "scenario": "sc/tiny.yaml", "seeds": 3, "generations": ["ws2012r2"],
+         "grid": {"backup.vms_per_snapshot": [1, 3], "backup.concurrent_vms_per_node": [1, 2]}}
 # Asked of the cluster by a driver without the runtime_env: can a worker import cluster_sim?
 PROBE = """\
 import json, sys, time, ray
@@ -211,19 +182,14 @@ def test_second_environment_has_the_dependencies_but_not_cluster_sim(bare_cluste
     assert c.probe_answers == ["ImportError: No module named 'cluster_sim'"] * 4
 
 
-def _setup(folder: Path, name: str, text: str, count: int) -> Path:
-    (folder / "sc").mkdir(parents=True, exist_ok=True)
-    (folder / "sc" / "tiny.yaml").write_text(TINY % {"count": count})
-    (folder / name).write_text(text)
-    return folder / name
-
-
 @pytest.mark.slow
 def test_study_on_a_cluster_without_cluster_sim_runs_on_both_nodes_and_equals_a_local_run(bare_cluster, tmp_path):
     c = bare_cluster
     work = c.cwd / "study"
     # runs of 30 VMs, 12 of them: long enough that Ray spreads them over both 1-CPU nodes
-    study = _setup(work, "study.yaml", STUDY, count=30)
+    write_tiny(work, count=30)
+    study = work / "study.yaml"
+    study.write_text(yaml.safe_dump(STUDY))
     env = {**c.env, "RAY_ADDRESS": c.address}  # the address from the environment, as Ray's own tools take it
     res = subprocess.run([str(CLUSTER_SIM), "sweep", "study.yaml", "--out", "out"],
                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
@@ -242,7 +208,7 @@ def test_study_on_a_cluster_without_cluster_sim_runs_on_both_nodes_and_equals_a_
 def test_plan_on_a_cluster_without_cluster_sim_runs_on_both_nodes_and_equals_a_local_run(bare_cluster, tmp_path):
     c = bare_cluster
     work = c.cwd / "plan"
-    plan = _setup(work, "plan.yaml", PLAN, count=6)
+    plan = make_plan(work, trials=5)
     res = subprocess.run([str(CLUSTER_SIM), "plan", "plan.yaml", "--address", c.address, "--out", "out"],
                          cwd=work, env=c.env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
@@ -256,7 +222,8 @@ def test_plan_on_a_cluster_without_cluster_sim_runs_on_both_nodes_and_equals_a_l
     local = run_plan(load_plan(plan), tmp_path / "local", num_cpus=2)
     remote = pq.read_table(work / "out" / "trials.parquet").to_pylist()
     numeric = [n for n, k in SUMMARY_COLUMNS if k in ("int", "float")]
-    keys = ["trial", "feasible", "backup.vms_per_snapshot", "backup.concurrent_vms_per_node", *numeric]
+    keys = ["trial", "feasible", "backup.vms_per_snapshot", "backup.concurrent_vms_per_node",
+            "backup.copy_stream_mib_s", *numeric]
     assert [{k: r[k] for k in keys} for r in remote] == \
         [{k: r[k] for k in keys} for r in pq.read_table(tmp_path / "local" / "trials.parquet").to_pylist()]
     assert local.summary["best"]["trial"] == json.loads((work / "out" / "plan.json").read_text())["best"]["trial"]

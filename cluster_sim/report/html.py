@@ -439,15 +439,9 @@ def build_plan_report(folder: Path) -> Report:
 
 
 def _plan_num(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return "-" if math.isnan(v) else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}")
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
+    from cluster_sim.plan import fmt_value  # (the terminal summary's format)
+
+    return fmt_value(v)
 
 
 def _met(ok: Any) -> str:
