@@ -27,9 +27,9 @@ out = Console(highlight=False)
 EXIT_BAD_INPUT = 2
 
 
-def _load(file: Path, sets: list[str] | None) -> Scenario:
+def _load(file: Path, sets: list[str] | None, override_file: Path | None = None) -> Scenario:
     try:
-        return load_scenario(file, sets or [])
+        return load_scenario(file, sets or [], override_file)
     except ScenarioError as exc:
         _error(str(exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -58,6 +58,8 @@ def run(
     backend: Annotated[str | None, typer.Option(help="node backend: local | ray (default: the file's run.backend)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (default: the file's seed)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: dotted.path=value (repeatable)")] = None,
+    overrides: Annotated[Path | None, typer.Option(
+        "--overrides", help="YAML file of dotted.path: value overrides (e.g. a plan's best.yaml), applied before --set")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default results/<name>)")] = None,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="join this Ray cluster instead of starting one")] = None,
     generation: Annotated[list[str] | None, typer.Option("--generation", "-g", help="only these generations")] = None,
@@ -78,7 +80,7 @@ def run(
         sets.append(f"run.ray_address={ray_address}")
     if workers is not None:
         sets.append(f"run.workers={workers}")
-    sc = _load(file, sets)
+    sc = _load(file, sets, overrides)
     if generation:
         known = sc.backup.generations if sc.backup else []
         bad = [g for g in generation if g not in known]
@@ -189,6 +191,10 @@ def _print_steady(g) -> None:  # type: ignore[no-untyped-def]
 from cluster_sim.sweep_cli import register as _register_sweep  # noqa: E402
 
 _register_sweep(app)
+
+from cluster_sim.plan_cli import register as _register_plan  # noqa: E402
+
+_register_plan(app)
 
 
 @app.command()

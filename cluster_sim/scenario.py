@@ -494,9 +494,11 @@ def _kind_tag(model: type[BaseModel]) -> Any:
     return args[0] if args else None
 
 
-def _problems_from_validation(err: ValidationError, root: type[BaseModel] | None = None) -> list[tuple[str, str]]:
-    """(field path, reason) per problem; the reason quotes the bad value (cut to 80 characters) and,
-    for an unknown field, suggests the nearest known one."""
+def _problems_from_validation(err: ValidationError, root: type[BaseModel] | None = None,
+                              quote_values: bool = True) -> list[tuple[str, str]]:
+    """(field path, reason) per problem; the reason quotes the bad value (cut to 80 characters;
+    `quote_values=False` leaves that to the caller) and, for an unknown field, suggests the nearest
+    known one."""
     root = root or Scenario
     problems = []
     for e in err.errors(include_url=False):
@@ -517,7 +519,7 @@ def _problems_from_validation(err: ValidationError, root: type[BaseModel] | None
             if near:
                 msg += f" (did you mean {near[0]!r}?)"
             msg += "; see the scenario reference in README.md" if root is Scenario else ""
-        elif kind != "missing" and not isinstance(value, dict | list) and "got " not in msg:
+        elif quote_values and kind != "missing" and not isinstance(value, dict | list) and "got " not in msg:
             msg += f" (got {_shown(value)})"
         problems.append((path, msg))
     return problems
@@ -676,12 +678,31 @@ def _blame(err: ScenarioError, sets: list[tuple[str, str]]) -> ScenarioError:
     return err
 
 
-def load_scenario(path: str | Path, overrides: list[str] | None = None,
-                  override_labels: list[str] | None = None) -> Scenario:
-    """Load and validate a scenario file; `overrides` are `dotted.path=value` strings, applied in
-    order. A problem caused by an override is blamed on it (`--set key=value`, or the label given
-    for it, e.g. `-g ws2019`)."""
+def read_override_file(path: str | Path) -> list[tuple[str, Any]]:
+    """An override file (e.g. a plan's best.yaml): a YAML mapping of dotted scenario paths to values."""
     data = read_yaml(path)
+    if not isinstance(data, dict) or not data:
+        kind = "empty" if not data else type(data).__name__
+        raise ScenarioError(str(path), [("", "an override file is a YAML mapping of dotted scenario paths to "
+                                             f"values (backup.vms_per_snapshot: 8); this file is {kind}")])
+    for key in data:
+        if not isinstance(key, str) or not key or any(not part.strip() for part in key.split(".")):
+            raise ScenarioError(str(path), [(str(key), "not a dotted field path (e.g. backup.vms_per_snapshot)")])
+    return list(data.items())
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None,
+                  override_file: str | Path | None = None,
+                  override_labels: list[str] | None = None) -> Scenario:
+    """Load and validate a scenario file. `override_file` (a mapping of dotted paths to values) is
+    applied first, then `overrides` (`dotted.path=value` strings), in order. A problem the override
+    file brings in is blamed on that file; one an override brings in, on it (`--set key=value`, or
+    the label given for it, e.g. `-g ws2019`)."""
+    data = read_yaml(path)
+    if override_file is not None:
+        scenario_from_dict(data, str(path))  # the scenario's own problems are its own
+        data = apply_overrides(data, read_override_file(override_file), str(override_file))
+        scenario_from_dict(data, str(override_file))
     if not overrides:
         return scenario_from_dict(data, str(path))
     if not isinstance(data, dict):

@@ -338,8 +338,16 @@ def _csv_rows(cm: ClusterModel) -> list[CsvRow]:
 # ----------------------------------------------------------------------------------------------
 # Ray lifecycle
 # ----------------------------------------------------------------------------------------------
+def package_runtime_env() -> dict[str, Any]:
+    """Ray runtime_env that ships this package's code to every worker of the job (`py_modules`):
+    the nodes of a Ray cluster need Ray and the dependencies, not cluster_sim itself."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    return {"py_modules": [package], "excludes": ["__pycache__/", "*.pyc"]}
+
+
 class RaySession:
-    """Starts a local Ray instance (or joins `address`) and shuts down only what it started."""
+    """Starts a local Ray instance (or joins `address`, shipping this package to its workers with
+    `package_runtime_env`) and shuts down only what it started."""
 
     def __init__(self, num_cpus: int | None = None, address: str | None = None):
         import ray
@@ -349,7 +357,7 @@ class RaySession:
         if not ray.is_initialized():
             kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
             if address:
-                ray.init(address=address, **kw)
+                ray.init(address=address, runtime_env=package_runtime_env(), **kw)
             else:
                 ray.init(address="local", num_cpus=num_cpus or min(2, os.cpu_count() or 1), **kw)
             self.started = True

@@ -220,13 +220,7 @@ def load_study(path: str | Path) -> StudyPlan:
     """Read and check a study file; raise `StudyError` (file, field path, reason) if it cannot run."""
     path = Path(path)
     fname = str(path)
-    try:
-        raw = read_yaml(path)
-    except ScenarioError as exc:
-        raise StudyError(fname, exc.problems) from None
-    if not isinstance(raw, dict):
-        kind = "empty" if raw is None else type(raw).__name__
-        raise StudyError(fname, [("", f"a study is a YAML mapping (study, scenario, grid, seeds, ...); this file is {kind}")])
+    raw = read_mapping_file(path, "a study is a YAML mapping (study, scenario, grid, seeds, ...)")
     try:
         st = StudyFile.model_validate(raw)
     except ValidationError as err:
@@ -239,9 +233,7 @@ def load_study(path: str | Path) -> StudyPlan:
     # metrics
     for i, m in enumerate(st.metrics):
         if m not in METRIC_KINDS:
-            near = difflib.get_close_matches(m, list(METRIC_KINDS), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(METRIC_KINDS)}"
-            problems.append((f"metrics[{i}]", f"unknown metric {m!r} (a number in summary.json, dotted){hint}"))
+            problems.append((f"metrics[{i}]", unknown_metric_reason(m)))
     if len(set(st.metrics)) != len(st.metrics):
         problems.append(("metrics", "a metric is listed twice"))
     # grid paths
@@ -261,58 +253,13 @@ def load_study(path: str | Path) -> StudyPlan:
         raise StudyError(fname, problems)
 
     # the scenario, with the study's fixed overrides
-    scenario_file = path.parent / st.scenario
-    try:
-        base = read_yaml(scenario_file)
-        scenario_from_dict(base, str(scenario_file))
-    except ScenarioError as exc:
-        raise StudyError(fname, [("scenario", str(exc))]) from None
-    try:
-        base = apply_overrides(base, list(st.overrides.items()), fname)
-    except ScenarioError as exc:
-        raise StudyError(fname, [(f"overrides.{p}" if p else "overrides", r) for p, r in exc.problems]) from None
-    try:
-        base_sc = scenario_from_dict(base, fname)
-    except ScenarioError as exc:
-        raise StudyError(fname, [(f"overrides: {_norm_path(p)}" if p else "overrides", r)
-                                 for p, r in exc.problems]) from None
-    if base_sc.backup is None:
-        raise StudyError(fname, [("scenario", f"{scenario_file} has no backup section; a study compares backup runs")])
-
-    # seeds
-    if isinstance(st.seeds, int) and not isinstance(st.seeds, bool):
-        if not 1 <= st.seeds <= 100_000:
-            raise StudyError(fname, [("seeds", f"{st.seeds} runs per point: give 1 to 100000 (or a list of seeds)")])
-        seeds = [base_sc.seed + i for i in range(st.seeds)]
-    elif isinstance(st.seeds, list) and st.seeds:
-        bad = [i for i, s in enumerate(st.seeds) if not (isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63)]
-        if bad:
-            raise StudyError(fname, [(f"seeds[{bad[0]}]", f"{st.seeds[bad[0]]!r} is not a seed (an integer >= 0)")])
-        if len(set(st.seeds)) != len(st.seeds):
-            raise StudyError(fname, [("seeds", "a seed is listed twice")])
-        seeds = list(st.seeds)
-    else:
-        raise StudyError(fname, [("seeds", f"expected a number of seeds (>= 1) or a list of seeds, got {st.seeds!r}")])
+    scenario_file, base, base_sc = load_base_scenario(path, st.scenario, st.overrides, "a study compares backup runs")
+    seeds = parse_seeds(st.seeds, base_sc.seed, fname)
 
     # every grid point, through the scenario machinery
     axes = list(st.grid)
     points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*(st.grid[a] for a in axes))]
-    scenarios: list[Scenario] = []
-    seen: set[tuple[str, str]] = set()
-    for point in points:
-        try:
-            data = apply_overrides(base, list(point.items()), fname)
-            scenarios.append(scenario_from_dict(data, fname))
-            continue
-        except ScenarioError as exc:
-            found = exc.problems
-        for p, reason in found:
-            where, why = _blame(point, _norm_path(p) if p else "", reason)
-            if (where, why) not in seen:
-                seen.add((where, why))
-                problems.append((where, why))
-        if len(problems) >= 8:
-            break
+    scenarios, problems = check_points(base, points, fname)
     if problems:
         raise StudyError(fname, problems)
 
@@ -325,17 +272,101 @@ def load_study(path: str | Path) -> StudyPlan:
     )
 
 
-def _blame(point: dict[str, Any], problem_path: str, reason: str) -> tuple[str, str]:
+def read_mapping_file(path: Path, what: str, error: type[StudyError] = StudyError) -> dict[str, Any]:
+    """A study or plan file's YAML, which must be a mapping (`what` says what it should hold)."""
+    try:
+        raw = read_yaml(path)
+    except ScenarioError as exc:
+        raise error(str(path), exc.problems) from None
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else type(raw).__name__
+        raise error(str(path), [("", f"{what}; this file is {kind}")])
+    return raw
+
+
+def unknown_metric_reason(m: str) -> str:
+    """Why `m` is not a metric, with the nearest known one."""
+    near = difflib.get_close_matches(m, list(METRIC_KINDS), n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(METRIC_KINDS)}"
+    return f"unknown metric {m!r} (a number in summary.json, dotted){hint}"
+
+
+def load_base_scenario(path: Path, scenario: str, overrides: dict[str, Any], purpose: str,
+                       error: type[StudyError] = StudyError) -> tuple[Path, dict[str, Any], Scenario]:
+    """The scenario a study (or plan) file names, relative to that file, with its fixed `overrides`:
+    (scenario file, the data with the overrides applied, the checked scenario)."""
+    fname = str(path)
+    scenario_file = path.parent / scenario
+    try:
+        base = read_yaml(scenario_file)
+        scenario_from_dict(base, str(scenario_file))
+    except ScenarioError as exc:
+        raise error(fname, [("scenario", str(exc))]) from None
+    try:
+        base = apply_overrides(base, list(overrides.items()), fname)
+    except ScenarioError as exc:
+        raise error(fname, [(f"overrides.{p}" if p else "overrides", r) for p, r in exc.problems]) from None
+    try:
+        base_sc = scenario_from_dict(base, fname)
+    except ScenarioError as exc:
+        raise error(fname, [(f"overrides: {_norm_path(p)}" if p else "overrides", r)
+                            for p, r in exc.problems]) from None
+    if base_sc.backup is None:
+        raise error(fname, [("scenario", f"{scenario_file} has no backup section; {purpose}")])
+    return scenario_file, base, base_sc
+
+
+def parse_seeds(value: Any, first: int, fname: str, error: type[StudyError] = StudyError) -> list[int]:
+    """`seeds:` of a study or plan file: a count N (the scenario's seed .. seed+N-1) or a list."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= 100_000:
+            raise error(fname, [("seeds", f"{value} runs per point: give 1 to 100000 (or a list of seeds)")])
+        return [first + i for i in range(value)]
+    if isinstance(value, list) and value:
+        bad = [i for i, s in enumerate(value) if not (isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63)]
+        if bad:
+            raise error(fname, [(f"seeds[{bad[0]}]", f"{value[bad[0]]!r} is not a seed (an integer >= 0)")])
+        if len(set(value)) != len(value):
+            raise error(fname, [("seeds", "a seed is listed twice")])
+        return list(value)
+    raise error(fname, [("seeds", f"expected a number of seeds (>= 1) or a list of seeds, got {value!r}")])
+
+
+def check_points(base: dict[str, Any], points: list[dict[str, Any]], fname: str,
+                 prefix: str = "grid") -> tuple[list[Scenario], list[tuple[str, str]]]:
+    """Apply every point (dotted path -> value) to the scenario data and validate it: the scenarios,
+    and the problems (at most about 8), each blamed on `<prefix>.<path>` where a path is at fault."""
+    scenarios: list[Scenario] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for point in points:
+        try:
+            data = apply_overrides(base, list(point.items()), fname)
+            scenarios.append(scenario_from_dict(data, fname))
+            continue
+        except ScenarioError as exc:
+            found = exc.problems
+        for p, reason in found:
+            where, why = _blame(point, _norm_path(p) if p else "", reason, prefix)
+            if (where, why) not in seen:
+                seen.add((where, why))
+                problems.append((where, why))
+        if len(problems) >= 8:
+            break
+    return scenarios, problems
+
+
+def _blame(point: dict[str, Any], problem_path: str, reason: str, prefix: str = "grid") -> tuple[str, str]:
     """Attribute a scenario problem at one grid point to the axis it comes from, if any."""
     for axis, value in point.items():
         if (problem_path == axis or problem_path.startswith(axis + ".") or axis.startswith(problem_path + ".")
                 or (not problem_path and axis in reason)):
             if reason.startswith("unknown field"):
-                return f"grid.{axis}", f"{reason} (at scenario field {problem_path})" if problem_path != axis else reason
+                return f"{prefix}.{axis}", f"{reason} (at scenario field {problem_path})" if problem_path != axis else reason
             if reason.endswith("is a value, not a section") or "is not an index of" in reason:
-                return f"grid.{axis}", reason
-            return f"grid.{axis}", f"value {_canonical(value)}: {reason}"
-    return "grid", f"at point {_point_text(point)}: scenario field {problem_path or '(top)'}: {reason}"
+                return f"{prefix}.{axis}", reason
+            return f"{prefix}.{axis}", f"value {_canonical(value)}: {reason}"
+    return prefix, f"at point {_point_text(point)}: scenario field {problem_path or '(top)'}: {reason}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ or option (one message naming the file, the field path and the reason; nothing w
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,7 +31,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def sweep(
         study: Annotated[Path, typer.Argument(help="study YAML file")],
-        address: Annotated[str | None, typer.Option("--address", help="run on this existing Ray cluster")] = None,
+        address: Annotated[str | None, typer.Option(
+            "--address", help="run on this existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)")] = None,
         out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default results/<study>)")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="skip runs already recorded in DIR/runs.parquet")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="with --resume: run again the runs that recorded an error")] = False,
@@ -48,6 +50,8 @@ def register(app: typer.Typer) -> None:
         if address and serial:
             _error("--address and --serial: choose one")
             raise typer.Exit(EXIT_BAD_INPUT)
+        if not serial:
+            address = address or os.environ.get("RAY_ADDRESS") or None
         if retry_failed and not resume:
             _error("--retry-failed goes with --resume")
             raise typer.Exit(EXIT_BAD_INPUT)

@@ -1,9 +1,10 @@
-"""Bad scenario and study files: every one is refused with a message naming the file, the field path
-and the reason, exit code 2, and nothing written.
+"""Bad scenario, study and plan files: every one is refused with a message naming the file, the field
+path and the reason, exit code 2, and nothing written.
 
-The corpus lives in tests/bad_inputs/ (scenarios) and tests/bad_inputs/studies/ (studies), one
-problem per file; each folder's expected.yaml holds, per file, the field path the message must name
-("" for file-level problems) and a fragment of the reason.
+The corpus lives in tests/bad_inputs/ (scenarios), tests/bad_inputs/studies/ (studies) and
+tests/bad_inputs/plans/ (plans), one problem per file; each folder's expected.yaml holds, per file,
+the field path the message must name ("" for file-level problems), a fragment of the reason and,
+for plans, the bad value as the message shows it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ EXPECTED: dict[str, dict[str, str]] = yaml.safe_load((CORPUS / "expected.yaml").
 CASES = sorted(EXPECTED)
 STUDIES = CORPUS / "studies"
 STUDY_EXPECTED: dict[str, dict[str, str]] = yaml.safe_load((STUDIES / "expected.yaml").read_text(encoding="utf-8"))
+PLANS = CORPUS / "plans"
+PLAN_EXPECTED: dict[str, dict[str, str]] = yaml.safe_load((PLANS / "expected.yaml").read_text(encoding="utf-8"))
 
 # A representative subset for the (slower) CLI checks: file-level, unknown field, type, range,
 # choice, and the three whole-scenario feasibility checks.
@@ -228,3 +231,63 @@ def test_sweep_refuses_bad_study_with_file_field_path_reason_exit_2_and_writes_n
         assert f"{study}: {exp['path']}: " in text, text
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# bad plan files (cluster-sim plan)
+# ----------------------------------------------------------------------------------------------
+def test_plan_corpus_has_an_expectation_for_every_file_and_a_file_for_every_expectation():
+    plans = {p.name for p in PLANS.glob("*.yaml")} - {"expected.yaml"}
+    assert plans == set(PLAN_EXPECTED)
+    assert len(plans) >= 15
+    for name, exp in PLAN_EXPECTED.items():
+        assert set(exp) == {"path", "value", "reason"} and exp["reason"], name
+
+
+@pytest.mark.parametrize("name", sorted(PLAN_EXPECTED))
+def test_plan_refuses_bad_plan_with_file_field_path_value_reason_exit_2_and_writes_nothing(name, tmp_path):
+    plan = PLANS / name
+    exp = PLAN_EXPECTED[name]
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["plan", str(plan), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    text = _flat(res.output)
+    assert text.count("error:") == 1 and text.count(f"{plan}") == 1, text
+    assert f"{plan}: " in text and exp["reason"] in text and exp["value"] in text, text
+    if exp["path"]:  # one problem: "file: path: ..."; several: "file: N problems path: ..."
+        assert f"{plan}: {exp['path']}: " in text or f" problems {exp['path']}: " in text, text
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# run --overrides FILE
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("content,path,reason", [
+    ("backup.vms_per_snapshot: 0\n", "backup.vms_per_snapshot", "Input should be greater than or equal to 1"),
+    ("backup.vms_per_snaphot: 4\n", "backup.vms_per_snaphot", "unknown field"),
+    ("- backup.vms_per_snapshot: 4\n", "", "an override file is a YAML mapping of dotted scenario paths"),
+    ("", "", "this file is empty"),
+    ("backup.: 4\n", "backup.", "not a dotted field path"),
+    ("fleet.7.count: 4\n", "fleet.7.count", "'7' is not an index of a list of 3"),
+])
+def test_run_blames_a_bad_override_file_on_that_file_with_exit_2_and_writes_nothing(content, path, reason, tmp_path):
+    bad = tmp_path / "best.yaml"
+    bad.write_text(content)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", str(SMALL), "--overrides", str(bad), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    text = _flat(res.output)
+    assert text.count("error:") == 1 and reason in text, text
+    assert (f"{bad}: {path}: " if path else f"{bad}: ") in text, text
+    assert str(SMALL) not in text  # the scenario is fine: the override file is to blame
+    assert not out.exists()
+
+
+def test_run_overrides_file_applies_before_set(tmp_path):
+    from cluster_sim.scenario import load_scenario
+
+    f = tmp_path / "best.yaml"
+    f.write_text("backup.vms_per_snapshot: 4\nbackup.concurrent_vms_per_node: 2\n")
+    sc = load_scenario(SMALL, ["backup.concurrent_vms_per_node=5"], f)
+    assert (sc.backup.vms_per_snapshot, sc.backup.concurrent_vms_per_node) == (4, 5)

@@ -133,6 +133,7 @@ th { background: #f3f3f3; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.best { background: #dff3df; font-weight: 700; color: #145214; }
 td.bad { background: #fbe0e0; font-weight: 700; color: #8a1010; }
+span.ok { color: #145214; font-weight: 700; } span.no { color: #8a1010; font-weight: 700; }
 td.explain { color: #444; font-size: 0.85rem; min-width: 22rem; }
 ul.key { padding-left: 1.2rem; } ul.key li { margin: 0.15rem 0; }
 ul.key b { display: inline-block; min-width: 12rem; }
@@ -185,11 +186,14 @@ def generation_folders(folder: Path) -> list[Path]:
 
 
 def build_report(folder: str | Path) -> Report:
-    """Write timeline.png and trace.perfetto.json into every generation folder, then report.html."""
+    """Write timeline.png and trace.perfetto.json into every generation folder, then report.html
+    (a plan folder, with a plan.json and no generation folders, gets the plan's page)."""
     t0 = time.perf_counter()
     folder = Path(folder)
     if not folder.is_dir():
         raise ReportError(f"{folder}: not a folder")
+    if (folder / PLAN_JSON).is_file() and not generation_folders(folder):
+        return build_plan_report(folder)
     gens: list[Generation] = []
     errors: list[str] = []
     for gf in generation_folders(folder):
@@ -419,9 +423,141 @@ def render_html(folder: Path, gens: list[Generation]) -> str:
         body.append(comparison_table(gens))
     body.append(verification_section(gens))
     body += [generation_section(g) for g in gens]
-    body.append('<footer><p id="page-status" data-loaded="0"></p>'
-                '<pre id="console-errors" data-count="0"></pre></footer>')
+    return _page(heading, body)
+
+
+def _page(heading: str, body: list[str]) -> str:
+    """The self-contained page around `body`: error capture, style, the status footer."""
+    body = [*body, '<footer><p id="page-status" data-loaded="0"></p>'
+                   '<pre id="console-errors" data-count="0"></pre></footer>']
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{_e(heading)}</title>\n<script>{_ERROR_CAPTURE}</script>\n<style>{_CSS}</style>\n</head>\n"
             "<body>\n" + "\n".join(b for b in body if b) + "\n</body>\n</html>\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# a plan folder (`cluster-sim plan`): the answer, the baseline beside the best trial, the trials
+# ----------------------------------------------------------------------------------------------
+PLAN_JSON = "plan.json"  # what cluster_sim/plan.py writes for this page (and the terminal summary)
+
+
+def build_plan_report(folder: Path) -> Report:
+    """report.html of a plan folder, from its plan.json, pareto.png and best.yaml (nothing re-run)."""
+    t0 = time.perf_counter()
+    try:
+        summary = json.loads((folder / PLAN_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{folder / PLAN_JSON}: unreadable: {exc}") from None
+    page = folder / "report.html"
+    page.write_text(render_plan_html(folder, summary), encoding="utf-8")
+    return Report(folder, page, [], [], time.perf_counter() - t0)
+
+
+def _plan_num(v: Any) -> str:
+    from cluster_sim.plan import fmt_value  # (the terminal summary's format)
+
+    return fmt_value(v)
+
+
+def _met(ok: Any) -> str:
+    if ok is None:
+        return ""
+    return ' <span class="ok">met</span>' if ok else ' <span class="no">not met</span>'
+
+
+def plan_comparison_table(summary: dict[str, Any]) -> str:
+    best = summary.get("best")
+    head = (f"<tr><th></th><th>baseline (scenario as written)</th><th>best feasible"
+            f"{' (trial ' + _e(best['trial']) + ')' if best else ''}</th><th>change</th><th>limit / searched over</th></tr>")
+    rows = []
+    for r in summary.get("comparison", []):
+        if r["kind"] == "setting":
+            rows.append(f'<tr class="setting"><td><code>{_e(r["name"])}</code></td><td class="num">'
+                        f'{_e(_plan_num(r["baseline"]))}</td><td class="num">{_e(_plan_num(r["best"]))}</td><td></td>'
+                        f'<td class="muted">{_e(r["domain"])}</td></tr>')
+            continue
+        limits = r.get("constraints") or []
+        base_ok = None if not limits else all(c["baseline_met"] for c in limits)
+        best_ok = None if not limits or not best else all(c["best_met"] for c in limits)
+        change = "" if r.get("change") is None else (
+            f"{r['change_pct']:+.1f} %" if r.get("change_pct") is not None else f"{r['change']:+g}")
+        what = "; ".join(([r["role"]] if r.get("role") else []) + [c["text"] for c in limits])
+        rows.append(f'<tr><td><code>{_e(r["name"])}</code></td><td class="num">{_e(_plan_num(r["baseline"]))}'
+                    f'{_met(base_ok)}</td><td class="num">{_e(_plan_num(r["best"]))}{_met(best_ok)}</td>'
+                    f'<td class="num">{_e(change)}</td><td>{_e(what)}</td></tr>')
+    return f'<div class="scroll"><table id="plan-comparison">{head}{"".join(rows)}</table></div>'
+
+
+def plan_trials_table(summary: dict[str, Any]) -> str:
+    trials = summary.get("top_trials") or []
+    if not trials:
+        return ""
+    params = list(summary.get("search", {}))
+    objectives = [o["metric"] for o in summary.get("objectives", [])]
+    head = ("<tr><th>trial</th>" + "".join(f"<th><code>{_e(p)}</code></th>" for p in params)
+            + "".join(f"<th>{_e(o)} (mean)</th>" for o in objectives) + "<th>feasible</th>"
+            + "".join(f"<th>{_e(c)}<br><span class=\"muted\">worst seed</span></th>"
+                      for c in summary.get("constraints", [])) + "</tr>")
+    rows = []
+    for t in trials:
+        cells = [f'<td class="num">{_e(t["trial"])}</td>']
+        cells += [f'<td class="num">{_e(_plan_num(t["params"].get(p)))}</td>' for p in params]
+        cells += [f'<td class="num">{_e(_plan_num(v))}</td>' for v in t.get("objectives", [])]
+        cells.append(f"<td>{'yes' if t['feasible'] else ('error' if t.get('error') else 'no')}</td>")
+        for c in t.get("constraints", []):
+            cls = "num" if c["met"] else "num bad"
+            cells.append(f'<td class="{cls}">{_e(_plan_num(c["worst"]))}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="scroll"><table id="plan-trials">{head}{"".join(rows)}</table></div>'
+            f'<p class="muted">The {len(trials)} best trials (feasible first); every trial, with every metric\'s '
+            f'mean, minimum and maximum over seeds, is in <code>trials.parquet</code>, every run in '
+            f'<code>runs.parquet</code>.</p>')
+
+
+def plan_section(folder: Path, summary: dict[str, Any]) -> str:
+    """The plan's answer: in words, baseline beside best, the plot, best.yaml, the best trials."""
+    parts = ['<section class="plan" id="plan">', "<h2>The answer</h2>"]
+    answer = summary.get("answer") or []
+    cls = "" if summary.get("best") else ' class="note"'
+    parts.append(f"<ul{cls}>" + "".join(f"<li>{_e(line)}</li>" for line in answer) + "</ul>")
+    parts.append('<h2 id="plan-table">Baseline and best trial</h2>')
+    parts.append(plan_comparison_table(summary))
+    inf = summary.get("infeasible")
+    if inf and inf.get("met_counts"):
+        items = "".join(f"<li><code>{_e(c)}</code>: met by {n} of {inf['trials_run']} trials</li>"
+                        for c, n in inf["met_counts"].items())
+        parts.append(f"<p>Constraints met, trial by trial:</p><ul>{items}</ul>")
+    png = folder / (summary.get("outputs", {}).get("plot") or "pareto.png")
+    if png.is_file():
+        what = ("every trial in objective space, the Pareto front of the feasible ones and the baseline"
+                if len(summary.get("objectives", [])) == 2 else
+                "the objective of each trial in the order they ran, the best feasible so far and the baseline")
+        parts.append(f'<figure><img src="{_data_uri(png)}" alt="trials of the plan" width="765">'
+                     f"<figcaption>{_e(what)}; grey crosses are infeasible trials. File: "
+                     f"<code>{_e(png.name)}</code>.</figcaption></figure>")
+    best_file = folder / "best.yaml"
+    if summary.get("best") and best_file.is_file():
+        parts.append('<h2 id="plan-best">best.yaml</h2><p>Apply it with <code>cluster-sim run SCENARIO '
+                     '--overrides best.yaml</code>:</p>')
+        parts.append(f"<pre>{_e(best_file.read_text(encoding='utf-8'))}</pre>")
+    parts.append('<h2 id="plan-trials">Trials</h2>')
+    parts.append(plan_trials_table(summary))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render_plan_html(folder: Path, summary: dict[str, Any]) -> str:
+    heading = f"{summary.get('plan', folder.name)}: backup settings plan"
+    budget = summary.get("budget") or {}
+    sub = (f"{summary.get('scenario_name')} ({summary.get('scenario')}), {summary.get('generation')}; "
+           f"{summary.get('trials')} trials of up to {budget.get('trials')}, {summary.get('feasible')} feasible, "
+           f"{summary.get('failed')} failed; seeds {', '.join(map(str, summary.get('seeds', [])))} per trial; "
+           f"{summary.get('sampler')} on Ray Tune. Objective: "
+           + " and ".join(f"{o['direction']} {o['metric']}" for o in summary.get("objectives", []))
+           + ". Constraints: " + (", ".join(summary.get("constraints") or []) or "none")
+           + ". All times are simulated.")
+    nav = ('<nav><a href="#plan">answer</a> <a href="#plan-table">baseline and best</a> '
+           '<a href="#plan-trials">trials</a></nav>')
+    body = [f"<h1>{_e(heading)}</h1>", f'<p class="muted">{_e(sub)}</p>', nav, plan_section(folder, summary)]
+    return _page(heading, body)
