@@ -92,3 +92,35 @@ def test_a_schedule_shows_the_fulls_window_and_the_mean_incremental_window_never
     assert s.full_window_s == jobs[0].backup_window_s
     assert s.incremental_window_s == pytest.approx(incr * 3600, abs=1e-5)
     assert "Per job" not in comparison_md([s])  # (the CLI appends the per-job table itself)
+
+
+def test_pandas_reads_comparison_csv_with_numeric_dtypes(tmp_path) -> None:
+    pd = pytest.importorskip("pandas")
+    f = tmp_path / "comparison.csv"
+    f.write_text(comparison_csv([_s("ws2012r2", 15.0, snaps=1400), _s("ws2016", 15.5, snaps=8)]))
+    df = pd.read_csv(f)
+    assert df["generation"].tolist() == ["ws2012r2", "ws2016"]
+    for col in df.columns:
+        if col != "generation":
+            assert pd.api.types.is_numeric_dtype(df[col]), col
+    assert df["hw snapshots"].tolist() == [1400, 8]
+
+
+def test_run_result_to_pandas_gives_one_row_per_generation_and_one_per_vm() -> None:
+    pytest.importorskip("pandas")
+    import cluster_sim
+
+    d = scenario_dict(fleet=[template("win", count=3, size_gib=1)], nodes=1, csvs=1, backup={"verify": False})
+    from cluster_sim.scenario import scenario_from_dict
+
+    res = cluster_sim.run(scenario_from_dict(d), backend="local", generations=["ws2012r2", "ws2016"])
+    gens = res.to_pandas()
+    assert gens["generation"].tolist() == ["ws2012r2", "ws2016"]
+    assert gens["hw_snapshots_created"].tolist() == [3, 1]
+    assert "io_latency_ms.backup_p99" in gens.columns and "outcomes.app_consistent" in gens.columns
+    vms = res.to_pandas("vms")
+    assert len(vms) == 6 and set(vms["generation"]) == {"ws2012r2", "ws2016"}
+    assert vms["bytes_copied_mib"].dtype.kind == "f"
+    assert len(res.to_pandas("csvs")) == 2
+    with pytest.raises(ValueError, match="not one of"):
+        res.to_pandas("nodes")
