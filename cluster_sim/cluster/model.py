@@ -217,11 +217,8 @@ class ClusterModel:
                                        rct_survives=rct_survives)
         self.failures.append(NodeFailure(node, self.env.now, how, len(hosted)))
         self.trace("node_failed", node=node, how=how, vms_down=len(hosted))
-        survivors = self.candidates()
+        self.adopt_orphan_csvs()
         for vol in self.csvs:
-            if vol.coordinator == node and survivors:
-                owned = {n: sum(1 for v in self.csvs if v.coordinator == n) for n in survivors}
-                vol.move_coordinator(min(survivors, key=lambda n: (owned[n], self.nodes.index(n))))
             for h in list(vol.holds.values()):
                 if h.node == node and h.kind == "metadata":
                     vol.release(h)  # the metadata operation died with its node
@@ -232,6 +229,18 @@ class ClusterModel:
         self.place_unplaced()
         for fn in self.failure_listeners:
             fn(node)
+
+    def adopt_orphan_csvs(self) -> None:
+        """Every CSV whose coordinator the cluster holds failed moves to a node that is up: one
+        that takes VMs if there is one, else a draining node (a drained node still runs the
+        cluster service and can coordinate CSVs [MS]); with no node up, when one returns."""
+        hosts = self.candidates() or [n for n in self.nodes if n in self.up and n in self.alive]
+        if not hosts:
+            return
+        for vol in self.csvs:
+            if vol.coordinator not in self.up:
+                owned = {n: sum(1 for v in self.csvs if v.coordinator == n) for n in hosts}
+                vol.move_coordinator(min(hosts, key=lambda n: (owned[n], self.nodes.index(n))))
 
     def place_unplaced(self) -> None:
         """Fail over VMs waiting for a node: each boots on the least loaded available node.
@@ -280,6 +289,7 @@ class ClusterModel:
             return
         if node in self.alive:  # never detected as failed: nothing to do but rejoin
             self.up.add(node)
+            self.adopt_orphan_csvs()
             return
         if node in self.up:  # back before the heartbeats ran out: the cluster notices now
             self.node_failed(node, how="crash")
@@ -288,6 +298,7 @@ class ClusterModel:
         self.alive.add(node)
         self.up.add(node)
         self.trace("node_recovered", node=node)
+        self.adopt_orphan_csvs()
         self.place_unplaced()
 
     # -- wrap-up ---------------------------------------------------------------------------------
