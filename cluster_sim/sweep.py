@@ -588,14 +588,14 @@ def run_study(plan: StudyPlan, out_dir: str | Path, *, resume: bool = False, ret
     todo = [s for s in runs if s.run_id not in recorded]
     session = None
     if executor == "ray" and todo:  # before anything is written: a Ray that cannot be reached is bad input
-        from cluster_sim.simulation import RaySession
+        from cluster_sim.simulation import RaySession, RayUnavailable
 
-        if address:
-            _check_reachable(address)
-        try:
+        where = f"--address {address}" if address else "ray.init"
+        try:  # (RaySession checks the address first: fast, and it explains an authentication failure)
             session = RaySession(num_cpus=num_cpus or os.cpu_count() or 1, address=address)
+        except RayUnavailable as exc:
+            raise StudyRunError(f"{where}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, ValueError, RuntimeError...
-            where = f"--address {address}" if address else "ray.init"
             raise StudyRunError(f"{where}: cannot start or join Ray: {_error_text(exc)}") from None
     if not resume:
         clear_outputs(out_dir)
@@ -645,19 +645,6 @@ def run_study(plan: StudyPlan, out_dir: str | Path, *, resume: bool = False, ret
         write_aggregate_csv(out_dir / AGGREGATE_FILE, plan, outcome.aggregate)
         outcome.plots = write_plots(plan, outcome.aggregate, out_dir / PLOTS_DIR)
     return outcome
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on a `host:port` nobody answers on (ray.init would retry for minutes)."""
-    import socket
-
-    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
-    if not m:
-        return  # "auto" and the like: leave it to ray.init
-    try:
-        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s).close()
-    except OSError as exc:
-        raise StudyRunError(f"--address {address}: cannot connect: {exc.strerror or exc}") from None
 
 
 def _run_on_ray(ray: Any, plan: StudyPlan, todo: list[RunSpec], state: StudyProgress,
