@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from ray_helpers import KillingBackend
 from typer.testing import CliRunner
 
 import cluster_sim
@@ -49,36 +50,6 @@ def scenario(**run) -> cluster_sim.Scenario:  # type: ignore[no-untyped-def]
                    {"kind": "recover_node", "at_s": 400.0, "node": "node-3"}],
         "run": {"until_s": 20000, **run},
     })
-
-
-class KillingBackend(RayBackend):
-    """A Ray backend whose `victim` actor's worker process gets `sig` right after the `at_send`-th
-    batch of operations sent to it (each generation counts anew), as an OOM killer or a frozen machine
-    would do."""
-
-    def __init__(self, names, victim: str, at_send: int, sig: int = signal.SIGKILL, **kw):  # type: ignore[no-untyped-def]
-        self.victim, self.at_send, self.sig = victim, at_send, sig
-        self.sent = 0
-        self.hit: list[int] = []  # PIDs signalled
-        super().__init__(names, **kw)
-
-    def revive_all(self) -> None:
-        super().revive_all()
-        self.sent = 0
-
-    def send(self, node, ops):  # type: ignore[no-untyped-def]
-        actor = self.actors.get(node)
-        mine = node == self.victim and actor is not None and bool(ops)  # (not the backend's own pings)
-        pid = None
-        if mine and self.sent + 1 == self.at_send:
-            pid = self._ray.get(actor.pid.remote(), timeout=60)  # the PID, from the actor itself
-        out = super().send(node, ops)
-        if mine:
-            self.sent += 1
-            if pid is not None:
-                os.kill(pid, self.sig)
-                self.hit.append(pid)
-        return out
 
 
 @pytest.fixture(scope="module")
