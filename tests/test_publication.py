@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from proc_helpers import gone, pids_where
 from typer.testing import CliRunner
 
 from cluster_sim import cli
@@ -160,26 +161,6 @@ def test_scratch_folders_of_dead_runs_are_removed_and_live_ones_kept(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", live.name, other.name])
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(proc.name))
-    return out
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 @pytest.mark.slow
 def test_a_killed_run_leaves_no_worker_behind_and_the_old_results_intact(tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -193,15 +174,12 @@ def test_a_killed_run_leaves_no_worker_behind_and_the_old_results_intact(tmp_pat
     workers: list[int] = []
     give_up = time.monotonic() + 300
     while len(workers) < 2 and proc.poll() is None and time.monotonic() < give_up:
-        workers = _children(proc.pid)
+        workers = pids_where(parent=proc.pid)
         time.sleep(0.02)
     assert len(workers) >= 2 and proc.poll() is None, "the run ended before its workers could be seen"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    give_up = time.monotonic() + 60
-    while not all(_gone(w) for w in workers) and time.monotonic() < give_up:
-        time.sleep(0.1)
-    left = [w for w in workers if not _gone(w)]
+    left = [w for w in workers if not gone(w, within_s=60)]
     try:
         assert left == [], f"worker processes {left} outlived their killed parent"
     finally:

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from proc_helpers import gone, pids_where
 from ray_helpers import KillingBackend
 from typer.testing import CliRunner
 
@@ -75,20 +76,6 @@ def run_with(be: RayBackend, sc: cluster_sim.Scenario) -> list:  # type: ignore[
     return out
 
 
-def gone(pid: int, within_s: float = 30.0) -> bool:
-    """Has the process exited (or is it a zombie) within `within_s`?"""
-    give_up = time.monotonic() + within_s
-    while time.monotonic() < give_up:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def assert_same_as_local(gens, local_run) -> None:  # type: ignore[no-untyped-def]
     for a, b in zip(local_run.generations, gens, strict=True):
         assert summary_json(a.summary) == summary_json(b.summary)
@@ -104,7 +91,7 @@ def test_a_node_actor_killed_for_real_mid_run_is_rebuilt_and_the_results_equal_l
     be = KillingBackend(names, victim="node-1", at_send=at_send)
     gens = run_with(be, scenario())
     assert len(be.hit) == 2  # once in each generation
-    assert all(gone(pid) for pid in be.hit)
+    assert all(gone(pid, within_s=30) for pid in be.hit)
     assert_same_as_local(gens, local_run)
     rebuilt = [n for n in be.notes if n.startswith("node-1: Ray actor lost")]
     assert len(rebuilt) >= 2, be.notes  # found and replayed in both generations (or between them)
@@ -145,7 +132,7 @@ def test_a_later_generation_never_inherits_an_actor_that_died_between_generation
         first = simulation.run_generation(sc, "ws2012r2", be)
         pid = be._ray.get(be.actors["node-1"].pid.remote(), timeout=60)
         os.kill(pid, signal.SIGKILL)
-        assert gone(pid)
+        assert gone(pid, within_s=30)
         be.revive_all()
         second = simulation.run_generation(sc, "ws2016", be)
     finally:
@@ -242,15 +229,7 @@ def token_head(tmp_path_factory):  # type: ignore[no-untyped-def]
     try:
         yield port, token
     finally:
-        pids = []
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    cmd = (proc / "cmdline").read_bytes()
-                except OSError:
-                    continue
-                if str(temp).encode() in cmd:
-                    pids.append(int(proc.name))
+        pids = pids_where(cmdline_has=str(temp))
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from test_sweep import TINY
 from typer.testing import CliRunner
 
 import cluster_sim.simulation as simulation
@@ -33,23 +34,11 @@ from cluster_sim.sweep import (
 
 runner = CliRunner()
 
-TINY = """\
-name: tiny
-seed: 1
-cluster: {nodes: 2}
-storage: {csvs: 2}
-fleet:
-  - template: win
-    count: 6
-    disks: [{size_gib: 4}, {size_gib: 2}]
-backup: {generations: [ws2012r2, ws2016], retry_wait_s: 60}
-run: {until_s: 50000}
-"""
 
 
 def make_study(folder: Path, body: str) -> Path:
     (folder / "sc").mkdir(parents=True, exist_ok=True)
-    (folder / "sc" / "tiny.yaml").write_text(TINY)
+    (folder / "sc" / "tiny.yaml").write_text(TINY % {"count": 6})
     path = folder / "study.yaml"
     path.write_text("study: guards\nscenario: sc/tiny.yaml\n" + body)
     return path
