@@ -55,6 +55,7 @@ class ClusterModel:
         self.net = FluidNetwork(self.env, link_capacities(sc), self.hooks)
         coords = {csv_name(i): initial_coordinator(i, sc.cluster.nodes) for i in range(sc.storage.csvs)}
         self.csvs = CsvTable(self.env, coords, self.trace)
+        self.csvs.can_coordinate = lambda n: n in self.up  # (a failed node never becomes coordinator)
         self.array = StorageArray(self.env, sc.storage.array, list(coords), self.trace)
         self.io = IoModel(sc, self.net, self.csvs, vms)
         self.array.on_protection_change = self.io.set_protected
