@@ -294,13 +294,19 @@ class RayBackend:
                     s = pending.pop(ref)
                     lost[s] = f"no answer within {now - t0:.0f} s"
                 continue
-            for ref in ready:
-                s = pending.pop(ref)
+            done = [pending.pop(ref) for ref in ready]
+            try:  # every answer at once (the usual case: nobody died)
+                answers = ray.get([s.ref for s in done], timeout=self.call_timeout_s)
+            except ray.exceptions.RayTaskError:
+                raise  # the node code itself raised: a bug, as on the local backend
+            except ray.exceptions.RayError:
+                answers = None
+            for k, s in enumerate(done):
                 try:
-                    values[id(s)] = ray.get(ref, timeout=self.call_timeout_s)
+                    values[id(s)] = answers[k] if answers is not None else ray.get(s.ref, timeout=self.call_timeout_s)
                     self.fresh.discard(s.node)
                 except ray.exceptions.RayTaskError:
-                    raise  # the node code itself raised: a bug, as on the local backend
+                    raise
                 except ray.exceptions.RayError as exc:
                     lost[s] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
         return values, lost
