@@ -191,3 +191,12 @@ def test_a_killed_run_leaves_no_worker_behind_and_the_old_results_intact(tmp_pat
     # the next run clears what the killed one left
     assert run_cli(str(SMALL), "--out", str(out), "-g", "ws2016", "--no-report").exit_code == 0
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIOS.rglob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_scenario_survives_the_resolved_yaml_round_trip(path: Path) -> None:
+    import cluster_sim
+    from cluster_sim.scenario import scenario_from_dict
+
+    sc = cluster_sim.load_scenario(path)
+    assert scenario_from_dict(yaml.safe_load(cli.scenario_yaml(sc, path))) == sc
