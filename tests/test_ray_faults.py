@@ -117,6 +117,21 @@ def test_a_stopped_actor_is_treated_as_dead_after_the_call_deadline_and_rebuilt(
     assert time.monotonic() - t0 < 600
 
 
+def test_a_new_actor_that_dies_before_its_first_answer_is_replaced(ray_session, local_run) -> None:
+    class DiesAtBirth(RayBackend):
+        born = 0
+
+        def restart(self, node: str) -> None:
+            super().restart(node)
+            if node == "node-2" and not self.born:  # the first node-2 actor dies as it starts
+                self.born = 1
+                self._ray.kill(self.actors[node], no_restart=True)
+
+    be = DiesAtBirth([node_name(i) for i in range(3)])
+    assert be.notes and be.notes[0].startswith("node-2: new Ray actor lost before its first answer")
+    assert_same_as_local(run_with(be, scenario()), local_run)
+
+
 def test_an_actor_that_keeps_dying_stops_the_run_with_backend_failure(ray_session, monkeypatch) -> None:
     monkeypatch.setattr(nodes, "MAX_REBUILDS_PER_NODE", 0)
     be = KillingBackend([node_name(i) for i in range(3)], victim="node-2", at_send=2)

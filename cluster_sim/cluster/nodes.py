@@ -340,14 +340,28 @@ class RayBackend:
 
     # -- life cycle ---------------------------------------------------------------------------------
     def _wait_started(self, nodes: list[str]) -> None:
-        sent = [self.send(n, []) for n in nodes]
-        for n in nodes:
-            self.log[n].clear()
-        values, lost = self._wait([s for s in sent if isinstance(s, _Sent)])
-        if lost:
-            raise BackendFailure(
-                "Ray node actors did not start within run.ray_start_timeout_s = "
-                f"{self.start_timeout_s:g} s: " + "; ".join(f"{s.node}: {why}" for s, why in lost.items()))
+        """Wait until these (new, empty) actors answer; one that dies or does not answer in time is
+        replaced (it held nothing yet), up to MAX_REBUILDS_PER_NODE times."""
+        tries = dict.fromkeys(nodes, 0)
+        while nodes:
+            sent = [self.send(n, []) for n in nodes]
+            for n in nodes:
+                self.log[n].clear()
+            _values, lost = self._wait([s for s in sent if isinstance(s, _Sent)])
+            nodes = []
+            for s, why in sorted(lost.items(), key=lambda kv: kv[0].node):
+                tries[s.node] += 1
+                if tries[s.node] > MAX_REBUILDS_PER_NODE:
+                    raise BackendFailure(
+                        f"the Ray actor of {s.node} could not be started ({tries[s.node]} tries; last: {why}; "
+                        f"a first answer may take run.ray_start_timeout_s = {self.start_timeout_s:g} s)")
+                self.notes.append(f"{s.node}: new Ray actor lost before its first answer ({why}); replaced")
+                try:
+                    self._ray.kill(self.actors[s.node], no_restart=True)
+                except Exception:  # noqa: BLE001 - it may be gone already
+                    pass
+                self.restart(s.node)
+                nodes.append(s.node)
 
     def kill(self, node: str) -> None:
         """The scenario crashes the node: its actor goes, nothing replaces it until `restart`."""
