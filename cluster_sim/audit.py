@@ -6,7 +6,11 @@
 - no LUN held more storage snapshots than `max_snapshots_per_lun`;
 - no node was asked to act on a VM it does not run;
 - simulated time never ran backwards in the trace;
-- the job ended before `run.until_s`.
+- the job ended before `run.until_s`;
+- every CSV is coordinated by a node the cluster holds up (if any node is up at the end);
+- the migration counters add up: requested = completed + failed + in flight, refused = retried +
+  refused too long + (waiting after a refusal, at most in flight), aborted <= requested;
+- no job's window is shorter than its copy-time lower bound (bytes / narrowest copy pipe).
 """
 
 from __future__ import annotations
@@ -67,4 +71,43 @@ def audit(cm: ClusterModel, jobs: list[BackupJob], leaks: Leaks, faults_happened
             v.append(f"{lun.csv}: {lun.peak_existing} snapshots exceed the limit of {limit}")
     if not cm.trace.monotonic():
         v.append("trace: simulated time ran backwards")
+    v += _csv_coordinators(cm) + _migration_counters(cm) + _windows(cm, jobs)
     return Audit(ok=not v, violations=v)
+
+
+def _csv_coordinators(cm: ClusterModel) -> list[str]:
+    if not any(n in cm.alive for n in cm.up):
+        return []  # no node up: nobody can coordinate (the CSVs move when one returns)
+    return [f"{vol.name}: coordinated by {vol.coordinator}, which the cluster holds failed"
+            for vol in cm.csvs if vol.coordinator not in cm.up]
+
+
+def _migration_counters(cm: ClusterModel) -> list[str]:
+    m = cm.migrations.stats
+    v = []
+    if m.requested != m.completed + m.failed + m.in_flight:
+        v.append(f"migrations: requested {m.requested} != completed {m.completed} + failed {m.failed} "
+                 f"+ in flight {m.in_flight}")
+    waiting = m.refused - m.retried - m.failed_by["refused_too_long"]
+    if not 0 <= waiting <= m.in_flight:
+        v.append(f"migrations: refused {m.refused} - retried {m.retried} - refused too long "
+                 f"{m.failed_by['refused_too_long']} = {waiting}, not between 0 and in flight {m.in_flight}")
+    if m.failed != sum(m.failed_by.values()):
+        v.append(f"migrations: failed {m.failed} != the sum over reasons {dict(m.failed_by)}")
+    if not 0 <= m.aborted <= m.requested:
+        v.append(f"migrations: aborted {m.aborted} > requested {m.requested}")
+    return v
+
+
+def _windows(cm: ClusterModel, jobs: list[BackupJob]) -> list[str]:
+    from cluster_sim.simulation import lower_bound_s
+
+    v = []
+    for job in jobs:
+        if job.started_s is None:
+            continue
+        window = (job.ended_s if job.ended_s is not None else cm.env.now) - job.started_s
+        bound = lower_bound_s(cm.sc, sum(rec.bytes_copied_mib for rec in job.records.values()))
+        if window < bound - 1e-9 * max(1.0, bound):
+            v.append(f"job {job.index}: window {window:.6f} s is below its copy-time lower bound {bound:.6f} s")
+    return v

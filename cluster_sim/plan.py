@@ -66,11 +66,9 @@ from cluster_sim.sweep import (
     SUMMARY_COLUMNS,
     RunSpec,
     StudyError,
-    StudyRunError,
     _axis_kind,
     _canonical,
     _cell,
-    _check_reachable,
     _error_text,
     check_points,
     execute_run,
@@ -718,17 +716,14 @@ def run_plan(spec: PlanSpec, out_dir: str | Path, *, resume: bool = False, addre
     if state is not None and state.get("fingerprint") != spec.fingerprint:
         raise PlanRunError(f"--resume: {out_dir} holds the trials of another plan ({state.get('plan')}, or this "
                            "plan before its file or scenario changed); give another --out or leave out --resume")
-    if address:
-        try:
-            _check_reachable(address)
-        except StudyRunError as exc:
-            raise PlanRunError(str(exc)) from None
-    from cluster_sim.simulation import RaySession
+    from cluster_sim.simulation import RaySession, RayUnavailable
 
-    try:
+    where = f"--address {address}" if address else "ray.init"
+    try:  # (RaySession checks the address first: fast, and it explains an authentication failure)
         session = RaySession(num_cpus=num_cpus or os.cpu_count() or 1, address=address)
+    except RayUnavailable as exc:
+        raise PlanRunError(f"{where}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, ValueError, RuntimeError...
-        where = f"--address {address}" if address else "ray.init"
         raise PlanRunError(f"{where}: cannot start or join Ray: {_error_text(exc)}") from None
     try:
         return _run_plan(spec, out_dir, session.ray, resume and state is not None, progress, wall0)

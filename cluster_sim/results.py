@@ -206,6 +206,7 @@ class RunResult(BaseModel):
     backend: str
     generations: list[GenerationResult]
     wall_s: float = 0.0
+    notes: list[str] = []  # what the machinery did about its own faults (e.g. a Ray actor rebuilt)
 
     def by_generation(self) -> dict[str, GenerationResult]:
         return {g.summary.generation: g for g in self.generations}

@@ -305,6 +305,10 @@ class Run(_Strict):
     # run, so the results are the same); 0 = one per core, used from parallel_min_vms VMs up
     workers: Annotated[int, Field(ge=0)] = 0
     parallel_min_vms: Annotated[int, Field(ge=0)] = 200  # [P] below this a fork costs more than it saves
+    # Ray node backend: how long the driver waits for a node actor's answer; one that does not answer
+    # in time is treated as dead (rebuilt from its log, or the run stops with exit code 3) [P]
+    ray_call_timeout_s: PosFloat = 60.0
+    ray_start_timeout_s: PosFloat = 300.0  # [P] for a new actor's first answer (Ray starts a worker process)
 
 
 class _Event(_Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import re
 import sys
 import threading
 import time
@@ -345,21 +346,90 @@ def package_runtime_env() -> dict[str, Any]:
     return {"py_modules": [package], "excludes": ["__pycache__/", "*.pyc"]}
 
 
+class RayUnavailable(RuntimeError):
+    """Ray cannot be started or joined: nobody answers at the address, or it refuses us."""
+
+
+_AUTH_HELP = ("the Ray cluster at {address} uses token authentication and this process has no valid token "
+              "(RAY_AUTH_MODE={mode}). Set RAY_AUTH_MODE=token and give the cluster's token: "
+              "RAY_AUTH_TOKEN=<token> or RAY_AUTH_TOKEN_PATH=<file holding it> (on the head node, "
+              "`ray get-auth-token` prints it), then run again")
+
+# Asks the GCS at an address for its cluster id, in a child process (the Ray client library retries for
+# tens of seconds and logs every try on stderr; a child is quiet and can be stopped).
+_GCS_PROBE = """
+import sys
+from ray._raylet import GcsClient
+try:
+    GcsClient(address=sys.argv[1])
+except Exception as exc:
+    print(type(exc).__name__)
+else:
+    print("ok")
+"""
+
+
+def _auth_refused(exc: BaseException | None) -> bool:
+    """Does this ray.init failure (or anything in its chain) say the token was missing or wrong?"""
+    seen = 0
+    while exc is not None and seen < 10:
+        text = f"{type(exc).__name__}: {exc}"
+        if "AuthenticationError" in text or "InvalidAuthToken" in text or "Unauthenticated" in text:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0, probe_timeout_s: float = 20.0) -> None:
+    """Fail fast, before ray.init (which retries for minutes), on a `host:port` nobody answers on,
+    and on a cluster that refuses us for want of its authentication token. Raises RayUnavailable."""
+    import socket
+    import subprocess
+
+    m = re.fullmatch(r"(ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
+    if not m:
+        return  # "auto" and the like: leave it to ray.init
+    try:
+        socket.create_connection((m.group(2), int(m.group(3))), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RayUnavailable(f"cannot connect to {address}: {exc.strerror or exc}") from None
+    if m.group(1):
+        return  # a Ray Client server (ray://), not the GCS: ray.init reports its own errors
+    try:
+        probe = subprocess.run([sys.executable, "-c", _GCS_PROBE, address.strip()], capture_output=True,
+                               text=True, timeout=probe_timeout_s)
+    except subprocess.TimeoutExpired:
+        return  # no verdict (not a Ray GCS?): ray.init says what it finds
+    last = (probe.stdout.strip().splitlines() or [""])[-1]
+    if last == "AuthenticationError":
+        raise RayUnavailable(_AUTH_HELP.format(address=address, mode=os.environ.get("RAY_AUTH_MODE", "unset")))
+
+
 class RaySession:
     """Starts a local Ray instance (or joins `address`, shipping this package to its workers with
-    `package_runtime_env`) and shuts down only what it started."""
+    `package_runtime_env`) and shuts down only what it started.
+
+    Raises RayUnavailable (with what to do) if the address does not answer or refuses us."""
 
     def __init__(self, num_cpus: int | None = None, address: str | None = None):
         import ray
 
         self.ray = ray
         self.started = False
+        if address:
+            check_ray_address(address)
         if not ray.is_initialized():
             kw = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-            if address:
-                ray.init(address=address, runtime_env=package_runtime_env(), **kw)
-            else:
-                ray.init(address="local", num_cpus=num_cpus or min(2, os.cpu_count() or 1), **kw)
+            try:
+                if address:
+                    ray.init(address=address, runtime_env=package_runtime_env(), **kw)
+                else:
+                    ray.init(address="local", num_cpus=num_cpus or min(2, os.cpu_count() or 1), **kw)
+            except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, RuntimeError...
+                if _auth_refused(exc):
+                    raise RayUnavailable(_AUTH_HELP.format(address=address or "local",
+                                                           mode=os.environ.get("RAY_AUTH_MODE", "unset"))) from None
+                raise
             self.started = True
 
     def close(self) -> None:
@@ -391,15 +461,6 @@ def local_workers(sc: Scenario, n_generations: int, workers: int | None = None) 
     return max(1, min(want, n_generations))
 
 
-def _take(counter: Any, n: int) -> int | None:
-    with counter.get_lock():
-        k = counter.value
-        if k >= n:
-            return None
-        counter.value = k + 1
-        return k
-
-
 def _one_local(sc: Scenario, gen: str | None, kill_actors: list[tuple[str, float]] | None) -> GenerationResult:
     be = LocalBackend([node_name(i) for i in range(sc.cluster.nodes)])
     try:
@@ -418,100 +479,102 @@ def _sendable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-def _worker(sc: Scenario, gens: list[str | None], order: list[int], counter: Any,
-            kill_actors: list[tuple[str, float]] | None, conn: Any) -> None:
-    """A forked worker: takes the next generation until none is left, sends each result back."""
+# A generation worker's messages to the parent, on a queue: (kind, generation index, payload).
+# "start" (payload None) now; a "sim_time" kind (payload: simulated seconds reached) can be added
+# for progress within a generation without changing the protocol.
+_PROGRESS_QUEUE: Any = None
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: the kernel kills this worker when its parent dies (Linux PR_SET_PDEATHSIG),
+    so a killed run never leaves a worker behind (one blocked on a write to a dead parent held
+    its memory for ever)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1  # <linux/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the line above: go now
+        os._exit(1)
+
+
+def _init_generation_worker(parent_pid: int, queue: Any) -> None:
+    global _PROGRESS_QUEUE
+    _die_with_parent(parent_pid)
+    _PROGRESS_QUEUE = queue
+
+
+def _pool_generation(i: int, sc: Scenario, gen: str | None,
+                     kill_actors: list[tuple[str, float]] | None) -> GenerationResult:
+    """One generation in a pool worker; says when it starts."""
+    if _PROGRESS_QUEUE is not None:
+        _PROGRESS_QUEUE.put(("start", i, None))
     try:
-        while (k := _take(counter, len(order))) is not None:
-            i = order[k]
-            conn.send(("start", i))
-            try:
-                res = _one_local(sc, gens[i], kill_actors)
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
-                conn.send(("error", i, _sendable(exc)))
-                return
-            conn.send(("done", i, res))
-        conn.send(("end",))
-    finally:
-        conn.close()
+        return _one_local(sc, gen, kill_actors)
+    except BaseException as exc:  # noqa: BLE001 - the parent raises it
+        raise _sendable(exc) from None
 
 
 def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
                         kill_actors: list[tuple[str, float]] | None,
                         progress: Progress | None) -> list[GenerationResult]:
-    """Generations side by side: this process and n_workers - 1 forked ones take the longest
-    generations first from a shared counter; results come back through pipes, read by a thread
-    per worker so a worker never waits on this process. Each generation is the same independent
-    run as in a serial run, so the results are identical."""
+    """Generations side by side in a pool of forked processes (concurrent.futures), the longest
+    first (the pool hands out work in the order it was submitted). Each generation is the same
+    independent run as in a serial run, so the results are identical. Workers die with this
+    process; "start" reaches `progress` from the worker through a queue, "done" when its result
+    is here."""
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     ctx = mp.get_context("fork")
     order = sorted(range(len(gens)), key=lambda i: -_GENERATION_COST.get(gens[i] or "", 0))
-    counter = ctx.Value("i", 0)
-    results: list[GenerationResult | None] = [None] * len(gens)
-    errors: dict[int, BaseException] = {}
-    procs, readers = [], []
+    queue = ctx.Queue()
 
     def label(i: int) -> str:
         return gens[i] or "steady"
 
-    def read(conn: Any, proc: Any) -> None:
-        taken: int | None = None
-        try:
-            while True:
-                msg = conn.recv()
-                if msg[0] == "start":
-                    taken = msg[1]
-                    if progress:
-                        progress(label(msg[1]), "start")
-                elif msg[0] == "done":
-                    results[msg[1]] = msg[2]
-                    taken = None
-                    if progress:
-                        progress(label(msg[1]), "done")
-                elif msg[0] == "error":
-                    errors[msg[1]] = msg[2]
-                    return
-                else:
-                    return
-        except EOFError:
-            proc.join()
-            if taken is not None:
-                errors[taken] = RuntimeError(f"the worker process running {label(taken)} died "
-                                             f"(exit code {proc.exitcode})")
-        finally:
-            conn.close()
+    def read_progress() -> None:
+        while (msg := queue.get()) is not None:
+            kind, i, _payload = msg
+            if kind == "start" and progress:
+                progress(label(i), "start")
 
+    reader = threading.Thread(target=read_progress, daemon=True)
+    reader.start()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # a forked worker must not write this process's buffered output again
+    results: dict[int, GenerationResult] = {}
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_init_generation_worker,
+                               initargs=(os.getpid(), queue))
+    failed = False
     try:
-        for _ in range(n_workers - 1):
-            recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(sc, gens, order, counter, kill_actors, send), daemon=True)
-            proc.start()
-            send.close()
-            procs.append(proc)
-            th = threading.Thread(target=read, args=(recv, proc), daemon=True)
-            th.start()
-            readers.append(th)
-        while not errors and (k := _take(counter, len(order))) is not None:
-            i = order[k]
-            if progress:
-                progress(label(i), "start")
-            results[i] = _one_local(sc, gens[i], kill_actors)
-            if progress:
-                progress(label(i), "done")
-        for th in readers:
-            th.join()
+        futures = {pool.submit(_pool_generation, i, sc, gens[i], kill_actors): i for i in order}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in sorted(done, key=lambda f: futures[f]):
+                i = futures[fut]
+                try:
+                    results[i] = fut.result()
+                except BrokenProcessPool:
+                    failed = True
+                    raise RuntimeError(f"the worker process running {label(i)} died") from None
+                except BaseException:
+                    failed = True
+                    raise
+                if progress:
+                    progress(label(i), "done")
     finally:
-        for proc in procs:
-            if proc.is_alive() and (errors or any(r is None for r in results)):
+        if failed or len(results) < len(gens):
+            for proc in list(getattr(pool, "_processes", {}).values()):  # no public way to stop them
                 proc.terminate()
-            proc.join()
-    if errors:
-        raise errors[min(errors)]
-    missing = [label(i) for i, r in enumerate(results) if r is None]
-    if missing:
-        raise RuntimeError(f"no result for {', '.join(missing)}")
-    return [r for r in results if r is not None]
+        pool.shutdown(wait=True, cancel_futures=True)
+        queue.put(None)
+        reader.join(timeout=10.0)  # (a worker stopped in the middle of a put may have left the queue stuck)
+        queue.close()
+        queue.cancel_join_thread()
+    return [results[i] for i in range(len(gens))]
 
 
 def run(sc: Scenario, backend: str | None = None, seed: int | None = None,
@@ -537,7 +600,8 @@ def run(sc: Scenario, backend: str | None = None, seed: int | None = None,
     be: LocalBackend | RayBackend | None = None
     try:
         # Actors are created once and reset per generation (each generation gets a fresh cluster).
-        be = RayBackend(nodes) if backend == "ray" else LocalBackend(nodes)
+        be = (RayBackend(nodes, sc.run.ray_call_timeout_s, sc.run.ray_start_timeout_s) if backend == "ray"
+              else LocalBackend(nodes))
         out = []
         for gen in gens:
             if progress:
@@ -547,9 +611,10 @@ def run(sc: Scenario, backend: str | None = None, seed: int | None = None,
             if progress:
                 progress(gen or "steady", "done")
     finally:
+        notes = list(getattr(be, "notes", []))
         if be is not None:
             be.close()
         if session is not None:
             session.close()
     return RunResult(scenario=sc.name, seed=sc.seed, backend=backend, generations=out,
-                     wall_s=time.perf_counter() - wall0)
+                     wall_s=time.perf_counter() - wall0, notes=notes)

@@ -11,12 +11,19 @@ A study file (YAML)::
     seeds: 10                                    # or a list; N means the scenario's seed .. seed+N-1
     generations: [ws2012r2, ws2016]              # default: the scenario's backup.generations
     metrics: [backup_window_s, hw_snapshots_created, outcomes.failed, io_latency_ms.backup_p99]
+    run_timeout_s: 1800                          # optional: wall-clock deadline of one run (s)
 
 `load_study` checks everything before anything runs (every grid point is applied to the scenario
 with the scenario machinery and validated) and raises `StudyError` naming the study file, the
 field path and the reason. `run_study` runs each (point, seed, generation) as one Ray task
 (local node backend inside the task), streams one row per run into `DIR/runs.parquet`, and
 writes `DIR/aggregate.csv` (mean and Student-t 95 % interval over seeds) and `DIR/plots/*.png`.
+
+A run that fails or passes its deadline (default: from its size, `default_run_timeout_s`) is run
+once more, then recorded with its error. A run whose auditor failed is recorded with valid=false and
+left out of the means and intervals (counted in `invalid`). Each row's run_id includes the simulator
+version (`cluster_sim.version.sim_version`: package version + a hash of the package's source), so
+`--resume` never mixes rows of two simulators. One sweep at a time writes into a folder (DIR/.sweep.lock).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from cluster_sim.scenario import (
     read_yaml,
     scenario_from_dict,
 )
+from cluster_sim.version import sim_version
 
 RUNS_FILE = "runs.parquet"
 JOURNAL_FILE = "runs.journal.jsonl"
@@ -60,6 +68,13 @@ PLOTS_DIR = "plots"
 DEFAULT_METRICS = ["backup_window_s", "hw_snapshots_created", "outcomes.failed", "io_latency_ms.backup_p99"]
 CONFIDENCE = 0.95
 MAX_RETRIES = 3  # Ray re-runs a task whose worker or node died this many times
+ATTEMPTS = 2  # a run that fails or times out is run once more before its error is recorded
+LOCK_FILE = ".sweep.lock"  # one sweep at a time writes into a study folder
+# [P] Default wall-clock deadline of one run: a floor plus a budget per VM and backup job. One
+# generation of the 800-VM scenario takes 5-10 s on one core; the default gives it 1100 s, so only a
+# run that hangs (a frozen worker node, a stopped process) reaches it.
+RUN_TIMEOUT_BASE_S = 300.0
+RUN_TIMEOUT_S_PER_VM_JOB = 1.0
 # Runs handed to Ray ahead of the free CPUs. Ray keeps a leased worker busy only while its owner has
 # more tasks queued for it; a short queue (CPUs + 2) made every finished run wait for the driver to
 # notice and submit the next one, measured 10 % slower on 2 cores [P]
@@ -95,6 +110,8 @@ class StudyFile(BaseModel):
     seeds: Any = 1  # int N >= 1 or a list of distinct seeds; checked by load_study
     generations: Annotated[list[Literal["ws2008r2", "ws2012", "ws2012r2", "ws2016"]], Field(min_length=1)] | None = None
     metrics: Annotated[list[str], Field(min_length=1)] = Field(default_factory=lambda: list(DEFAULT_METRICS))
+    # wall-clock deadline of one run (one point, seed and generation); default: from the run's size
+    run_timeout_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
 
 # Columns of a run row that come from the summary: dotted name -> kind (int, float, bool, str, json).
@@ -131,7 +148,8 @@ def _summary_columns(model: type[BaseModel] = Summary, prefix: str = "") -> list
 
 # seed and generation are run-key columns already.
 SUMMARY_COLUMNS = [(n, k) for n, k in _summary_columns() if n not in ("seed", "generation")]
-RUN_COLUMNS = [("node_id", "str"), ("wall_s", "float"), ("finished_at", "float"), ("error", "str")]
+RUN_COLUMNS = [("node_id", "str"), ("wall_s", "float"), ("finished_at", "float"), ("error", "str"),
+               ("valid", "bool"), ("attempts", "int"), ("sim_version", "str")]
 METRIC_KINDS = {n: k for n, k in SUMMARY_COLUMNS + [("wall_s", "float")] if k in ("int", "float", "bool")}
 
 
@@ -159,6 +177,14 @@ class StudyPlan:
     metrics: list[str]
     fingerprint: str
     description: str | None = None
+    run_timeout_s: float | None = None  # the study file's; None: from each run's size
+    sim_version: str = field(default_factory=lambda: sim_version())
+
+    def timeout_s(self, point: int) -> float:
+        """The wall-clock deadline of one run at this point."""
+        if self.run_timeout_s is not None:
+            return self.run_timeout_s
+        return default_run_timeout_s(self.scenarios[point])
 
     def runs(self) -> list[RunSpec]:
         """Every run, seed-major so that an interrupted study has covered every point evenly."""
@@ -167,7 +193,8 @@ class StudyPlan:
 
     def run_id(self, point: int, seed: int, generation: str) -> str:
         values = sorted((a, _canonical(v)) for a, v in self.points[point].items())
-        key = json.dumps([self.fingerprint, values, seed, generation], sort_keys=True)
+        # the simulator's version is part of the key: --resume after an upgrade runs everything again
+        key = json.dumps([self.sim_version, self.fingerprint, values, seed, generation], sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:20]
 
     def point_cells(self, point: int) -> dict[str, Any]:
@@ -268,7 +295,7 @@ def load_study(path: str | Path) -> StudyPlan:
         file=path, name=st.study or path.stem, scenario_file=scenario_file, axes=axes,
         axis_kinds={a: _axis_kind(st.grid[a]) for a in axes}, points=points, scenarios=scenarios,
         seeds=seeds, generations=list(st.generations or base_sc.backup.generations), metrics=list(st.metrics),
-        fingerprint=fingerprint, description=st.description,
+        fingerprint=fingerprint, description=st.description, run_timeout_s=st.run_timeout_s,
     )
 
 
@@ -356,6 +383,12 @@ def check_points(base: dict[str, Any], points: list[dict[str, Any]], fname: str,
     return scenarios, problems
 
 
+def default_run_timeout_s(sc: Scenario) -> float:
+    """[P] RUN_TIMEOUT_BASE_S + RUN_TIMEOUT_S_PER_VM_JOB x VMs x backup jobs (see the constants)."""
+    jobs = len(sc.backup.schedule) if sc.backup and sc.backup.schedule else 1
+    return RUN_TIMEOUT_BASE_S + RUN_TIMEOUT_S_PER_VM_JOB * sc.vm_count() * jobs
+
+
 def _blame(point: dict[str, Any], problem_path: str, reason: str, prefix: str = "grid") -> tuple[str, str]:
     """Attribute a scenario problem at one grid point to the axis it comes from, if any."""
     for axis, value in point.items():
@@ -411,23 +444,71 @@ def _freeze_long_lived_heap() -> None:
         _HEAP_FROZEN = True
 
 
-def execute_run(spec: RunSpec, scenario: Scenario, study: str, cells: dict[str, Any]) -> dict[str, Any]:
-    """Run one (point, seed, generation) on the local node backend; never raises for a run's error."""
+def execute_run(spec: RunSpec, scenario: Scenario, study: str, cells: dict[str, Any],
+                board: Any = None, attempt: int = 1) -> dict[str, Any]:
+    """Run one (point, seed, generation) on the local node backend; never raises for a run's error.
+    `board` (a Ray actor, see _StartBoard) is told when the run starts, so that the driver can time it."""
     from cluster_sim.simulation import run as run_sim
 
+    if board is not None:
+        board.started.remote(spec.run_id, attempt, os.getpid())
     _freeze_long_lived_heap()
     t0 = time.perf_counter()
     row: dict[str, Any] = {"run_id": spec.run_id, "study": study, **cells, "seed": spec.seed,
-                           "generation": spec.generation, "node_id": _node_id()}
+                           "generation": spec.generation, "node_id": _node_id(), "attempts": attempt,
+                           "sim_version": sim_version()}
     try:
         result = run_sim(scenario, backend="local", seed=spec.seed, generations=[spec.generation])
         row.update(flatten_summary(result.generations[0].summary))
         row["error"] = None
+        row["valid"] = bool(row.get("audit.ok"))  # an audit-failed run is recorded, not averaged
     except Exception as exc:  # noqa: BLE001 - a failing run is recorded, the study goes on
         row["error"] = _error_text(exc)
+        row["valid"] = False
     row["wall_s"] = time.perf_counter() - t0
     row["finished_at"] = time.time()
     return row
+
+
+class RunTimeout(BaseException):
+    """A run passed its wall-clock deadline (a BaseException: the run's own `except Exception` must
+    not record it as the run's error)."""
+
+
+def _error_row(plan: StudyPlan, spec: RunSpec, attempt: int, error: str) -> dict[str, Any]:
+    return {"run_id": spec.run_id, "study": plan.name, **plan.point_cells(spec.point), "seed": spec.seed,
+            "generation": spec.generation, "node_id": None, "wall_s": None, "finished_at": time.time(),
+            "error": error, "valid": False, "attempts": attempt, "sim_version": None}
+
+
+def _timeout_text(waited_s: float, deadline_s: float) -> str:
+    return (f"RunTimeout: no result after {waited_s:.0f} s (deadline {deadline_s:g} s: run_timeout_s in the "
+            f"study file or --run-timeout)")
+
+
+def _serial_attempt(plan: StudyPlan, spec: RunSpec, attempt: int) -> dict[str, Any]:
+    """One attempt in this process, cut at its deadline (SIGALRM; only in the main thread)."""
+    import signal
+    import threading
+
+    deadline = plan.timeout_s(spec.point)
+    cells = plan.point_cells(spec.point)
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        return execute_run(spec, plan.scenarios[spec.point], plan.name, cells, attempt=attempt)
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise RunTimeout
+
+    t0 = time.monotonic()
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, deadline)
+    try:
+        return execute_run(spec, plan.scenarios[spec.point], plan.name, cells, attempt=attempt)
+    except RunTimeout:
+        return _error_row(plan, spec, attempt, _timeout_text(time.monotonic() - t0, deadline))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -560,16 +641,27 @@ class RunStore:
 class StudyProgress:
     total: int
     ok: int = 0
-    failed: int = 0
+    failed: int = 0  # runs with an error (both attempts failed or timed out)
+    invalid: int = 0  # runs whose auditor failed: recorded, left out of means and intervals
     running: int = 0
     skipped: int = 0  # recorded before this invocation (--resume)
+    retried: int = 0  # runs attempted a second time (the first failed or timed out)
 
     @property
     def done(self) -> int:
-        return self.ok + self.failed
+        return self.ok + self.failed + self.invalid
+
+    def count(self, row: dict[str, Any]) -> None:
+        if row.get("error"):
+            self.failed += 1
+        elif row.get("valid") is False or row.get("audit.ok") is False:
+            self.invalid += 1
+        else:
+            self.ok += 1
 
 
 ProgressFn = Callable[[StudyProgress, "dict[str, Any] | None"], None]  # (counts, the row just finished)
+StartFn = Callable[[RunSpec, int, int], None]  # (run, attempt, PID of the process running it)
 
 
 @dataclass
@@ -586,6 +678,17 @@ class StudyOutcome:
     aggregate: list[dict[str, Any]] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     ray_cpus: int = 0
+    invalid: int = 0  # rows whose auditor failed
+    retried: int = 0  # runs this invocation attempted twice
+    took_over: str | None = None  # the lock of a sweep that had died, taken over
+
+
+def is_valid(row: dict[str, Any]) -> bool:
+    """A run that ended (no error) with a clean audit: it counts in means and intervals."""
+    if row.get("error"):
+        return False
+    valid = row.get("valid")
+    return bool(row.get("audit.ok")) if valid is None else bool(valid)
 
 
 def clear_outputs(out_dir: Path) -> None:
@@ -598,40 +701,130 @@ def clear_outputs(out_dir: Path) -> None:
             png.unlink()
 
 
+class StudyLocked(StudyRunError):
+    """Another sweep is writing into the same study folder."""
+
+
+class StudyLock:
+    """One sweep at a time per study folder: an exclusive flock on DIR/.sweep.lock, which holds who
+    has it (PID, host, start). The kernel drops the lock when its process dies, so the lock of a
+    killed sweep is taken over by the next one. (flock, not the filelock package: filelock truncates
+    the file when it tries, which would erase the holder's name that the refusal shows.)"""
+
+    def __init__(self, folder: Path):
+        self.path = folder / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> str | None:
+        """Take the lock or raise StudyLocked; returns who held it before if that sweep is gone."""
+        import fcntl
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode("utf-8", "replace")
+                os.close(fd)
+                raise StudyLocked(f"{self.path.parent}: another sweep is writing into this folder "
+                                  f"({_holder_text(holder)}); wait for it to end, or give another --out") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its holder removed it between our open and our lock: take the new one
+                os.close(fd)
+                continue
+            before = os.read(fd, 4096).decode("utf-8", "replace").strip()
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            me = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            os.write(fd, (json.dumps(me) + "\n").encode())
+            self.fd = fd
+            return _holder_text(before) if before else None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # (while still holding it: see acquire's inode check)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _holder_text(text: str) -> str:
+    try:
+        h = json.loads(text)
+        return f"PID {h['pid']} on {h['host']}, started {h['started_at']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
 def run_study(plan: StudyPlan, out_dir: str | Path, *, resume: bool = False, retry_failed: bool = False,
               executor: Literal["ray", "serial"] = "ray", address: str | None = None,
               num_cpus: int | None = None, progress: ProgressFn | None = None,
-              outputs: bool = True, flush_every_s: float = 2.0) -> StudyOutcome:
-    """Run every (point, seed, generation) not yet recorded; write runs, aggregate and plots."""
+              outputs: bool = True, flush_every_s: float = 2.0, on_start: StartFn | None = None) -> StudyOutcome:
+    """Run every (point, seed, generation) not yet recorded; write runs, aggregate and plots.
+
+    Each run has a wall-clock deadline (`plan.timeout_s`); a run that fails or times out is run once
+    more, and only then recorded with its error. Runs whose auditor failed are recorded with
+    valid=false and left out of the means and intervals. One sweep at a time writes into `out_dir`
+    (StudyLocked otherwise)."""
     wall0 = time.perf_counter()
     out_dir = Path(out_dir)
-    runs = plan.runs()
-    wanted = {s.run_id for s in runs}
-    keep: list[dict[str, Any]] = []
-    dropped = 0
-    if resume:
-        for r in read_runs(out_dir):
-            if r.get("run_id") not in wanted:
-                dropped += 1
-            elif not (retry_failed and r.get("error")):
-                keep.append(r)
-    recorded = {r["run_id"] for r in keep}
-    todo = [s for s in runs if s.run_id not in recorded]
+    existed = out_dir.exists()
+    lock = StudyLock(out_dir)
+    took_over = lock.acquire()
     session = None
-    if executor == "ray" and todo:  # before anything is written: a Ray that cannot be reached is bad input
-        from cluster_sim.simulation import RaySession
+    try:
+        runs = plan.runs()
+        wanted = {s.run_id for s in runs}
+        keep: list[dict[str, Any]] = []
+        dropped = 0
+        if resume:
+            for r in read_runs(out_dir):
+                if r.get("run_id") not in wanted:
+                    dropped += 1
+                elif not (retry_failed and r.get("error")):
+                    keep.append(r)
+        recorded = {r["run_id"] for r in keep}
+        todo = [s for s in runs if s.run_id not in recorded]
+        if executor == "ray" and todo:  # before anything is written: a Ray that cannot be reached is bad input
+            from cluster_sim.simulation import RaySession, RayUnavailable
 
-        if address:
-            _check_reachable(address)
-        try:
-            session = RaySession(num_cpus=num_cpus or os.cpu_count() or 1, address=address)
-        except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, ValueError, RuntimeError...
             where = f"--address {address}" if address else "ray.init"
-            raise StudyRunError(f"{where}: cannot start or join Ray: {_error_text(exc)}") from None
+            try:  # (RaySession checks the address first: fast, and it explains an authentication failure)
+                session = RaySession(num_cpus=num_cpus or os.cpu_count() or 1, address=address)
+            except RayUnavailable as exc:
+                raise StudyRunError(f"{where}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, ValueError, RuntimeError...
+                raise StudyRunError(f"{where}: cannot start or join Ray: {_error_text(exc)}") from None
+    except BaseException:
+        lock.release()
+        if not existed:
+            try:
+                out_dir.rmdir()  # nothing written: not even the folder the lock needed
+            except OSError:
+                pass
+        raise
+    try:
+        return _run_locked(plan, out_dir, runs, keep, todo, dropped, resume, executor, session, progress,
+                           outputs, flush_every_s, on_start, wall0, took_over)
+    finally:
+        if session is not None:
+            session.close()
+        lock.release()
+
+
+def _run_locked(plan: StudyPlan, out_dir: Path, runs: list[RunSpec], keep: list[dict[str, Any]],
+                todo: list[RunSpec], dropped: int, resume: bool, executor: str, session: Any,
+                progress: ProgressFn | None, outputs: bool, flush_every_s: float, on_start: StartFn | None,
+                wall0: float, took_over: str | None) -> StudyOutcome:
     if not resume:
         clear_outputs(out_dir)
-    state = StudyProgress(total=len(runs), skipped=len(keep),
-                          ok=sum(1 for r in keep if not r.get("error")), failed=sum(1 for r in keep if r.get("error")))
+    state = StudyProgress(total=len(runs), skipped=len(keep))
+    for r in keep:
+        state.count(r)
     store = RunStore(out_dir, plan, flush_every_s)
     store.open(keep)
     executed = 0
@@ -642,10 +835,7 @@ def run_study(plan: StudyPlan, out_dir: str | Path, *, resume: bool = False, ret
         nonlocal executed
         store.add(row)
         executed += 1
-        if row.get("error"):
-            state.failed += 1
-        else:
-            state.ok += 1
+        state.count(row)
         if progress:
             progress(state, row)
 
@@ -656,21 +846,29 @@ def run_study(plan: StudyPlan, out_dir: str | Path, *, resume: bool = False, ret
             cpus = 1
             for spec in todo:
                 state.running = 1
-                finished(execute_run(spec, plan.scenarios[spec.point], plan.name, plan.point_cells(spec.point)))
+                for attempt in range(1, ATTEMPTS + 1):
+                    if on_start:
+                        on_start(spec, attempt, os.getpid())
+                    row = _serial_attempt(plan, spec, attempt)
+                    if not row.get("error"):
+                        break
+                    if attempt < ATTEMPTS:
+                        state.retried += 1
+                finished(row)
             state.running = 0
         elif session is not None:
-            cpus = _run_on_ray(session.ray, plan, todo, state, finished, progress)
+            cpus = _run_on_ray(session.ray, plan, todo, state, finished, progress, on_start)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         store.close()
-        if session is not None:
-            session.close()
     state.running = 0
     rows = store.ordered()
     outcome = StudyOutcome(out_dir=out_dir, total=len(runs), executed=executed, skipped=len(keep), dropped=dropped,
                            failed=sum(1 for r in rows if r.get("error")), wall_s=time.perf_counter() - wall0,
-                           interrupted=interrupted, rows=rows, ray_cpus=cpus)
+                           interrupted=interrupted, rows=rows, ray_cpus=cpus,
+                           invalid=sum(1 for r in rows if not r.get("error") and not is_valid(r)),
+                           retried=state.retried, took_over=took_over)
     if outputs and not interrupted:
         outcome.aggregate = aggregate(plan, rows)
         write_aggregate_csv(out_dir / AGGREGATE_FILE, plan, outcome.aggregate)
@@ -678,62 +876,115 @@ def run_study(plan: StudyPlan, out_dir: str | Path, *, resume: bool = False, ret
     return outcome
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on a `host:port` nobody answers on (ray.init would retry for minutes)."""
-    import socket
+class _StartBoard:
+    """A Ray actor on the driver's node: each run tells it when it starts (run id, attempt, PID), and
+    the driver reads the notes to time each run from its real start (not from when it was queued)."""
 
-    m = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address.strip())
-    if not m:
-        return  # "auto" and the like: leave it to ray.init
-    try:
-        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s).close()
-    except OSError as exc:
-        raise StudyRunError(f"--address {address}: cannot connect: {exc.strerror or exc}") from None
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, int, int]] = []
+
+    def started(self, run_id: str, attempt: int, pid: int) -> None:
+        self.notes.append((run_id, attempt, pid))
+
+    def take(self) -> list[tuple[str, int, int]]:
+        notes, self.notes = self.notes, []
+        return notes
+
+
+def _start_board(ray: Any) -> Any:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return ray.remote(num_cpus=0, max_restarts=0)(_StartBoard).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
 
 
 def _run_on_ray(ray: Any, plan: StudyPlan, todo: list[RunSpec], state: StudyProgress,
-                finished: Callable[[dict[str, Any]], None], progress: ProgressFn | None) -> int:
-    """Keep the cluster's CPUs busy (plus a short queue) until every run has a row."""
-    inflight: dict[Any, RunSpec] = {}
+                finished: Callable[[dict[str, Any]], None], progress: ProgressFn | None,
+                on_start: StartFn | None = None) -> int:
+    """Keep the cluster's CPUs busy (plus a queue) until every run has a row. A run is timed from
+    its start; past its deadline it is cancelled; a run that failed or timed out is submitted once
+    more, then recorded with its error."""
+    inflight: dict[Any, tuple[RunSpec, int]] = {}  # ref -> (run, attempt)
+    started: dict[Any, float] = {}  # ref -> when it (last) started running
+    board = None
     try:
         task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(execute_run)
+        board = _start_board(ray)
         scenario_refs: dict[int, Any] = {}
-        pending = deque(todo)
+        pending: deque[tuple[RunSpec, int]] = deque((s, 1) for s in todo)
         cpus, checked = _cluster_cpus(ray), time.monotonic()
+        read_board = 0.0
+
+        def settle(ref: Any, row: dict[str, Any]) -> None:
+            spec, attempt = inflight.pop(ref)
+            started.pop(ref, None)
+            if row.get("error") is None and row.get("sim_version") != plan.sim_version:
+                row = {**row, "error": f"run by simulator {row.get('sim_version')}, but this study's is "
+                                       f"{plan.sim_version}: install the same cluster_sim on every Ray node",
+                       "valid": False}
+            if row.get("error") and attempt < ATTEMPTS:
+                state.retried += 1
+                pending.appendleft((spec, attempt + 1))
+                return
+            state.running = min(len(inflight), cpus)
+            finished(row)
+
         while pending or inflight:
             if time.monotonic() - checked > 2.0:  # nodes may join or leave
                 cpus, checked = _cluster_cpus(ray), time.monotonic()
             while pending and len(inflight) < max(IN_FLIGHT_PER_CPU * cpus, IN_FLIGHT_MIN):
-                spec = pending.popleft()
+                spec, attempt = pending.popleft()
                 if spec.point not in scenario_refs:
                     scenario_refs[spec.point] = ray.put(plan.scenarios[spec.point])
-                ref = task.remote(spec, scenario_refs[spec.point], plan.name, plan.point_cells(spec.point))
-                inflight[ref] = spec
+                ref = task.remote(spec, scenario_refs[spec.point], plan.name, plan.point_cells(spec.point),
+                                  board, attempt)
+                inflight[ref] = (spec, attempt)
             running = min(len(inflight), cpus)
             if running != state.running:
                 state.running = running
                 if progress:
                     progress(state, None)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            if time.monotonic() - read_board >= 0.5 or not ready:
+                read_board = time.monotonic()
+                by_key = {(s.run_id, a): ref for ref, (s, a) in inflight.items()}
+                for run_id, attempt, pid in ray.get(board.take.remote(), timeout=60):
+                    ref = by_key.get((run_id, attempt))
+                    if ref is not None:
+                        started[ref] = time.monotonic()  # (a task Ray retried starts its clock again)
+                        if on_start:
+                            on_start(inflight[ref][0], attempt, pid)
+                now = time.monotonic()
+                for ref, t0 in list(started.items()):
+                    spec, attempt = inflight[ref]
+                    if now - t0 > plan.timeout_s(spec.point):
+                        try:
+                            ray.cancel(ref, force=True)
+                        except Exception:  # noqa: BLE001 - its node may be gone; the run is dropped anyway
+                            pass
+                        settle(ref, _error_row(plan, spec, attempt, _timeout_text(now - t0, plan.timeout_s(spec.point))))
             if not ready:
                 continue
             ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
             for ref in ready:
-                spec = inflight.pop(ref)
+                spec, attempt = inflight[ref]
                 try:
                     row = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - the task's retries are spent (node/worker died)
-                    row = {"run_id": spec.run_id, "study": plan.name, **plan.point_cells(spec.point),
-                           "seed": spec.seed, "generation": spec.generation, "node_id": None,
-                           "wall_s": None, "finished_at": time.time(), "error": _error_text(exc)}
-                state.running = min(len(inflight), cpus)
-                finished(row)
+                    row = _error_row(plan, spec, attempt, _error_text(exc))
+                settle(ref, row)
         return cpus
     finally:
         for ref in inflight:
             try:
                 ray.cancel(ref)
             except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        if board is not None:
+            try:
+                ray.kill(board)
+            except Exception:  # noqa: BLE001
                 pass
 
 
@@ -812,8 +1063,10 @@ def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE) -> MeanCI:
 
 
 def aggregate(plan: StudyPlan, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One dict per (point, generation): axes, generation, runs, failed, and per metric
-    `<m>.mean`, `<m>.ci95_low`, `<m>.ci95_high`, `<m>.sd`, `<m>.n` over seeds (failed runs left out)."""
+    """One dict per (point, generation): axes, generation, runs (valid ones), failed (errors), invalid
+    (audit failed), and per metric `<m>.mean`, `<m>.ci95_low`, `<m>.ci95_high`, `<m>.sd`, `<m>.n` over the
+    seeds of the valid runs: a failed or invalid run's numbers (e.g. a window cut at run.until_s) would
+    pass for results."""
     by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         key = (_canonical([_coerce(r.get(a), plan.axis_kinds[a]) for a in plan.axes]), r.get("generation"))
@@ -823,8 +1076,10 @@ def aggregate(plan: StudyPlan, rows: list[dict[str, Any]]) -> list[dict[str, Any
         cells = plan.point_cells(p)
         for g in plan.generations:
             group = by_key.get((_canonical([cells[a] for a in plan.axes]), g), [])
-            ok = [r for r in group if not r.get("error")]
-            rec: dict[str, Any] = {**cells, "generation": g, "runs": len(ok), "failed": len(group) - len(ok)}
+            ok = [r for r in group if is_valid(r)]
+            failed = sum(1 for r in group if r.get("error"))
+            rec: dict[str, Any] = {**cells, "generation": g, "runs": len(ok), "failed": failed,
+                                   "invalid": len(group) - len(ok) - failed}
             for m in plan.metrics:
                 ci = mean_ci(r.get(m) for r in ok)
                 rec[f"{m}.mean"] = ci.mean
@@ -839,7 +1094,7 @@ def aggregate(plan: StudyPlan, rows: list[dict[str, Any]]) -> list[dict[str, Any
 def write_aggregate_csv(path: Path, plan: StudyPlan, agg: list[dict[str, Any]]) -> None:
     import csv
 
-    fields = [*plan.axes, "generation", "runs", "failed"]
+    fields = [*plan.axes, "generation", "runs", "failed", "invalid"]
     for m in plan.metrics:
         fields += [f"{m}.mean", f"{m}.ci95_low", f"{m}.ci95_high", f"{m}.sd", f"{m}.n"]
 

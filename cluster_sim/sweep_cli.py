@@ -1,8 +1,10 @@
 """`cluster-sim sweep STUDY`: a load study on Ray (see cluster_sim/sweep.py).
 
-Exit codes: 0 every run ok, 1 some run failed (its error is in runs.parquet), 2 bad study file
-or option (one message naming the file, the field path and the reason; nothing written),
-130 interrupted (what finished is recorded; `--resume` goes on from there).
+Exit codes: 0 every run ok, 1 some run failed (its error is in runs.parquet) or is invalid (its
+auditor failed: recorded with valid=false, left out of the means), 2 bad study file or option (one
+message naming the file, the field path and the reason; nothing written), or another sweep is
+writing into the same folder, 130 interrupted (what finished is recorded; `--resume` goes on from
+there).
 """
 
 from __future__ import annotations
@@ -38,9 +40,12 @@ def register(app: typer.Typer) -> None:
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="with --resume: run again the runs that recorded an error")] = False,
         num_cpus: Annotated[int | None, typer.Option("--num-cpus", min=1, help="CPUs of the local Ray instance (default: all)")] = None,
         serial: Annotated[bool, typer.Option("--serial", help="run in this process, one run at a time (no Ray)")] = False,
+        run_timeout: Annotated[float | None, typer.Option(
+            "--run-timeout", min=0.001, help="wall-clock deadline of one run, seconds (default: the study's "
+            "run_timeout_s, else from the run's size); a run past it is cancelled and run once more")] = None,
     ) -> None:
         """Run a load study: every grid point x seed x generation as a Ray task; runs.parquet, aggregate.csv, plots."""
-        from cluster_sim.sweep import StudyError, StudyRunError, load_study, run_study
+        from cluster_sim.sweep import StudyError, StudyRunError, is_valid, load_study, run_study
 
         try:
             plan = load_study(study)
@@ -55,6 +60,8 @@ def register(app: typer.Typer) -> None:
         if retry_failed and not resume:
             _error("--retry-failed goes with --resume")
             raise typer.Exit(EXIT_BAD_INPUT)
+        if run_timeout is not None:
+            plan.run_timeout_s = run_timeout
         dest = out_dir or Path("results") / plan.name
         if dest.exists() and not dest.is_dir():
             _error(f"--out: {dest} exists and is not a folder")
@@ -67,18 +74,21 @@ def register(app: typer.Typer) -> None:
                        f"{len(plan.generations)} generations = {plan.total_runs} runs, {where}"), soft_wrap=True)
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} done"),
-                      TextColumn("[red]{task.fields[failed]} failed[/] [cyan]{task.fields[running]} running[/]"),
+                      TextColumn("[red]{task.fields[failed]} failed[/] [yellow]{task.fields[invalid]} invalid[/] "
+                                 "[cyan]{task.fields[running]} running[/]"),
                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                       console=err, transient=True, disable=not err.is_terminal) as prog:
-            task = prog.add_task(plan.name, total=plan.total_runs, failed=0, running=0)
+            task = prog.add_task(plan.name, total=plan.total_runs, failed=0, invalid=0, running=0)
 
             first = [True]
 
             def progress(state: Any, row: Any) -> None:
                 if first[0]:  # runs recorded before (--resume) are not progress: keep them out of the ETA
                     first[0] = False
-                    prog.reset(task, completed=state.done, failed=state.failed, running=state.running)
-                prog.update(task, completed=state.done, failed=state.failed, running=state.running)
+                    prog.reset(task, completed=state.done, failed=state.failed, invalid=state.invalid,
+                               running=state.running)
+                prog.update(task, completed=state.done, failed=state.failed, invalid=state.invalid,
+                            running=state.running)
                 if state.done == state.total:
                     prog.update(task, description=f"{plan.name}: writing aggregate.csv and plots")
 
@@ -90,9 +100,13 @@ def register(app: typer.Typer) -> None:
                 _error(str(exc))
                 raise typer.Exit(EXIT_BAD_INPUT) from None
 
-        ok = outcome.total - outcome.failed
+        ok = outcome.total - outcome.failed - outcome.invalid
         notes = [f"{outcome.executed} run now", f"{outcome.skipped} already recorded"] if resume else \
                 [f"{outcome.executed} run"]
+        if outcome.retried:
+            notes.append(f"{outcome.retried} run a second time after an error or a timeout")
+        if outcome.took_over:
+            notes.append(f"took over the lock of a sweep that is gone ({outcome.took_over})")
         if outcome.dropped:
             notes.append(f"{outcome.dropped} recorded runs of another grid/scenario dropped")
         if outcome.interrupted:
@@ -101,16 +115,22 @@ def register(app: typer.Typer) -> None:
                            f"go on with --resume"), soft_wrap=True)
             raise typer.Exit(130)
         _print_table(plan, outcome.aggregate)
-        for r in outcome.rows:
-            if r.get("error"):
-                out.print(Text(f"  failed: seed {r.get('seed')} {r.get('generation')} "
-                               + ", ".join(f"{a}={r.get(a)}" for a in plan.axes) + f": {r['error']}",
-                               style="red"), soft_wrap=True)
-                break
-        out.print(Text(f"{ok} ok, {outcome.failed} failed of {outcome.total} ({', '.join(notes)}) in "
-                       f"{outcome.wall_s:.1f} s; results in {dest}/ (runs.parquet, aggregate.csv, "
-                       f"{len(outcome.plots)} plots)"), soft_wrap=True)
-        if outcome.failed:
+        def where(r: dict[str, Any]) -> str:
+            return f"seed {r.get('seed')} {r.get('generation')} " + ", ".join(f"{a}={r.get(a)}" for a in plan.axes)
+
+        failed = [r for r in outcome.rows if r.get("error")]
+        invalid = [r for r in outcome.rows if not r.get("error") and not is_valid(r)]
+        if failed:
+            out.print(Text(f"  failed: {where(failed[0])}: {failed[0]['error']}", style="red"), soft_wrap=True)
+        if invalid:
+            r = invalid[0]
+            why = r.get("audit.violations") or "audit failed"
+            out.print(Text(f"  invalid (audit failed, left out of the means): {where(r)}: {why}", style="yellow"),
+                      soft_wrap=True)
+        out.print(Text(f"{ok} ok, {outcome.failed} failed, {outcome.invalid} invalid of {outcome.total} "
+                       f"({', '.join(notes)}) in {outcome.wall_s:.1f} s; results in {dest}/ (runs.parquet, "
+                       f"aggregate.csv, {len(outcome.plots)} plots)"), soft_wrap=True)
+        if outcome.failed or outcome.invalid:
             raise typer.Exit(1)
 
 
@@ -124,16 +144,19 @@ def _fmt(v: float) -> str:
 def _print_table(plan: Any, agg: list[dict[str, Any]], limit: int = 40) -> None:
     from rich.table import Table
 
-    room = max(1, (out.width - 12 * len(plan.axes) - 12) // 17)  # metrics that fit the terminal
+    room = max(1, (out.width - 12 * len(plan.axes) - 12 - 8) // 17)  # metrics that fit the terminal
     metrics = plan.metrics[:room]
     t = Table(title=f"{plan.name}: mean ± 95 % CI half-width over seeds", title_justify="left")
     for a in plan.axes:
         t.add_column(a.rsplit(".", 1)[-1], justify="right", overflow="fold")
     t.add_column("generation", no_wrap=True)
+    t.add_column("runs", justify="right")  # runs in the means; invalid and failed ones beside
     for m in metrics:
         t.add_column(m, justify="right", overflow="fold")
     for rec in agg[:limit]:
-        cells = [str(rec[a]) for a in plan.axes] + [rec["generation"]]
+        left_out = [f"{rec[k]} {k}" for k in ("invalid", "failed") if rec.get(k)]
+        cells = [str(rec[a]) for a in plan.axes] + [rec["generation"],
+                                                    f"{rec['runs']}" + (f" (+{', '.join(left_out)})" if left_out else "")]
         for m in metrics:
             mean, lo, hi = rec[f"{m}.mean"], rec[f"{m}.ci95_low"], rec[f"{m}.ci95_high"]
             half = (hi - lo) / 2

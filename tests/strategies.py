@@ -306,6 +306,22 @@ def check_invariants(sc: Any, g: GenerationResult) -> None:
     assert s.sim_end_s < sc.run.until_s
     times = [t for t, _ev, _ids in g.trace.events]
     assert all(a <= b for a, b in zip(times, times[1:], strict=False))
+    # migrations: every abort of a backup by a migration is counted once, and only a migration that
+    # had somewhere to go aborts one (its next event is not a failure for want of a target)
+    aborts = [(t, ids["vm"]) for t, ev, ids in g.trace.events if ev == "backup_aborted_by_migration"]
+    assert len(aborts) == s.migrations.aborted, (aborts, s.migrations)
+    for t, vm in aborts:
+        after = next(((t2, ev, ids) for t2, ev, ids in g.trace.events
+                      if t2 >= t and ids.get("vm") == vm and ev in ("migration_start", "migration_failed",
+                                                                   "vm_config_moved")), None)
+        assert after is None or not (after[1] == "migration_failed" and after[2]["reason"] == "no_target"), after
+    m = s.migrations
+    assert m.requested == m.completed + m.failed, m  # nothing in flight at the end of a finished run
+    assert m.retried <= m.refused and m.aborted <= m.requested, m
+    # (every CSV coordinated by a node that is up, the counters adding up exactly and each job's window
+    # above its copy-time bound are the auditor's: s.audit.ok above)
+    # the window is never below its copy-time lower bound
+    assert s.backup_window_s >= s.window_lower_bound_s, (s.backup_window_s, s.window_lower_bound_s)
     # per-LUN snapshot limit
     assert s.peak_snapshots_per_lun <= sc.storage.array.max_snapshots_per_lun
     assert all(c.peak_snapshots <= sc.storage.array.max_snapshots_per_lun for c in g.csvs)

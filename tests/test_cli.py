@@ -105,7 +105,7 @@ def test_run_writes_one_folder_per_generation_with_all_result_files(small_run):
             assert (small_run / gen / name).is_file(), f"{gen}/{name}"
     assert (small_run / "comparison.csv").is_file()
     assert (small_run / "comparison.md").is_file()
-    assert not [p for p in small_run.parent.iterdir() if p.name.startswith(".cluster-sim-")]
+    assert [p.name for p in small_run.parent.iterdir()] == ["out"]  # no scratch folder left beside it
 
 
 def test_comparison_csv_has_one_row_per_generation(small_run):
@@ -180,7 +180,8 @@ def test_set_generations_runs_only_those(tmp_path):
     out = tmp_path / "out"
     result = run_cli(str(SMALL), "--out", str(out), "--set", "backup.generations=[ws2016]")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.md", "report.html", "ws2016"]
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.md", "report.html", "run.json",
+                                                    "scenario.resolved.yaml", "ws2016"]
     assert [r["generation"] for r in read_csv(out / "comparison.csv")] == ["ws2016"]
     assert json.loads((out / "ws2016" / "summary.json").read_text())["generation"] == "ws2016"
 
@@ -245,7 +246,7 @@ def test_scenario_without_backup_runs_the_steady_state(tmp_path):
     out = tmp_path / "out"
     result = run_cli(str(f), "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["steady"]  # no comparison files
+    assert sorted(p.name for p in out.iterdir()) == ["run.json", "scenario.resolved.yaml", "steady"]  # no comparison
     s = json.loads((out / "steady" / "summary.json").read_text())
     assert s["generation"] == "steady"
     assert s["scenario"] == "steady-only"

@@ -12,8 +12,17 @@ Hypothesis profiles: `ci` (the default, >= 500 examples) and `soak` (5000, `make
 one with HYPOTHESIS_PROFILE. A failure that hypothesis shrinks is kept as a named regression
 under scenarios/regressions/ (tests/test_regressions.py runs them all).
 
+The auditor (so every example) also checks that every CSV is coordinated by a node that is up, that
+the migration counters add up exactly (requested = completed + failed + in flight; refused = retried
++ refused too long + waiting) and that no job's window is below its copy-time lower bound;
+check_invariants adds that every backup aborted by a migration is counted once and that no migration
+without a destination aborts one.
+
 The backend-equivalence tests (marked slow) run a few generated scenarios on the local and Ray
-backends and compare summary.json byte for byte, and kill a Ray node actor at a random instant.
+backends and compare summary.json byte for byte, kill a Ray node actor at a random instant (the
+scenario's "actor died on its own" hook: a node failure on both backends), and kill a node actor's
+worker process for real at a random batch (a machinery fault: rebuilt from its log, the results
+equal the local backend's, no node failure).
 """
 
 from __future__ import annotations
@@ -153,3 +162,27 @@ def test_a_ray_actor_dying_at_a_random_instant_is_that_nodes_failure(ray_session
     check_invariants(sc, g)
     (loc,) = cluster_sim.run(sc, backend="local", kill_actors=[(node, at)]).generations
     assert summary_json(loc.summary) == summary_json(g.summary)
+
+
+@pytest.mark.slow
+@EQUIVALENCE
+@given(d=scenario_dicts(max_nodes=3, max_vms=12, max_generations=1), data=st.data())
+def test_a_real_actor_process_killed_at_a_random_batch_changes_no_result(ray_session, d, data) -> None:  # type: ignore[no-untyped-def]
+    from ray_helpers import KillingBackend
+
+    from cluster_sim.simulation import run_generation
+
+    sc = scenario_from_dict(d)
+    (local,) = cluster_sim.run(sc, backend="local").generations
+    victim = data.draw(st.sampled_from([f"node-{i + 1}" for i in range(sc.cluster.nodes)]), label="victim")
+    at_send = data.draw(st.integers(1, 4), label="at batch")
+    be = KillingBackend([f"node-{i + 1}" for i in range(sc.cluster.nodes)], victim=victim, at_send=at_send)
+    try:
+        be.revive_all()
+        g = run_generation(sc, sc.backup.generations[0], be)
+    finally:
+        be.close()
+    assert summary_json(local.summary) == summary_json(g.summary)
+    assert [r.model_dump() for r in local.vms] == [r.model_dump() for r in g.vms]
+    if be.hit:  # (the victim may get fewer batches than at_send, e.g. a node crashed early)
+        assert any(n.startswith(f"{victim}: Ray actor lost") for n in be.notes), be.notes

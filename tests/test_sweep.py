@@ -96,11 +96,13 @@ def test_ci_of_a_known_sample_is_the_hand_computed_t_interval(tmp_path):
     plan.points, plan.scenarios = plan.points[:1], plan.scenarios[:1]
     plan.generations = ["ws2016"]
     rows = [{"run_id": s.run_id, "backup.vms_per_snapshot": 1, "backup.concurrent_vms_per_node": 2,
-             "seed": s.seed, "generation": "ws2016", "error": None, "backup_window_s": x}
+             "seed": s.seed, "generation": "ws2016", "error": None, "valid": True, "backup_window_s": x}
             for s, x in zip(plan.runs(), [2, 4, 4, 5, 7, 8], strict=False)]
-    rows.append({**rows[0], "seed": 7, "error": "boom", "backup_window_s": None})
+    rows.append({**rows[0], "seed": 7, "error": "boom", "valid": False, "backup_window_s": None})
+    # an audit-failed run (e.g. cut at run.until_s: its "window" is the horizon) is left out too
+    rows.append({**rows[0], "seed": 8, "valid": False, "audit.ok": False, "backup_window_s": 50000.0})
     (rec,) = aggregate(plan, rows)
-    assert rec["runs"] == 6 and rec["failed"] == 1
+    assert rec["runs"] == 6 and rec["failed"] == 1 and rec["invalid"] == 1
     assert rec["backup_window_s.mean"] == 5.0 and rec["backup_window_s.n"] == 6
     assert rec["backup_window_s.ci95_low"] == pytest.approx(2.700802, abs=1e-6)
     assert rec["backup_window_s.ci95_high"] == pytest.approx(7.299198, abs=1e-6)
@@ -147,7 +149,7 @@ def test_serial_study_writes_one_row_per_run_aggregate_and_plots(tmp_path):
     out = tmp_path / "out"
     res = runner.invoke(app, ["sweep", str(study), "--out", str(out), "--serial"])
     assert res.exit_code == 0, res.output
-    assert "16 ok, 0 failed of 16" in " ".join(res.output.split())
+    assert "16 ok, 0 failed, 0 invalid of 16" in " ".join(res.output.split())
     rows = rows_of(out)
     assert len(rows) == 2 * 2 * 2 * 2 and len({r["run_id"] for r in rows}) == 16
     cols = set(rows[0])
@@ -204,7 +206,7 @@ def test_a_run_that_raises_is_recorded_the_study_goes_on_exit_1(tmp_path, monkey
     failed = [r for r in rows if r["error"]]
     assert len(rows) == 16 and len(failed) == 2  # both concurrency values of that point and seed
     assert all("RuntimeError: simulated model bug" in r["error"] and r["backup_window_s"] is None for r in failed)
-    assert "14 ok, 2 failed of 16" in " ".join(res.output.split())
+    assert "14 ok, 2 failed, 0 invalid of 16" in " ".join(res.output.split())
     with open(out / "aggregate.csv", newline="") as fh:
         agg = [a for a in csv.DictReader(fh) if a["backup.vms_per_snapshot"] == "3" and a["generation"] == "ws2016"]
     assert all(a["runs"] == "1" and a["failed"] == "1" for a in agg)

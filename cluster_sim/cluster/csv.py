@@ -98,7 +98,10 @@ class CsvVolume:
         self._pin_waiters = deque((n, e) for n, e in self._pin_waiters if e is not ev)
 
     def _grant(self, node: str, ev: simpy.Event) -> None:
-        self.move_coordinator(node)
+        # a pin queued by a node that has failed since does not move the CSV to it: a failed node
+        # cannot coordinate (its backup finds its node gone and releases the pin)
+        if self.table.can_coordinate is None or self.table.can_coordinate(node):
+            self.move_coordinator(node)
         ev.succeed(self.hold("backup_pin", node))
 
     def _wake_pin_waiters(self) -> None:
@@ -123,6 +126,7 @@ class CsvTable:
         self._hid = 0
         self.all_holds: list[Hold] = []
         self.listeners: list[Callable[[str], None]] = []
+        self.can_coordinate: Callable[[str], bool] | None = None  # set by the cluster: is the node up?
         self.volumes = {name: CsvVolume(name, node, env, self) for name, node in coordinators.items()}
 
     def __getitem__(self, name: str) -> CsvVolume:

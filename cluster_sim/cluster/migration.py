@@ -22,7 +22,8 @@ as Xen's pre-copy does), and the blackout is long.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -80,15 +81,21 @@ def precopy(
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class MigrationStats:
+    """Counters of live-migration requests. They add up (the auditor checks it):
+    requested = completed + failed + in_flight, and refused = retried + failed_by["refused_too_long"]
+    + (requests waiting after a refusal, at most in_flight); aborted <= requested."""
+
     requested: int = 0
     completed: int = 0
     refused: int = 0  # times a request was refused (VM in its snapshot critical section, saved for
     # its backup, or still booting after a failover)
     retried: int = 0  # times a refused request was asked again
-    aborted: int = 0  # migrations that aborted a VM's backup attempt
-    failed: int = 0  # could not complete (node down, VM gone, waited too long, interrupted)
+    aborted: int = 0  # migrations that aborted a VM's backup attempt (each counted once)
+    failed: int = 0  # could not complete (node down, VM gone, no target, waited too long, interrupted)
     downtime_s: list[float] | None = None
     delay_s_total: float = 0.0  # delay caused by refusals
+    in_flight: int = 0  # requests not yet completed or failed (non-zero only when a run is cut short)
+    failed_by: Counter[str] = field(default_factory=Counter)  # failed, per reason
 
     def __post_init__(self) -> None:
         if self.downtime_s is None:
@@ -117,79 +124,104 @@ class Migrations:
         """Start a migration process; returns it (its value: True if the VM moved)."""
         self.stats.requested += 1
         if vm in self.requested:
-            self.stats.failed += 1
-            self.cm.trace("migration_failed", vm=vm, reason="already_requested")
+            self._fail(vm, "already_requested")
             ev = self.cm.env.event()
             ev.succeed(False)
             return ev
         self.requested.add(vm)
         if dst is not None:
             self.heading[vm] = dst
+        self.stats.in_flight += 1
         return self.cm.env.process(self._run(vm, dst, why))
 
     def _fail(self, vm: str, reason: str) -> bool:
         self.stats.failed += 1
+        self.stats.failed_by[reason] += 1
         self.cm.trace("migration_failed", vm=vm, reason=reason)
         return False
+
+    def _destination(self, vm: str, dst: str | None) -> tuple[str | None, str]:
+        """Where the VM would go now: (node, "") or (None, why it cannot move)."""
+        cm = self.cm
+        src = cm.host[vm]
+        if vm in cm.unplaced:  # its host failed and no node could take it yet
+            return None, "node_down"
+        if dst is None:
+            dst = cm.least_loaded(exclude={src})
+        if dst is None or dst == src:
+            return None, "no_target"
+        if src not in cm.up or dst not in cm.up or src not in cm.alive or dst not in cm.alive:
+            return None, "node_down"
+        return dst, ""
 
     def _run(self, vm: str, dst: str | None, why: str):  # type: ignore[no-untyped-def]
         cm, env, cfg = self.cm, self.cm.env, self.cfg
         spec = cm.spec[vm]
         try:
-            asked = env.now
-            # refusals while the VM is in its snapshot critical section
-            while self.gate is not None or vm in cm.saved or vm in cm.booting:
-                # a VM in saved state for its backup, or still booting after a failover, cannot be
-                # live-migrated: wait as for a refusal
-                verdict = "refuse" if vm in cm.saved or vm in cm.booting else self.gate(vm)
-                if verdict == "refuse":
-                    self.stats.refused += 1
-                    cm.trace("migration_refused", vm=vm, node=cm.host[vm])
-                    if env.now - asked + cfg.retry_s > cfg.max_wait_s:
+            while True:  # once more if the VM entered its critical section while waiting for a slot
+                asked = env.now
+                aborted = False
+                # refusals while the VM is in its snapshot critical section
+                while self.gate is not None or vm in cm.saved or vm in cm.booting:
+                    # a migration that cannot go anywhere fails before the backup is asked: it
+                    # must not abort (or hold up) a backup for nothing
+                    _, cannot = self._destination(vm, dst)
+                    if cannot:
                         self.stats.delay_s_total += env.now - asked
-                        return self._fail(vm, "refused_too_long")
-                    yield env.timeout(cfg.retry_s)
-                    self.stats.retried += 1
-                    continue
-                if verdict == "abort":
-                    self.stats.aborted += 1
-                break
-            self.stats.delay_s_total += env.now - asked
-            src = cm.host[vm]
-            if vm in cm.unplaced:  # its host failed and no node could take it yet
-                return self._fail(vm, "node_down")
-            if dst is None:
-                dst = cm.least_loaded(exclude={src})
-            if dst is None or dst == src or src not in cm.up or dst not in cm.up or src not in cm.alive \
-                    or dst not in cm.alive:
-                return self._fail(vm, "no_target" if dst is None or dst == src else "node_down")
-            if not spec.running or vm not in cm.io.vm_group:
-                # an off VM moves by its configuration only
-                cm.trace("vm_config_moved", vm=vm, node=src, to=dst, why=why)
-                cm.move_vm_ownership(vm, src, dst)
-                self.stats.completed += 1
-                if self.on_moved:
-                    self.on_moved(vm, src, dst)
-                return True
-            with self.slots[src].request() as slot:
-                yield slot
-                if cm.host[vm] != src or src not in cm.alive or dst not in cm.alive:
-                    return self._fail(vm, "node_down")
-                if self.gate is not None and self.gate(vm) == "refuse":  # it entered a critical section meanwhile
-                    self.requested.discard(vm)
-                    self.stats.requested -= 1
-                    self.request(vm, dst, why)
-                    return False
-                self.migrating.add(vm)
-                cm.trace("migration_start", vm=vm, node=src, to=dst, why=why)
-                moved = yield from self._precopy(vm, src, dst)
-                if not moved:
-                    return self._fail(vm, "interrupted")
-            self.stats.completed += 1
-            if self.on_moved:
-                self.on_moved(vm, src, dst)
-            return True
+                        return self._fail(vm, cannot)
+                    # a VM in saved state for its backup, or still booting after a failover, cannot
+                    # be live-migrated: wait as for a refusal
+                    verdict = "refuse" if vm in cm.saved or vm in cm.booting else self.gate(vm)
+                    if verdict == "refuse":
+                        self.stats.refused += 1
+                        cm.trace("migration_refused", vm=vm, node=cm.host[vm])
+                        if env.now - asked + cfg.retry_s > cfg.max_wait_s:
+                            self.stats.delay_s_total += env.now - asked
+                            return self._fail(vm, "refused_too_long")
+                        yield env.timeout(cfg.retry_s)
+                        self.stats.retried += 1
+                        continue
+                    if verdict == "abort":
+                        self.stats.aborted += 1
+                        aborted = True
+                    break
+                self.stats.delay_s_total += env.now - asked
+                src = cm.host[vm]
+                dst, cannot = self._destination(vm, dst)
+                if cannot:
+                    return self._fail(vm, cannot)
+                assert dst is not None
+                if not spec.running or vm not in cm.io.vm_group:
+                    # an off VM moves by its configuration only
+                    cm.trace("vm_config_moved", vm=vm, node=src, to=dst, why=why)
+                    cm.move_vm_ownership(vm, src, dst)
+                    self.stats.completed += 1
+                    if self.on_moved:
+                        self.on_moved(vm, src, dst)
+                    return True
+                with self.slots[src].request() as slot:
+                    yield slot
+                    if cm.host[vm] != src or src not in cm.alive or dst not in cm.alive:
+                        return self._fail(vm, "node_down")
+                    # it may have entered a critical section meanwhile: ask again (unless this
+                    # migration has aborted the backup already: the answer stands)
+                    verdict = "ok" if aborted or self.gate is None else self.gate(vm)
+                    if verdict != "refuse":
+                        if verdict == "abort":
+                            self.stats.aborted += 1
+                        self.migrating.add(vm)
+                        cm.trace("migration_start", vm=vm, node=src, to=dst, why=why)
+                        moved = yield from self._precopy(vm, src, dst)
+                        if not moved:
+                            return self._fail(vm, "interrupted")
+                        self.stats.completed += 1
+                        if self.on_moved:
+                            self.on_moved(vm, src, dst)
+                        return True
+                # refused now: ask again from the start, towards the destination chosen
+                self.heading[vm] = dst
         finally:
+            self.stats.in_flight -= 1
             self.migrating.discard(vm)
             self.requested.discard(vm)
             self.heading.pop(vm, None)

@@ -55,6 +55,7 @@ class ClusterModel:
         self.net = FluidNetwork(self.env, link_capacities(sc), self.hooks, ops_classes=sc.storage.array.controllers)
         coords = {csv_name(i): initial_coordinator(i, sc.cluster.nodes) for i in range(sc.storage.csvs)}
         self.csvs = CsvTable(self.env, coords, self.trace)
+        self.csvs.can_coordinate = lambda n: n in self.up  # (a failed node never becomes coordinator)
         self.array = StorageArray(self.env, sc.storage.array, list(coords), self.trace)
         self.io = IoModel(sc, self.net, self.csvs, vms, self.array)
         self.array.on_protection_change = self.io.protection_changed
@@ -225,11 +226,8 @@ class ClusterModel:
                 self.plane.stop_writes(vm, self.crashed_at.get(node, self.env.now), crashed=True)
         self.failures.append(NodeFailure(node, self.env.now, how, len(hosted)))
         self.trace("node_failed", node=node, how=how, vms_down=len(hosted))
-        survivors = self.candidates()
+        self.adopt_orphan_csvs()
         for vol in self.csvs:
-            if vol.coordinator == node and survivors:
-                owned = {n: sum(1 for v in self.csvs if v.coordinator == n) for n in survivors}
-                vol.move_coordinator(min(survivors, key=lambda n: (owned[n], self.nodes.index(n))))
             for h in list(vol.holds.values()):
                 if h.node == node and h.kind == "metadata":
                     vol.release(h)  # the metadata operation died with its node
@@ -240,6 +238,18 @@ class ClusterModel:
         self.place_unplaced()
         for fn in self.failure_listeners:
             fn(node)
+
+    def adopt_orphan_csvs(self) -> None:
+        """Every CSV whose coordinator the cluster holds failed moves to a node that is up: one
+        that takes VMs if there is one, else a draining node (a drained node still runs the
+        cluster service and can coordinate CSVs [MS]); with no node up, when one returns."""
+        hosts = self.candidates() or [n for n in self.nodes if n in self.up and n in self.alive]
+        if not hosts:
+            return
+        for vol in self.csvs:
+            if vol.coordinator not in self.up:
+                owned = {n: sum(1 for v in self.csvs if v.coordinator == n) for n in hosts}
+                vol.move_coordinator(min(hosts, key=lambda n: (owned[n], self.nodes.index(n))))
 
     def place_unplaced(self) -> None:
         """Fail over VMs waiting for a node: each boots on the least loaded available node.
@@ -291,6 +301,7 @@ class ClusterModel:
             return
         if node in self.alive:  # never detected as failed: nothing to do but rejoin
             self.up.add(node)
+            self.adopt_orphan_csvs()
             return
         if node in self.up:  # back before the heartbeats ran out: the cluster notices now
             self.node_failed(node, how="crash")
@@ -299,6 +310,7 @@ class ClusterModel:
         self.alive.add(node)
         self.up.add(node)
         self.trace("node_recovered", node=node)
+        self.adopt_orphan_csvs()
         self.place_unplaced()
 
     # -- wrap-up ---------------------------------------------------------------------------------

@@ -1,0 +1,39 @@
+"""A Ray node backend that kills (or stops) one node actor's worker process for real, at a chosen
+batch: shared by tests/test_ray_faults.py and the property tests (a plain module, not a conftest)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from cluster_sim.cluster.nodes import RayBackend
+
+
+class KillingBackend(RayBackend):
+    """A Ray backend whose `victim` actor's worker process gets `sig` right after the `at_send`-th
+    batch of operations sent to it (each generation counts anew), as an OOM killer or a frozen machine
+    would do."""
+
+    def __init__(self, names, victim: str, at_send: int, sig: int = signal.SIGKILL, **kw):  # type: ignore[no-untyped-def]
+        self.victim, self.at_send, self.sig = victim, at_send, sig
+        self.sent = 0
+        self.hit: list[int] = []  # PIDs signalled
+        super().__init__(names, **kw)
+
+    def revive_all(self) -> None:
+        super().revive_all()
+        self.sent = 0
+
+    def send(self, node, ops):  # type: ignore[no-untyped-def]
+        actor = self.actors.get(node)
+        mine = node == self.victim and actor is not None and bool(ops)  # (not the backend's own pings)
+        pid = None
+        if mine and self.sent + 1 == self.at_send:
+            pid = self._ray.get(actor.pid.remote(), timeout=60)  # the PID, from the actor itself
+        out = super().send(node, ops)
+        if mine:
+            self.sent += 1
+            if pid is not None:
+                os.kill(pid, self.sig)
+                self.hit.append(pid)
+        return out
