@@ -186,8 +186,10 @@ def test_second_environment_has_the_dependencies_but_not_cluster_sim(bare_cluste
 def test_study_on_a_cluster_without_cluster_sim_runs_on_both_nodes_and_equals_a_local_run(bare_cluster, tmp_path):
     c = bare_cluster
     work = c.cwd / "study"
-    # runs of 30 VMs, 12 of them: long enough that Ray spreads them over both 1-CPU nodes
-    write_tiny(work, count=30)
+    # runs of 120 VMs, 12 of them: long enough that Ray spreads them over both 1-CPU nodes even on a
+    # busy machine (the worker node sets up the job's runtime_env before its first run; with runs of
+    # 30 VMs the head once finished all 12 first)
+    write_tiny(work, count=120)
     study = work / "study.yaml"
     study.write_text(yaml.safe_dump(STUDY))
     env = {**c.env, "RAY_ADDRESS": c.address}  # the address from the environment, as Ray's own tools take it
