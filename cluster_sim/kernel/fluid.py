@@ -9,10 +9,22 @@ True when its size has been transferred, with False when it is stopped early.
 
 A weight lets one flow stand for n identical flows (n VMs with the same path and demand):
 a flow with weight n and cap n*c receives exactly what n flows with cap c would.
+
+The recomputation is incremental (the idea of SimGrid's LMM "selective update", made exact for
+max-min with caps): only the links that froze flows in the last filling ("binding" links) tie
+flows together, so a change re-solves only the binding links it touches, closed over the flows
+they carry (a flow on a binding link pulls in its other binding links), and keeps every other
+rate. That is exact because the max-min allocation is the unique feasible one in which every
+flow below its cap has a saturated link on which no flow has a higher level: kept flows keep
+their bottleneck, which no re-solved flow crosses; re-solved flows get theirs inside the
+re-solved links. One more condition is checked: a link outside them that a re-solved flow now
+loads beyond its capacity joins them, and the solve repeats (see `FluidNetwork._allocate`).
+`max_min_fair()` (the full solve, kept as the oracle) gives the same rates.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from typing import Any
@@ -25,14 +37,66 @@ from cluster_sim.kernel.instant import FLUID, InstantHooks
 _EPS = 1e-9
 
 
+def _saturation_level(fl: list[int], room: float, frozen: dict[int, float], cap: Any, weight: Any,
+                      level: Any) -> float | None:
+    """The water level at which a link saturates, or None if it never does.
+
+    fl: the link's flows sorted by cap level (cap / weight); room: its capacity left after the
+    frozen flows. Flows below the level run at their caps, so one pass in ascending cap level
+    finds who reaches the cap before the link fills.
+    """
+    room = max(room, 0.0)
+    wsum = 0.0
+    for j in fl:
+        if j not in frozen:
+            wsum += weight[j]
+    if wsum <= 0.0:
+        return None
+    for j in fl:
+        if j in frozen:
+            continue
+        lam = room / wsum
+        if lam <= level[j]:
+            return lam
+        room -= cap[j]
+        wsum -= weight[j]
+    # every open flow fits at its cap, and frozen flows only ever give capacity back: this link
+    # never saturates
+    return None
+
+
+def _freeze(fl: list[int], lam: float, frozen: dict[int, float], residual: dict[int, float],
+            links_of: Any, cap: Any, weight: Any) -> list[int]:
+    """Freeze a saturated link's open flows at the level; returns the links whose room shrank."""
+    hit = []
+    for j in fl:
+        if j in frozen:
+            continue
+        r = min(cap[j], weight[j] * lam)
+        frozen[j] = r
+        for o in links_of[j]:
+            if o in residual:
+                residual[o] -= r
+                hit.append(o)
+    return hit
+
+
+def _check_bounded(flows_on: dict[int, list[int]], frozen: dict[int, float], cap: Any) -> None:
+    for fl in flows_on.values():
+        for j in fl:
+            if j not in frozen and cap[j] == math.inf:
+                raise ValueError("unbounded flow rate: a flow has no finite link or cap")
+
+
 def _water_fill(residual: dict[int, float], flows_on: dict[int, list[int]], links_of: Any,
                 cap: Any, weight: Any, level: Any) -> dict[int, float]:
-    """Progressive filling restricted to overloaded links (see `_progressive_fill`).
+    """Progressive filling restricted to overloaded links (see `_progressive_fill`), round by round.
 
     residual: capacity of each overloaded link; flows_on: its flows, sorted by cap level
     (cap / weight); links_of[j]: the links flow j crosses (others than the overloaded ones are
     ignored); cap, weight, level: per flow. Returns the rate of each flow a link froze below or
-    at its cap; every other flow runs at its cap. Plain Python: a few links, tens of flows.
+    at its cap; every other flow runs at its cap. Each round computes every open link's level
+    and saturates the lowest: the plain algorithm, kept as the reference for `_fill`.
     """
     residual = dict(residual)
     frozen: dict[int, float] = {}
@@ -40,45 +104,53 @@ def _water_fill(residual: dict[int, float], flows_on: dict[int, list[int]], link
     while open_links:
         best, best_o = math.inf, -1
         for o in list(open_links):
-            room = max(residual[o], 0.0)
-            wsum = 0.0
-            for j in flows_on[o]:
-                if j not in frozen:
-                    wsum += weight[j]
-            if wsum <= 0.0:
+            lam = _saturation_level(flows_on[o], residual[o], frozen, cap, weight, level)
+            if lam is None:
                 open_links.discard(o)
-                continue
-            for j in flows_on[o]:  # ascending cap level: who reaches the cap before the link fills
-                if j in frozen:
-                    continue
-                lam = room / wsum
-                if lam <= level[j]:
-                    break
-                room -= cap[j]
-                wsum -= weight[j]
-            else:
-                # every open flow fits at its cap, and frozen flows only ever give capacity back:
-                # this link never saturates
-                open_links.discard(o)
-                continue
-            if lam < best:
+            elif lam < best:
                 best, best_o = lam, o
         if best_o < 0:
             break
         open_links.discard(best_o)
-        for j in flows_on[best_o]:
-            if j in frozen:
-                continue
-            r = min(cap[j], weight[j] * best)
-            frozen[j] = r
-            for o in links_of[j]:
-                if o in residual:
-                    residual[o] -= r
-    for fl in flows_on.values():
-        for j in fl:
-            if j not in frozen and cap[j] == math.inf:
-                raise ValueError("unbounded flow rate: a flow has no finite link or cap")
+        _freeze(flows_on[best_o], best, frozen, residual, links_of, cap, weight)
+    _check_bounded(flows_on, frozen, cap)
     return frozen
+
+
+def _fill(links: list[int], capacity: Any, flows_on: dict[int, list[int]], links_of: Any, cap: Any, weight: Any,
+          level: Any) -> tuple[dict[int, float], list[int]]:
+    """`_water_fill` over `links` (overloaded links; their flows in `flows_on`, sorted by cap
+    level), with a heap.
+
+    Freezing flows at level L only raises the saturation level of the other links they cross
+    (their frozen share is at most what the filling would give them there), so a level computed
+    before is a lower bound: each link waits in a heap under its last level and is recomputed
+    only when it comes out on top after some of its flows were frozen. The link taken is the one
+    with the lowest level (the lowest index among equal levels), as in `_water_fill`'s scan.
+    Returns the frozen flows' rates and the links that froze flows ("binding"), in order. A flow
+    without a cap that no link froze is left to the caller.
+    """
+    residual = {o: capacity[o] for o in links}
+    frozen: dict[int, float] = {}
+    binding: list[int] = []
+    heap: list[tuple[float, int]] = []
+    for o in links:
+        lam = _saturation_level(flows_on[o], residual[o], frozen, cap, weight, level)
+        if lam is not None:
+            heap.append((lam, o))
+    heapq.heapify(heap)
+    stale: set[int] = set()
+    while heap:
+        lam, o = heapq.heappop(heap)
+        if o in stale:  # some of its flows were frozen since: its level can only have risen
+            stale.discard(o)
+            new = _saturation_level(flows_on[o], residual[o], frozen, cap, weight, level)
+            if new is not None:
+                heapq.heappush(heap, (new, o))
+            continue
+        binding.append(o)
+        stale.update(_freeze(flows_on[o], lam, frozen, residual, links_of, cap, weight))
+    return frozen, binding
 
 
 def _progressive_fill(
@@ -150,7 +222,7 @@ def max_min_fair(
 
 
 class Flow:
-    """A handle on one flow. Its numbers live in the network's arrays while it runs."""
+    """A handle on one flow. While it runs, its numbers live in the network (see FluidNetwork)."""
 
     __slots__ = ("fid", "slot", "net", "size", "tag", "done", "started_s", "active", "_final", "_cap")
 
@@ -169,33 +241,42 @@ class Flow:
 
     @property
     def rate(self) -> float:
-        return float(self.net._rate[self.slot]) if self.active else 0.0
+        return self.net._member_rate(self.slot) if self.active else 0.0
 
     @property
     def transferred(self) -> float:
-        if not self.active:
-            return self._final[0]
-        self.net._advance()  # bring the books up to now
-        return float(self.net._moved[self.slot])
+        return self.net._progress(self.slot)[0] if self.active else self._final[0]
 
     @property
     def remaining(self) -> float:
-        if not self.active:
-            return self._final[1]
-        self.net._advance()
-        return float(self.net._remaining[self.slot])
+        return self.net._progress(self.slot)[1] if self.active else self._final[1]
 
     @property
     def cap(self) -> float:
-        return float(self.net._cap[self.slot]) if self.active else self._cap
+        return self.net._c_cap[self.net._cls[self.slot]] if self.active else self._cap
 
 
 class FluidNetwork:
     """Links and flows in a SimPy environment, with a recorded utilisation history.
 
-    Flows occupy slots of persistent numpy arrays (incidence, caps, weights, rates, remaining
-    sizes), so a recomputation costs a few vector operations whatever the number of flows.
+    Identical flows (same links, cap and weight) get identical max-min rates, so they are solved
+    as one class: a weighted flow of weight n x w and cap n x cap, as in the module docstring.
+    A class keeps a clock, the transfer per member since it was created; a member's progress is
+    the clock's advance since it joined, and its members wait in a heap by the clock reading at
+    which they finish. A change of a class's rate thus costs the same for 1 or 8,000 members.
+    Classes wait in a heap by the time their next member finishes (entries of an older rate
+    being skipped). Per link the network keeps its classes, the sum of their caps, its load
+    (updated rate change by rate change) and whether it froze flows in the last filling that
+    covered it ("binding", see `_allocate`). A recomputation thus costs what the classes it
+    re-solves cost, not what all flows cost.
+
+    Listeners (`listeners`, called after every recomputation) read the state through
+    `hist_load[-1]` (link loads, array (L,)), `hist_ops[-1]` (array back-end ops/s) and
+    `changed_links` (the links whose load changed in that recomputation).
     """
+
+    _SLACK_S = 1e-6  # classes the completion heap says end this close to a timer are checked there
+    _REBASE = 1e6  # a class clock this far from 0 is brought back to 0 (keeps its precision)
 
     def __init__(self, env: simpy.Environment, capacities: dict[str, float], hooks: InstantHooks | None = None):
         self.env = env
@@ -205,32 +286,56 @@ class FluidNetwork:
         self.capacity = np.array([capacities[n] for n in self.link_names], dtype=float)
         n_links = len(self.link_names)
         size = 64
-        self._inc = np.zeros((n_links, size), dtype=bool)
-        self._cap = np.full(size, np.inf)
-        self._w = np.ones(size)
-        self._opm = np.zeros(size)
-        self._rate = np.zeros(size)
-        self._remaining = np.zeros(size)
-        self._moved = np.zeros(size)
-        self._alive = np.zeros(size, dtype=bool)
         self._free: list[int] = list(range(size - 1, -1, -1))
-        # the same facts as plain Python objects, kept up to date flow by flow for the allocation:
-        # per slot its links, cap, weight and cap level; per link its flows and the sum of their
-        # finite caps (re-summed exactly whenever the link is near or over its capacity)
-        self._links_of: list[tuple[int, ...]] = [()] * size
-        self._pcap: list[float] = [math.inf] * size
-        self._pw: list[float] = [1.0] * size
-        self._plevel: list[float] = [math.inf] * size
+        # per slot (one flow): its class, ops per MiB, and at the time it joined the class: the
+        # class clock, what it had transferred and what it had left
+        self._cls: list[int] = [-1] * size
+        self._opm: list[float] = [0.0] * size
+        self._v0: list[float] = [0.0] * size
+        self._moved0: list[float] = [0.0] * size
+        self._left0: list[float] = [0.0] * size
+        self._tok: list[int] = [0] * size  # counts its joins: heap entries of an earlier one are void
+        self._fresh: set[int] = set()  # joined its class in this instant: rate 0 until allocated
+        # per class
+        self._ckey: dict[tuple[tuple[int, ...], float, float], int] = {}
+        self._cfree: list[int] = []
+        self._c_links: list[tuple[int, ...]] = []
+        self._c_cap: list[float] = []  # per member
+        self._c_w: list[float] = []
+        self._c_level: list[float] = []  # cap / weight
+        self._c_acap: list[float] = []  # n x cap, n x weight: the class as one weighted flow
+        self._c_aw: list[float] = []
+        self._c_members: list[set[int]] = []
+        self._c_nc: list[int] = []  # members counted in the link loads
+        self._c_opm: list[float] = []  # ops per MiB summed over members, all / counted
+        self._c_opmc: list[float] = []
+        self._c_rate: list[float] = []  # per member
+        self._c_clock: list[float] = []
+        self._c_t: list[float] = []  # time of the clock reading
+        self._c_heap: list[list[tuple[float, int, int]]] = []  # (clock when it finishes, slot, token)
+        self._c_ver: list[int] = []  # completion-heap entries of older versions are void
+        # per link: its classes, the sum of their members' finite caps and how many have none
+        # (re-summed exactly when the sum comes near the capacity), its load, binding or not
         self._on_link: list[set[int]] = [set() for _ in range(n_links)]
         self._capload: list[float] = [0.0] * n_links
         self._uncapped: list[int] = [0] * n_links
         self._pcapacity: list[float] = self.capacity.tolist()
+        self._pload: list[float] = [0.0] * n_links
+        self._binding: list[bool] = [False] * n_links
+        self._sorted: list[list[int] | None] = [None] * n_links  # its classes by cap level, if known
+        self._ops = 0.0
+        # changes waiting for this instant's recomputation: classes that gained or lost members,
+        # and binding links that lost a class
+        self._touched: set[int] = set()
+        self._seeds: set[int] = set()
+        self._heap: list[tuple[float, int, int]] = []  # (next finishing time, class, version)
         self.flows: dict[int, Flow] = {}  # slot -> flow
         self._next_id = 0
-        self._last_advance = env.now
         self._dirty = False
         self._timer_gen = 0
         self.recomputes = 0
+        self.resolved = 0  # classes re-solved, summed over recomputations (for benchmarks)
+        self.changed_links: set[int] = set()
         # history of piecewise-constant state: (time, link loads (L,), array back-end ops/s)
         self.hist_t: list[float] = []
         self.hist_load: list[np.ndarray] = []
@@ -241,21 +346,6 @@ class FluidNetwork:
     # ---- public API -----------------------------------------------------------------------
     def link(self, name: str) -> int:
         return self.lidx[name]
-
-    def _grow(self) -> None:
-        old = self._cap.shape[0]
-        new = old * 2
-        self._inc = np.hstack([self._inc, np.zeros((self._inc.shape[0], old), dtype=bool)])
-        self._cap = np.concatenate([self._cap, np.full(old, np.inf)])
-        self._w = np.concatenate([self._w, np.ones(old)])
-        for name in ("_opm", "_rate", "_remaining", "_moved"):
-            setattr(self, name, np.concatenate([getattr(self, name), np.zeros(old)]))
-        self._alive = np.concatenate([self._alive, np.zeros(old, dtype=bool)])
-        self._free.extend(range(new - 1, old - 1, -1))
-        self._links_of += [()] * old
-        self._pcap += [math.inf] * old
-        self._pw += [1.0] * old
-        self._plevel += [math.inf] * old
 
     def start(
         self,
@@ -270,90 +360,45 @@ class FluidNetwork:
             raise ValueError("flow size must be >= 0")
         if weight <= 0:
             raise ValueError("flow weight must be > 0")
-        link_idx = [self.lidx[n] for n in links]  # KeyError for an unknown link, before any change
+        link_idx = tuple(self.lidx[n] for n in links)  # KeyError for an unknown link, before any change
         cap = math.inf if cap_mib_s is None else float(cap_mib_s)
         if cap < 0:
             raise ValueError("flow cap must be >= 0")
         if not link_idx and not math.isfinite(cap):
             raise ValueError("a flow with no links must have a rate cap")
-        self._advance()
         fid = self._next_id
         self._next_id += 1
+        now = self.env.now
         if size_mib <= 0:
-            f = Flow(fid, -1, self, 0.0, tag, self.env.event(), self.env.now, cap)
+            f = Flow(fid, -1, self, 0.0, tag, self.env.event(), now, cap)
             f.active = False
             f.done.succeed(True)
             return f
         if not self._free:
             self._grow()
         slot = self._free.pop()
-        self._inc[:, slot] = False
-        self._inc[link_idx, slot] = True
-        self._cap[slot] = cap
-        self._w[slot] = float(weight)
         self._opm[slot] = float(ops_per_mib)
-        self._rate[slot] = 0.0
-        self._remaining[slot] = float(size_mib)
-        self._moved[slot] = 0.0
-        self._alive[slot] = True
-        self._links_of[slot] = tuple(link_idx)
-        for li in link_idx:
-            self._on_link[li].add(slot)
-        self._mirror_cap(slot, cap, float(weight))
-        f = Flow(fid, slot, self, float(size_mib), tag, self.env.event(), self.env.now, cap)
+        self._join(slot, link_idx, cap, float(weight), 0.0, float(size_mib))
+        f = Flow(fid, slot, self, float(size_mib), tag, self.env.event(), now, cap)
         self.flows[slot] = f
         self._mark()
         return f
-
-    def _mirror_cap(self, slot: int, cap: float, weight: float) -> None:
-        """Record the slot's cap and weight and add its cap to its links' capped load."""
-        self._pcap[slot] = cap
-        self._pw[slot] = weight
-        self._plevel[slot] = cap / weight
-        self._count_cap(slot, +1)
-
-    def _unmirror_cap(self, slot: int) -> None:
-        """Take the slot's recorded cap out of its links' capped load."""
-        self._count_cap(slot, -1)
-
-    def _count_cap(self, slot: int, sign: int) -> None:
-        cap = self._pcap[slot]
-        for li in self._links_of[slot]:
-            if cap == math.inf:
-                self._uncapped[li] += sign
-            else:
-                self._capload[li] += sign * cap
-
-    def _end(self, f: Flow, ok: bool) -> None:
-        s = f.slot
-        f._final = (float(self._moved[s]), 0.0 if ok else float(self._remaining[s]))
-        f._cap = float(self._cap[s])
-        f.active = False
-        self._alive[s] = False
-        self._rate[s] = 0.0
-        self._unmirror_cap(s)
-        for li in self._links_of[s]:
-            self._on_link[li].discard(s)
-        self._links_of[s] = ()
-        del self.flows[s]
-        self._free.append(s)
-        f.done.succeed(ok)
 
     def stop(self, flow: Flow) -> None:
         """End a flow early (a crash, a steady demand that changes); `done` fires with False."""
         if not flow.active:
             return
-        self._advance()
         self._end(flow, False)
         self._mark()
 
     def stop_flows_on(self, links: list[str]) -> list[Flow]:
         """Stop every flow crossing any of these links (a host died); returns them."""
-        rows = [self.lidx[n] for n in links if n in self.lidx]
-        if not rows:
-            return []
-        hit = self._alive & self._inc[rows].any(axis=0)
-        flows = [self.flows[i] for i in np.flatnonzero(hit).tolist()]
+        slots: set[int] = set()
+        for name in links:
+            if name in self.lidx:
+                for c in self._on_link[self.lidx[name]]:
+                    slots |= self._c_members[c]
+        flows = [self.flows[s] for s in sorted(slots)]
         for f in flows:
             self.stop(f)
         return flows
@@ -361,20 +406,24 @@ class FluidNetwork:
     def set_cap(self, flow: Flow, cap_mib_s: float | None, weight: float | None = None) -> None:
         if not flow.active:
             return
-        self._advance()
         s = flow.slot
-        self._unmirror_cap(s)
-        self._cap[s] = math.inf if cap_mib_s is None else float(cap_mib_s)
-        if weight is not None:
-            self._w[s] = float(weight)
-        self._mirror_cap(s, float(self._cap[s]), float(self._w[s]))
+        c = self._cls[s]
+        moved, left = self._progress(s)
+        links, w = self._c_links[c], self._c_w[c] if weight is None else float(weight)
+        self._leave(s)
+        self._join(s, links, math.inf if cap_mib_s is None else float(cap_mib_s), w, moved, left)
         self._mark()
 
     def set_ops(self, flow: Flow, ops_per_mib: float) -> None:
-        if not flow.active or self._opm[flow.slot] == ops_per_mib:
+        s = flow.slot
+        if not flow.active or self._opm[s] == ops_per_mib:
             return
-        self._advance()
-        self._opm[flow.slot] = float(ops_per_mib)
+        c, d = self._cls[s], float(ops_per_mib) - self._opm[s]
+        self._c_opm[c] += d
+        if s not in self._fresh:
+            self._c_opmc[c] += d
+            self._ops += self._c_rate[c] * d
+        self._opm[s] = float(ops_per_mib)
         self._mark()
 
     def settle_now(self) -> None:
@@ -383,23 +432,156 @@ class FluidNetwork:
             self._recompute()
 
     def link_load(self) -> dict[str, float]:
-        return dict(zip(self.link_names, self._load().tolist(), strict=True))
+        return dict(zip(self.link_names, self._pload, strict=True))
 
-    # ---- internals --------------------------------------------------------------------------
-    def _load(self) -> np.ndarray:
-        idx = np.flatnonzero(self._alive)
-        if not len(idx):
-            return np.zeros(len(self.link_names))
-        return self._inc[:, idx].astype(float) @ self._rate[idx]
+    # ---- flows and classes ------------------------------------------------------------------
+    def _grow(self) -> None:
+        old = len(self._cls)
+        self._free.extend(range(2 * old - 1, old - 1, -1))
+        self._cls += [-1] * old
+        self._tok += [0] * old
+        for name in ("_opm", "_v0", "_moved0", "_left0"):
+            getattr(self, name).extend([0.0] * old)
 
-    def _advance(self) -> None:
-        dt = self.env.now - self._last_advance
+    def _class(self, links: tuple[int, ...], cap: float, w: float) -> int:
+        key = (links, cap, w)
+        c = self._ckey.get(key)
+        if c is not None:
+            return c
+        now = self.env.now
+        if self._cfree:
+            c = self._cfree.pop()
+            self._c_links[c], self._c_cap[c], self._c_w[c], self._c_level[c] = links, cap, w, cap / w
+            self._c_acap[c] = self._c_aw[c] = 0.0
+            self._c_nc[c] = 0
+            self._c_opm[c] = self._c_opmc[c] = self._c_rate[c] = self._c_clock[c] = 0.0
+            self._c_t[c] = now
+            self._c_heap[c] = []
+        else:
+            c = len(self._c_links)
+            self._c_links.append(links)
+            self._c_cap.append(cap)
+            self._c_w.append(w)
+            self._c_level.append(cap / w)
+            self._c_acap.append(0.0)
+            self._c_aw.append(0.0)
+            self._c_members.append(set())
+            self._c_nc.append(0)
+            self._c_opm.append(0.0)
+            self._c_opmc.append(0.0)
+            self._c_rate.append(0.0)
+            self._c_clock.append(0.0)
+            self._c_t.append(now)
+            self._c_heap.append([])
+            self._c_ver.append(0)
+        self._ckey[key] = c
+        for li in links:
+            self._on_link[li].add(c)
+            self._sorted[li] = None
+        return c
+
+    def _tick(self, c: int) -> float:
+        """Bring the class clock up to now; returns it."""
+        now = self.env.now
+        dt = now - self._c_t[c]
         if dt > 0:
-            moved = self._rate * dt  # dead slots have rate 0
-            self._moved += moved
-            self._remaining = np.maximum(0.0, self._remaining - moved)
-        self._last_advance = self.env.now
+            self._c_clock[c] += self._c_rate[c] * dt
+            self._c_t[c] = now
+        return self._c_clock[c]
 
+    def _join(self, s: int, links: tuple[int, ...], cap: float, w: float, moved: float, left: float) -> None:
+        c = self._class(links, cap, w)
+        clock = self._tick(c)
+        self._cls[s] = c
+        self._tok[s] += 1
+        self._v0[s], self._moved0[s], self._left0[s] = clock, moved, left
+        self._c_members[c].add(s)
+        n = len(self._c_members[c])
+        self._c_acap[c], self._c_aw[c] = n * cap, n * w
+        self._c_opm[c] += self._opm[s]
+        if left != math.inf:
+            heapq.heappush(self._c_heap[c], (clock + left, s, self._tok[s]))
+        for li in links:
+            if cap == math.inf:
+                self._uncapped[li] += 1
+            else:
+                self._capload[li] += cap
+        self._fresh.add(s)
+        self._touched.add(c)
+
+    def _leave(self, s: int) -> None:
+        """Take the flow out of its class (its load with it); the class is re-solved."""
+        c = self._cls[s]
+        self._tick(c)
+        members = self._c_members[c]
+        members.discard(s)
+        n = len(members)
+        links, cap = self._c_links[c], self._c_cap[c]
+        self._c_acap[c], self._c_aw[c] = n * cap, n * self._c_w[c]
+        opm = self._opm[s]
+        self._c_opm[c] -= opm
+        r = self._c_rate[c]
+        counted = s not in self._fresh
+        if not counted:
+            self._fresh.discard(s)
+        else:
+            self._c_nc[c] -= 1
+            self._c_opmc[c] -= opm
+            if r:
+                self._ops -= r * opm
+        load, binding = self._pload, self._binding
+        for li in links:
+            if cap == math.inf:
+                self._uncapped[li] -= 1
+            else:
+                self._capload[li] -= cap
+            if r and counted:
+                load[li] -= r
+                self.changed_links.add(li)
+        self._cls[s] = -1
+        if n:
+            self._touched.add(c)
+            return
+        # the class is empty: gone
+        del self._ckey[(links, cap, self._c_w[c])]
+        self._c_ver[c] += 1
+        self._c_rate[c] = 0.0
+        self._c_nc[c] = 0
+        self._touched.discard(c)
+        for li in links:
+            self._on_link[li].discard(c)
+            self._sorted[li] = None
+            if not self._on_link[li]:
+                load[li] = 0.0
+                if not self._uncapped[li]:
+                    self._capload[li] = 0.0
+            if binding[li]:
+                self._seeds.add(li)  # its other classes may rise
+        if not self.flows:
+            self._ops = 0.0
+        self._cfree.append(c)
+
+    def _member_rate(self, s: int) -> float:
+        return 0.0 if s in self._fresh else self._c_rate[self._cls[s]]
+
+    def _progress(self, s: int) -> tuple[float, float]:
+        """(transferred, remaining) of the flow in slot s now."""
+        d = self._tick(self._cls[s]) - self._v0[s]
+        return self._moved0[s] + d, max(0.0, self._left0[s] - d)
+
+    def _end(self, f: Flow, ok: bool) -> None:
+        s = f.slot
+        moved, left = self._progress(s)
+        f._final = (moved, 0.0 if ok else left)
+        c = self._cls[s]
+        f._cap = self._c_cap[c]
+        f.active = False
+        del self.flows[s]
+        self._leave(s)
+        self._free.append(s)
+        f.done.succeed(ok)
+
+    # ---- allocation -------------------------------------------------------------------------
     def _mark(self) -> None:
         # All flows starting or ending at this instant are allocated together, once.
         if not self._dirty:
@@ -408,72 +590,213 @@ class FluidNetwork:
 
     def _recompute(self) -> None:
         self._dirty = False
-        self._advance()
         self.recomputes += 1
         self._allocate()
         self._record()
         for fn in self.listeners:
             fn()
+        self.changed_links = set()
         self._schedule_next_completion()
 
+    def _over(self, li: int) -> bool:
+        """Would the link's flows at their caps exceed its capacity (only such links ever bind)?"""
+        if self._uncapped[li]:
+            return True
+        c, capload = self._pcapacity[li], self._capload[li]
+        if capload > c * (1 + 1e-9):
+            return True
+        if capload > c * (1 - 1e-9):  # near: sum exactly, which also clears drift
+            capload = self._capload[li] = math.fsum(self._c_acap[k] for k in self._on_link[li])
+            return capload > c
+        return False
+
+    def _sorted_on(self, li: int) -> list[int]:
+        """The link's classes by cap level (kept until a class comes or goes)."""
+        fl = self._sorted[li]
+        if fl is None:
+            fl = self._sorted[li] = sorted(self._on_link[li], key=self._c_level.__getitem__)
+        return fl
+
     def _allocate(self) -> None:
-        """Max-min fair rates for the live flows (as `_progressive_fill`, from the Python mirrors)."""
-        over: list[int] = []
-        capacity, capload, on_link, pcap = self._pcapacity, self._capload, self._on_link, self._pcap
-        for li, c in enumerate(capacity):
-            if self._uncapped[li]:
-                over.append(li)
-            elif capload[li] > c * (1 - 1e-9):  # near or over: sum exactly, which also clears drift
-                capload[li] = math.fsum(pcap[s] for s in on_link[li])
-                if capload[li] > c:
-                    over.append(li)
-        np.copyto(self._rate, self._cap, where=self._alive)  # every flow at its cap...
-        if not over:
+        """Max-min fair rates after this instant's changes, re-solving only what they touch.
+
+        R (links) starts from the binding links of the changed classes and is closed over the
+        classes below their caps: such a class on R brings in every binding link it crosses
+        (a class at its cap ties nothing together). The overloaded links of R are filled
+        (`_fill`) with all their classes; the changed classes no link froze run at their caps.
+        A class whose rate that changes and that crosses a binding link outside R, or loads a
+        link outside R beyond its capacity, brings that link into R, and the solve repeats.
+        Every other class keeps its rate.
+        """
+        touched, seeds = self._touched, self._seeds
+        self._touched, self._seeds = set(), set()
+        self._fresh = set()
+        binding, links_of, on_link = self._binding, self._c_links, self._on_link
+        cap, rate, nc, members, load = self._c_cap, self._c_rate, self._c_nc, self._c_members, self._pload
+        for c in touched:
+            for li in links_of[c]:
+                if binding[li]:
+                    seeds.add(li)
+        if not touched and not seeds:
             return
-        level = self._plevel
-        flows_on = {li: sorted(on_link[li], key=level.__getitem__) for li in over}
-        frozen = _water_fill({li: capacity[li] for li in over}, flows_on, self._links_of, pcap, self._pw, level)
-        if frozen:  # ...but those a saturated link holds back
-            self._rate[list(frozen)] = list(frozen.values())
+        cap_of = self._pcapacity
+        region: set[int] = set()
+        classes = set(touched)
+        frontier = list(seeds)
+        while True:
+            while frontier:  # close R over binding links, through classes below their caps
+                li = frontier.pop()
+                if li in region:
+                    continue
+                region.add(li)
+                for c in on_link[li]:
+                    if c not in classes and rate[c] != cap[c]:
+                        classes.add(c)
+                        for lk in links_of[c]:
+                            if binding[lk] and lk not in region:
+                                frontier.append(lk)
+            fill = sorted(li for li in region if self._over(li))
+            frozen, bound = _fill(fill, cap_of, {li: self._sorted_on(li) for li in fill}, links_of, self._c_acap,
+                                  self._c_aw, self._c_level)
+            changed: dict[int, float] = {}
+            delta: dict[int, float] = {}
+            for c in classes.union(frozen):
+                n = len(members[c])
+                r = frozen[c] / n if c in frozen else cap[c]
+                if r == rate[c] and c not in touched:
+                    continue
+                if r == math.inf and region.issuperset(links_of[c]):
+                    raise ValueError("unbounded flow rate: a flow has no finite link or cap")
+                changed[c] = r
+                d = n * r - nc[c] * rate[c]
+                for li in links_of[c]:
+                    if li in region:
+                        continue
+                    if binding[li]:
+                        frontier.append(li)  # its other classes may move
+                    elif d > 0:
+                        delta[li] = delta.get(li, 0.0) + d
+            frontier += [li for li, d in delta.items()
+                         if load[li] + d > cap_of[li] * (1 + 1e-12) and self._over(li)]
+            if not frontier:
+                break
+        for li in region:
+            binding[li] = False
+        for li in bound:
+            binding[li] = True
+        self.resolved += len(changed)
+        for c, r in changed.items():
+            self._set_rate(c, r)
+
+    def _set_rate(self, c: int, r: float) -> None:
+        """New per-member rate of a class (its members all counted in the loads from now)."""
+        now = self.env.now
+        old = self._c_rate[c]
+        dt = now - self._c_t[c]
+        if dt > 0:
+            self._c_clock[c] += old * dt
+            self._c_t[c] = now
+        n = len(self._c_members[c])
+        d = n * r - self._c_nc[c] * old
+        links = self._c_links[c]
+        if d:
+            load = self._pload
+            for li in links:
+                load[li] += d
+            self.changed_links.update(links)
+        self._ops += r * self._c_opm[c] - old * self._c_opmc[c]
+        self._c_nc[c] = n
+        self._c_opmc[c] = self._c_opm[c]
+        self._c_rate[c] = r
+        self._c_ver[c] += 1
+        if r > 0:
+            clock = self._c_clock[c]
+            if clock > self._REBASE:
+                self._rebase(c)
+                clock = 0.0
+            if self._first_member(c) >= 0:
+                heapq.heappush(self._heap, (now + (self._c_heap[c][0][0] - clock) / r, c, self._c_ver[c]))
+
+    def _rebase(self, c: int) -> None:
+        """Shift a class clock back to 0 (and its members' readings with it)."""
+        shift = self._c_clock[c]
+        self._c_clock[c] = 0.0
+        for s in self._c_members[c]:
+            self._v0[s] -= shift
+        self._c_heap[c] = [(v - shift, s, k) for v, s, k in self._c_heap[c] if self._tok[s] == k]
+        heapq.heapify(self._c_heap[c])
 
     def _record(self) -> None:
-        idx = np.flatnonzero(self._alive)
-        if len(idx):
-            load = self._inc[:, idx].astype(float) @ self._rate[idx]
-            ops = float(self._rate[idx] @ self._opm[idx])
-        else:
-            load, ops = np.zeros(len(self.link_names)), 0.0
+        load = np.array(self._pload)
         t = float(self.env.now)
         if self.hist_t and self.hist_t[-1] == t:
             self.hist_load[-1] = load
-            self.hist_ops[-1] = ops
+            self.hist_ops[-1] = self._ops
         else:
             self.hist_t.append(t)
             self.hist_load.append(load)
-            self.hist_ops.append(ops)
+            self.hist_ops.append(self._ops)
+
+    # ---- completions ------------------------------------------------------------------------
+    def _first_member(self, c: int) -> int:
+        """The member of class c that finishes first (-1 if none), dropping those that left."""
+        heap, tok = self._c_heap[c], self._tok
+        while heap:
+            _, s, k = heap[0]
+            if tok[s] == k and self._cls[s] == c:
+                return s
+            heapq.heappop(heap)
+        return -1
 
     def _schedule_next_completion(self) -> None:
         self._timer_gen += 1
-        live = self._alive & (self._rate > 0) & np.isfinite(self._remaining)
-        if live.any():
-            best = float((self._remaining[live] / self._rate[live]).min())
-            gen = self._timer_gen
-            ev = self.env.timeout(best)
-            ev.callbacks.append(lambda _e: self._on_timer(gen))
+        heap, ver = self._heap, self._c_ver
+        if len(heap) > 4 * len(self._c_links) + 64:
+            self._heap = heap = [e for e in heap if e[2] == ver[e[1]]]
+            heapq.heapify(heap)
+        while heap:
+            _, c, v = heap[0]
+            if v == ver[c]:
+                s = self._first_member(c)
+                if s >= 0:
+                    best = self._progress(s)[1] / self._c_rate[c]
+                    ev = self.env.timeout(best)
+                    ev.callbacks.append(lambda _e, gen=self._timer_gen: self._on_timer(gen))
+                    return
+            heapq.heappop(heap)
 
     def _on_timer(self, gen: int) -> None:
         if gen != self._timer_gen:
             return  # superseded by a later recomputation
-        self._advance()
-        rem = self._remaining
         now = self.env.now
-        with np.errstate(divide="ignore", invalid="ignore"):
-            left_s = rem / np.where(self._rate > 0, self._rate, 1.0)
-            # due: nothing left, or less left than the clock can still resolve at this time
-            # (otherwise a flow could be rescheduled for this same instant forever)
-            due = self._alive & np.isfinite(rem) & (
-                (rem <= _EPS) | ((self._rate > 0) & ((left_s <= 1e-9) | (now + left_s <= now)))
-            )
-        for slot in np.flatnonzero(due).tolist():
-            self._end(self.flows[slot], True)
+        heap, ver = self._heap, self._c_ver
+        horizon = now + self._SLACK_S + 1e-12 * abs(now)
+        due: list[int] = []
+        later: list[tuple[float, int, int]] = []
+        while heap and heap[0][0] <= horizon:
+            entry = heapq.heappop(heap)
+            c = entry[1]
+            if entry[2] != ver[c]:
+                continue
+            r = self._c_rate[c]
+            members = self._c_heap[c]
+            ending = False
+            while True:
+                s = self._first_member(c)
+                if s < 0:
+                    break
+                rem = self._progress(s)[1]
+                left_s = rem / r
+                # due: nothing left, or less left than the clock can still resolve at this time
+                # (otherwise a flow could be rescheduled for this same instant forever)
+                if not (rem <= _EPS or left_s <= 1e-9 or now + left_s <= now):
+                    break
+                due.append(heapq.heappop(members)[1])
+                ending = True
+            if s >= 0 and not ending:
+                later.append(entry)  # not yet (rounding): the class keeps its place
+        for entry in later:
+            heapq.heappush(heap, entry)
+        for s in sorted(due):
+            self._end(self.flows[s], True)
         self._mark()
