@@ -25,6 +25,7 @@ soak: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/scale_bench.py
 	$(BIN)/python benchmarks/sweep_bench.py
 
 lint: $(STAMP)
