@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 
 class _LineSink:
     """structlog logger that collects rendered lines."""
@@ -54,6 +52,8 @@ class Trace:
         return {"events": self.events, "_clock": None}
 
     def lines(self) -> Iterator[str]:
+        import structlog  # only when writing (it imports asyncio: a tenth of a second at start-up)
+
         sink = _LineSink()
         log = structlog.wrap_logger(
             sink,
