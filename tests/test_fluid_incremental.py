@@ -191,19 +191,38 @@ def test_a_class_of_identical_flows_finishes_each_member_at_its_own_size():
 
 def test_a_change_on_an_unsaturated_link_re_solves_nothing_else():
     # Backup target t = 10 shared by 4 uncapped copies (2.5 each, t binding); a VM flow capped
-    # at 1 on its own fabric link f (capacity 100, not saturated) starts and stops: the copies
-    # keep their rates and only the VM flow is solved.
+    # at 1 on the fabric link f (capacity 100, not saturated) starts and stops: no region is
+    # re-solved (the sums alone show that t and the copies are as they were).
     env = simpy.Environment()
     net = FluidNetwork(env, {"t": 10.0, "f": 100.0})
     copies = [net.start(["t", "f"] if i == 0 else ["t"], 1e6) for i in range(4)]
     net.settle_now()
-    before = net.resolved
+    solved, fast = net.resolved, net.fast
     vm = net.start(["f"], cap_mib_s=1.0)
     net.settle_now()
-    assert net.resolved - before == 1
     assert vm.rate == 1.0
     assert [c.rate for c in copies] == [2.5] * 4
     net.stop(vm)
     net.settle_now()
-    assert net.resolved - before == 1  # the stop re-solved nothing: f does not bind
+    assert (net.resolved, net.fast) == (solved, fast + 1)  # the start by sums; the stop needs nothing
     assert net.link_load()["f"] == pytest.approx(2.5, rel=1e-12)
+
+
+def test_a_copy_ending_raises_the_level_of_the_others_by_the_sums_alone():
+    # t = 12 with copies of 3 nodes (fabrics f1..f3 = 100), two per node: 6 copies at 2 each.
+    # One copy of node 1 ends at 10 MiB (t = 5 s): 5 left share 12, 2.4 each, with no region
+    # re-solved. The node-2 copies of 100 MiB have 90 left at 5 s: they end at 5 + 90 / 2.4 s.
+    env = simpy.Environment()
+    net = FluidNetwork(env, {"t": 12.0, "f1": 100.0, "f2": 100.0, "f3": 100.0})
+    short = net.start(["t", "f1"], 10.0)
+    others = [net.start(["t", "f1"], 1e6)] + [net.start(["t", f"f{k}"], 100.0 if k == 2 else 1e6)
+                                             for k in (2, 3) for _ in range(2)]
+    env.run(until=1)
+    assert [f.rate for f in [short, *others]] == [pytest.approx(2.0, rel=1e-12)] * 6
+    solved = net.resolved
+    env.run(until=6)
+    assert short.done.value is True and env.now == 6
+    assert [f.rate for f in others] == [pytest.approx(2.4, rel=1e-12)] * 5
+    assert net.resolved == solved  # the level moved; no class was re-solved
+    env.run(until=others[1].done)
+    assert env.now == pytest.approx(5 + 90 / 2.4, rel=1e-12)

@@ -65,15 +65,18 @@ def _saturation_level(fl: list[int], room: float, frozen: dict[int, float], cap:
     return None
 
 
-def _freeze(fl: list[int], lam: float, frozen: dict[int, float], residual: dict[int, float],
-            links_of: Any, cap: Any, weight: Any) -> list[int]:
-    """Freeze a saturated link's open flows at the level; returns the links whose room shrank."""
+def _freeze(fl: list[int], lam: float, frozen: dict[int, float], residual: dict[int, float], links_of: Any,
+            cap: Any, weight: Any, level: Any, by: dict[int, int] | None = None, link: int = -1) -> list[int]:
+    """Freeze a saturated link's open flows at the level (noting in `by` which link froze those
+    it holds below their caps); returns the links whose room shrank."""
     hit = []
     for j in fl:
         if j in frozen:
             continue
         r = min(cap[j], weight[j] * lam)
         frozen[j] = r
+        if by is not None and level[j] >= lam:  # (below the level it is at its cap)
+            by[j] = link
         for o in links_of[j]:
             if o in residual:
                 residual[o] -= r
@@ -112,13 +115,13 @@ def _water_fill(residual: dict[int, float], flows_on: dict[int, list[int]], link
         if best_o < 0:
             break
         open_links.discard(best_o)
-        _freeze(flows_on[best_o], best, frozen, residual, links_of, cap, weight)
+        _freeze(flows_on[best_o], best, frozen, residual, links_of, cap, weight, level)
     _check_bounded(flows_on, frozen, cap)
     return frozen
 
 
 def _fill(links: list[int], capacity: Any, flows_on: dict[int, list[int]], links_of: Any, cap: Any, weight: Any,
-          level: Any) -> tuple[dict[int, float], list[int]]:
+          level: Any) -> tuple[dict[int, float], dict[int, int], list[tuple[int, float]]]:
     """`_water_fill` over `links` (overloaded links; their flows in `flows_on`, sorted by cap
     level), with a heap.
 
@@ -127,12 +130,14 @@ def _fill(links: list[int], capacity: Any, flows_on: dict[int, list[int]], links
     before is a lower bound: each link waits in a heap under its last level and is recomputed
     only when it comes out on top after some of its flows were frozen. The link taken is the one
     with the lowest level (the lowest index among equal levels), as in `_water_fill`'s scan.
-    Returns the frozen flows' rates and the links that froze flows ("binding"), in order. A flow
-    without a cap that no link froze is left to the caller.
+    Returns the frozen flows' rates, the link that froze each, and the links that froze flows
+    ("binding") with their levels, in order. A flow without a cap that no link froze is left to
+    the caller.
     """
     residual = {o: capacity[o] for o in links}
     frozen: dict[int, float] = {}
-    binding: list[int] = []
+    by: dict[int, int] = {}
+    binding: list[tuple[int, float]] = []
     heap: list[tuple[float, int]] = []
     for o in links:
         lam = _saturation_level(flows_on[o], residual[o], frozen, cap, weight, level)
@@ -148,9 +153,9 @@ def _fill(links: list[int], capacity: Any, flows_on: dict[int, list[int]], links
             if new is not None:
                 heapq.heappush(heap, (new, o))
             continue
-        binding.append(o)
-        stale.update(_freeze(flows_on[o], lam, frozen, residual, links_of, cap, weight))
-    return frozen, binding
+        binding.append((o, lam))
+        stale.update(_freeze(flows_on[o], lam, frozen, residual, links_of, cap, weight, level, by, o))
+    return frozen, by, binding
 
 
 def _progressive_fill(
@@ -221,6 +226,10 @@ def max_min_fair(
     return {n: float(r) for n, r in zip(names, rates, strict=True)}
 
 
+_NEW = -2  # class state: not allocated yet (rate 0)
+_CAPPED = -1  # class state: every member at its cap; a link index >= 0: frozen by that link
+
+
 class Flow:
     """A handle on one flow. While it runs, its numbers live in the network (see FluidNetwork)."""
 
@@ -259,24 +268,37 @@ class Flow:
 class FluidNetwork:
     """Links and flows in a SimPy environment, with a recorded utilisation history.
 
-    Identical flows (same links, cap and weight) get identical max-min rates, so they are solved
-    as one class: a weighted flow of weight n x w and cap n x cap, as in the module docstring.
-    A class keeps a clock, the transfer per member since it was created; a member's progress is
-    the clock's advance since it joined, and its members wait in a heap by the clock reading at
-    which they finish. A change of a class's rate thus costs the same for 1 or 8,000 members.
-    Classes wait in a heap by the time their next member finishes (entries of an older rate
-    being skipped). Per link the network keeps its classes, the sum of their caps, its load
-    (updated rate change by rate change) and whether it froze flows in the last filling that
-    covered it ("binding", see `_allocate`). A recomputation thus costs what the classes it
-    re-solves cost, not what all flows cost.
+    Classes. Identical flows (same links, cap and weight) get identical max-min rates, so they
+    are solved as one class: a weighted flow of weight n x w and cap n x cap. A class's clock is
+    the transfer per member since the class was created; a member's progress is the clock's
+    advance since it joined, and members wait in a heap by the clock reading at which they end.
+
+    States. A class is at its cap, or frozen by a binding link b (a link that saturated in the
+    filling and froze it): then its rate per member is w x L(b), L(b) the link's water level.
+    Each binding link keeps a virtual clock V(b), the integral of its level, so a class frozen by
+    b advances w x dV(b) and a change of L(b) costs nothing per class; classes frozen by b wait
+    in a heap by the V(b) reading at which their next member ends.
+
+    Sums. Per link l: P[l], the caps of the capped classes on l (n x cap each), and C[l, b], the
+    weights (n x w) of the classes on l frozen by b. The load of l is P[l] + sum_b C[l, b] L(b),
+    and a binding link b is saturated: capacity(b) = P[b] + sum_b' C[b, b'] L(b').
+
+    A recomputation (`_allocate`) first tries to keep every class's state: it recounts the
+    classes that changed, solves those saturation equations again for the levels they touch, and
+    keeps the result if it is still the max-min allocation: every class frozen by b has a cap
+    level >= L(b), every capped class on b one <= L(b), no class crosses a binding link with a
+    lower level than the one that froze it, and no other link is loaded beyond its capacity (the
+    bottleneck characterisation of max-min fairness). Otherwise it re-solves the region of
+    binding links the change touches (`_solve`).
 
     Listeners (`listeners`, called after every recomputation) read the state through
     `hist_load[-1]` (link loads, array (L,)), `hist_ops[-1]` (array back-end ops/s) and
-    `changed_links` (the links whose load changed in that recomputation).
+    `changed_links` (the links whose load may have changed in that recomputation).
     """
 
-    _SLACK_S = 1e-6  # classes the completion heap says end this close to a timer are checked there
-    _REBASE = 1e6  # a class clock this far from 0 is brought back to 0 (keeps its precision)
+    _SLACK_S = 1e-6  # flows the completion heap says end this close to a timer are checked there
+    _REBASE = 1e6  # a clock this far from 0 is brought back to 0 (keeps its precision)
+    _FAST_LIMIT = 1000  # level updates of a binding link by sums before they are redone exactly
 
     def __init__(self, env: simpy.Environment, capacities: dict[str, float], hooks: InstantHooks | None = None):
         self.env = env
@@ -306,35 +328,51 @@ class FluidNetwork:
         self._c_acap: list[float] = []  # n x cap, n x weight: the class as one weighted flow
         self._c_aw: list[float] = []
         self._c_members: list[set[int]] = []
-        self._c_nc: list[int] = []  # members counted in the link loads
-        self._c_opm: list[float] = []  # ops per MiB summed over members, all / counted
+        self._c_state: list[int] = []
+        self._c_n: list[int] = []  # members counted in the sums
+        self._c_opm: list[float] = []  # ops per MiB summed over members: now, and counted
         self._c_opmc: list[float] = []
-        self._c_rate: list[float] = []  # per member
-        self._c_clock: list[float] = []
-        self._c_t: list[float] = []  # time of the clock reading
-        self._c_heap: list[list[tuple[float, int, int]]] = []  # (clock when it finishes, slot, token)
-        self._c_ver: list[int] = []  # completion-heap entries of older versions are void
-        # per link: its classes, the sum of their members' finite caps and how many have none
-        # (re-summed exactly when the sum comes near the capacity), its load, binding or not
+        self._c_clock0: list[float] = []  # the clock when the state was set, and the time (capped)
+        self._c_ref: list[float] = []  # or the V(b) reading (frozen by b) then
+        self._c_heap: list[list[tuple[float, int, int]]] = []  # (clock when it ends, slot, token)
+        self._c_ver: list[int] = []  # heap entries of older versions are void
+        # per link
         self._on_link: list[set[int]] = [set() for _ in range(n_links)]
-        self._capload: list[float] = [0.0] * n_links
+        self._capload: list[float] = [0.0] * n_links  # members' finite caps (re-summed near capacity)
         self._uncapped: list[int] = [0] * n_links
         self._pcapacity: list[float] = self.capacity.tolist()
-        self._pload: list[float] = [0.0] * n_links
         self._binding: list[bool] = [False] * n_links
+        self._bind_np = np.zeros(n_links, dtype=bool)
+        self._blist: list[int] = []  # the binding links, ascending (their levels are the only nonzero ones)
+        self._bidx = np.zeros(0, dtype=int)
+        self._cap_tol = self.capacity * (1 + 1e-12)
         self._sorted: list[list[int] | None] = [None] * n_links  # its classes by cap level, if known
-        self._ops = 0.0
-        # changes waiting for this instant's recomputation: classes that gained or lost members,
-        # and binding links that lost a class
-        self._touched: set[int] = set()
-        self._seeds: set[int] = set()
-        self._heap: list[tuple[float, int, int]] = []  # (next finishing time, class, version)
+        self._plam: list[float] = [0.0] * n_links  # water level (binding links)
+        self._lam = np.zeros(n_links)
+        self._V: list[float] = [0.0] * n_links
+        self._Vt: list[float] = [0.0] * n_links
+        self._P = np.zeros(n_links)
+        self._C = np.zeros((n_links, n_links))
+        self._ops_base = 0.0  # ops/s of capped classes, and per MiB/s of level of each link's frozen ones
+        self._opc = np.zeros(n_links)
+        self._H: list[list[tuple[float, int, int]]] = [[] for _ in range(n_links)]  # (V(b) at next end, class, ver)
+        self._lver: list[int] = [0] * n_links
+        self._minf: list[float | None] = [None] * n_links  # lowest cap level frozen by it, if known
+        self._maxc: list[float | None] = [None] * n_links  # highest cap level of its capped classes
+        self._fast_n: list[int] = [0] * n_links
+        self._nfrozen: list[int] = [0] * n_links  # classes it holds (its column of C is 0 without)
+        # changes waiting for this instant's recomputation
+        self._touched: set[int] = set()  # classes that gained or lost members
+        self._seeds: set[int] = set()  # binding links that lost a class
+        self._opm_changed: set[int] = set()
+        self._heap: list[tuple[float, int, int, int]] = []  # (time, 0 class | 1 link, index, version)
         self.flows: dict[int, Flow] = {}  # slot -> flow
         self._next_id = 0
         self._dirty = False
         self._timer_gen = 0
         self.recomputes = 0
-        self.resolved = 0  # classes re-solved, summed over recomputations (for benchmarks)
+        self.resolved = 0  # classes re-solved by region solves, summed (for benchmarks and tests)
+        self.fast = 0  # recomputations done by the sums alone
         self.changed_links: set[int] = set()
         # history of piecewise-constant state: (time, link loads (L,), array back-end ops/s)
         self.hist_t: list[float] = []
@@ -418,12 +456,10 @@ class FluidNetwork:
         s = flow.slot
         if not flow.active or self._opm[s] == ops_per_mib:
             return
-        c, d = self._cls[s], float(ops_per_mib) - self._opm[s]
-        self._c_opm[c] += d
-        if s not in self._fresh:
-            self._c_opmc[c] += d
-            self._ops += self._c_rate[c] * d
+        c = self._cls[s]
+        self._c_opm[c] += float(ops_per_mib) - self._opm[s]
         self._opm[s] = float(ops_per_mib)
+        self._opm_changed.add(c)
         self._mark()
 
     def settle_now(self) -> None:
@@ -432,7 +468,7 @@ class FluidNetwork:
             self._recompute()
 
     def link_load(self) -> dict[str, float]:
-        return dict(zip(self.link_names, self._pload, strict=True))
+        return dict(zip(self.link_names, self._loads().tolist(), strict=True))
 
     # ---- flows and classes ------------------------------------------------------------------
     def _grow(self) -> None:
@@ -448,50 +484,56 @@ class FluidNetwork:
         c = self._ckey.get(key)
         if c is not None:
             return c
-        now = self.env.now
         if self._cfree:
             c = self._cfree.pop()
             self._c_links[c], self._c_cap[c], self._c_w[c], self._c_level[c] = links, cap, w, cap / w
             self._c_acap[c] = self._c_aw[c] = 0.0
-            self._c_nc[c] = 0
-            self._c_opm[c] = self._c_opmc[c] = self._c_rate[c] = self._c_clock[c] = 0.0
-            self._c_t[c] = now
+            self._c_state[c], self._c_n[c] = _NEW, 0
+            self._c_opm[c] = self._c_opmc[c] = self._c_clock0[c] = self._c_ref[c] = 0.0
             self._c_heap[c] = []
         else:
             c = len(self._c_links)
-            self._c_links.append(links)
-            self._c_cap.append(cap)
-            self._c_w.append(w)
-            self._c_level.append(cap / w)
-            self._c_acap.append(0.0)
-            self._c_aw.append(0.0)
-            self._c_members.append(set())
-            self._c_nc.append(0)
-            self._c_opm.append(0.0)
-            self._c_opmc.append(0.0)
-            self._c_rate.append(0.0)
-            self._c_clock.append(0.0)
-            self._c_t.append(now)
-            self._c_heap.append([])
-            self._c_ver.append(0)
+            for name, value in (("_c_links", links), ("_c_cap", cap), ("_c_w", w), ("_c_level", cap / w),
+                                ("_c_acap", 0.0), ("_c_aw", 0.0), ("_c_members", set()), ("_c_state", _NEW),
+                                ("_c_n", 0), ("_c_opm", 0.0), ("_c_opmc", 0.0), ("_c_clock0", 0.0), ("_c_ref", 0.0),
+                                ("_c_heap", []), ("_c_ver", 0)):
+                getattr(self, name).append(value)
         self._ckey[key] = c
         for li in links:
             self._on_link[li].add(c)
             self._sorted[li] = None
         return c
 
-    def _tick(self, c: int) -> float:
-        """Bring the class clock up to now; returns it."""
-        now = self.env.now
-        dt = now - self._c_t[c]
-        if dt > 0:
-            self._c_clock[c] += self._c_rate[c] * dt
-            self._c_t[c] = now
-        return self._c_clock[c]
+    def _vnow(self, b: int) -> float:
+        """V(b) now."""
+        return self._V[b] + self._plam[b] * (self.env.now - self._Vt[b])
+
+    def _clock(self, c: int) -> float:
+        st = self._c_state[c]
+        if st == _CAPPED:
+            return self._c_clock0[c] + self._c_cap[c] * (self.env.now - self._c_ref[c])
+        if st >= 0:
+            return self._c_clock0[c] + self._c_w[c] * (self._vnow(st) - self._c_ref[c])
+        return self._c_clock0[c]
+
+    def _rate(self, c: int) -> float:
+        """Rate per member of class c."""
+        st = self._c_state[c]
+        if st == _CAPPED:
+            return self._c_cap[c]
+        return self._c_w[c] * self._plam[st] if st >= 0 else 0.0
+
+    def _member_rate(self, s: int) -> float:
+        return 0.0 if s in self._fresh else self._rate(self._cls[s])
+
+    def _progress(self, s: int) -> tuple[float, float]:
+        """(transferred, remaining) of the flow in slot s now."""
+        d = self._clock(self._cls[s]) - self._v0[s]
+        return self._moved0[s] + d, max(0.0, self._left0[s] - d)
 
     def _join(self, s: int, links: tuple[int, ...], cap: float, w: float, moved: float, left: float) -> None:
         c = self._class(links, cap, w)
-        clock = self._tick(c)
+        clock = self._clock(c)
         self._cls[s] = c
         self._tok[s] += 1
         self._v0[s], self._moved0[s], self._left0[s] = clock, moved, left
@@ -510,76 +552,181 @@ class FluidNetwork:
         self._touched.add(c)
 
     def _leave(self, s: int) -> None:
-        """Take the flow out of its class (its load with it); the class is re-solved."""
+        """Take the flow out of its class; the class is recounted at the recomputation."""
         c = self._cls[s]
-        self._tick(c)
         members = self._c_members[c]
         members.discard(s)
+        self._fresh.discard(s)
         n = len(members)
         links, cap = self._c_links[c], self._c_cap[c]
         self._c_acap[c], self._c_aw[c] = n * cap, n * self._c_w[c]
-        opm = self._opm[s]
-        self._c_opm[c] -= opm
-        r = self._c_rate[c]
-        counted = s not in self._fresh
-        if not counted:
-            self._fresh.discard(s)
-        else:
-            self._c_nc[c] -= 1
-            self._c_opmc[c] -= opm
-            if r:
-                self._ops -= r * opm
-        load, binding = self._pload, self._binding
+        self._c_opm[c] -= self._opm[s]
         for li in links:
             if cap == math.inf:
                 self._uncapped[li] -= 1
             else:
                 self._capload[li] -= cap
-            if r and counted:
-                load[li] -= r
-                self.changed_links.add(li)
         self._cls[s] = -1
         if n:
             self._touched.add(c)
             return
         # the class is empty: gone
+        self._contribute(c, -1)
+        st = self._c_state[c]
+        self._hold(st, -1)
+        self._c_state[c], self._c_n[c] = _NEW, 0
         del self._ckey[(links, cap, self._c_w[c])]
         self._c_ver[c] += 1
-        self._c_rate[c] = 0.0
-        self._c_nc[c] = 0
         self._touched.discard(c)
+        self._opm_changed.discard(c)
         for li in links:
             self._on_link[li].discard(c)
             self._sorted[li] = None
+            self._forget_levels(li)
             if not self._on_link[li]:
-                load[li] = 0.0
+                self._P[li] = 0.0
+                self._C[li, :] = 0.0
                 if not self._uncapped[li]:
                     self._capload[li] = 0.0
-            if binding[li]:
+            if self._binding[li]:
                 self._seeds.add(li)  # its other classes may rise
+        if st >= 0:
+            self._link_entry(st)
         if not self.flows:
-            self._ops = 0.0
+            self._ops_base = 0.0
+            self._opc[:] = 0.0
         self._cfree.append(c)
-
-    def _member_rate(self, s: int) -> float:
-        return 0.0 if s in self._fresh else self._c_rate[self._cls[s]]
-
-    def _progress(self, s: int) -> tuple[float, float]:
-        """(transferred, remaining) of the flow in slot s now."""
-        d = self._tick(self._cls[s]) - self._v0[s]
-        return self._moved0[s] + d, max(0.0, self._left0[s] - d)
 
     def _end(self, f: Flow, ok: bool) -> None:
         s = f.slot
         moved, left = self._progress(s)
         f._final = (moved, 0.0 if ok else left)
-        c = self._cls[s]
-        f._cap = self._c_cap[c]
+        f._cap = self._c_cap[self._cls[s]]
         f.active = False
         del self.flows[s]
         self._leave(s)
         self._free.append(s)
         f.done.succeed(ok)
+
+    # ---- states and sums --------------------------------------------------------------------
+    def _hold(self, st: int, sign: int) -> None:
+        """Count a class in (+1) or out of (-1) the classes link st holds."""
+        if st >= 0:
+            self._nfrozen[st] += sign
+            if not self._nfrozen[st]:  # nothing frozen by it: its column is exactly 0, not drift
+                self._C[:, st] = 0.0
+                self._opc[st] = 0.0
+
+    def _contribute(self, c: int, sign: int) -> None:
+        """Add (sign +1) or take out (-1) the class's counted members from the sums."""
+        st, n = self._c_state[c], self._c_n[c]
+        if st == _NEW or not n:
+            return
+        links = self._c_links[c]
+        if st == _CAPPED:
+            x = sign * n * self._c_cap[c]
+            for li in links:
+                self._P[li] += x
+            self._ops_base += sign * self._c_cap[c] * self._c_opmc[c]
+        else:
+            x = sign * n * self._c_w[c]
+            for li in links:
+                self._C[li, st] += x
+            self._opc[st] += sign * self._c_w[c] * self._c_opmc[c]
+        self.changed_links.update(links)
+
+    def _forget_levels(self, li: int) -> None:
+        self._minf[li] = self._maxc[li] = None
+
+    def _set_state(self, c: int, st: int) -> None:
+        """Give class c state st from now, counting its members as they are now."""
+        clock = self._clock(c)
+        old = self._c_state[c]
+        self._contribute(c, -1)
+        if st != old:
+            for li in self._c_links[c]:
+                self._forget_levels(li)
+            self._hold(old, -1)
+            self._hold(st, +1)
+        self._c_state[c] = st
+        self._c_n[c] = len(self._c_members[c])
+        self._c_opmc[c] = self._c_opm[c]
+        if clock > self._REBASE:
+            self._rebase_class(c, clock)
+            clock = 0.0
+        self._c_clock0[c] = clock
+        self._c_ref[c] = self.env.now if st == _CAPPED else self._vnow(st) if st >= 0 else 0.0
+        self._contribute(c, +1)
+        self._c_ver[c] += 1
+        self._schedule_class(c)
+        if old >= 0 and old != st:
+            self._link_entry(old)
+
+    def _rebase_class(self, c: int, shift: float) -> None:
+        for s in self._c_members[c]:
+            self._v0[s] -= shift
+        self._c_heap[c] = [(v - shift, s, k) for v, s, k in self._c_heap[c] if self._tok[s] == k]
+        heapq.heapify(self._c_heap[c])
+
+    def _set_level(self, b: int, lam: float, binding: bool = True) -> None:
+        """A new water level of link b from now (0 and not binding: it froze nothing)."""
+        self._V[b] = self._vnow(b)
+        self._Vt[b] = self.env.now
+        if self._V[b] > self._REBASE:
+            self._rebase_link(b)
+        self._plam[b] = lam
+        self._lam[b] = lam
+        if self._binding[b] != binding:
+            self._binding[b] = binding
+            self._bind_np[b] = binding
+            self._blist = sorted(set(self._blist) ^ {b})
+            self._bidx = np.array(self._blist, dtype=int)
+        self._link_entry(b)
+
+    def _rebase_link(self, b: int) -> None:
+        shift = self._V[b]
+        self._V[b] = 0.0
+        for c in self._on_link[b]:
+            if self._c_state[c] == b:
+                self._c_ref[c] -= shift
+        self._H[b] = [(v - shift, c, k) for v, c, k in self._H[b]]
+        heapq.heapify(self._H[b])
+
+    def _level_bounds(self, b: int) -> tuple[float, float]:
+        """(lowest cap level of the classes b froze, highest of the capped classes on b)."""
+        lo, hi = self._minf[b], self._maxc[b]
+        if lo is None or hi is None:
+            lo, hi = math.inf, -math.inf
+            for c in self._on_link[b]:
+                st = self._c_state[c]
+                if st == b:
+                    lo = min(lo, self._c_level[c])
+                elif st == _CAPPED:
+                    hi = max(hi, self._c_level[c])
+            self._minf[b], self._maxc[b] = lo, hi
+        return lo, hi
+
+    def _resum(self, li: int) -> None:
+        """Redo link li's sums exactly from its classes (clears the drift of updates)."""
+        caps: list[float] = []
+        col: dict[int, list[float]] = {}
+        for c in self._on_link[li]:
+            st, n = self._c_state[c], self._c_n[c]
+            if st == _CAPPED and n:
+                caps.append(n * self._c_cap[c])
+            elif st >= 0 and n:
+                col.setdefault(st, []).append(n * self._c_w[c])
+        self._P[li] = math.fsum(caps)
+        self._C[li, :] = 0.0
+        for b, ws in col.items():
+            self._C[li, b] = math.fsum(ws)
+        self._fast_n[li] = 0
+
+    def _loads(self, lam: np.ndarray | None = None) -> np.ndarray:
+        """Link loads at the levels `lam` (default: the present ones)."""
+        lam = self._lam if lam is None else lam
+        bidx = self._bidx
+        return self._P + self._C[:, bidx] @ lam[bidx] if len(bidx) else self._P.copy()
 
     # ---- allocation -------------------------------------------------------------------------
     def _mark(self) -> None:
@@ -610,6 +757,155 @@ class FluidNetwork:
             return capload > c
         return False
 
+    def _overloaded(self, lam: np.ndarray) -> list[int]:
+        """Links other than binding ones that the levels `lam` load beyond their capacity."""
+        hit = np.flatnonzero((self._loads(lam) > self._cap_tol) & ~self._bind_np)
+        return [li for li in hit.tolist() if self._over(li)]
+
+    def _allocate(self) -> None:
+        touched, seeds = self._touched, self._seeds
+        self._touched, self._seeds = set(), set()
+        self._fresh = set()
+        for c in self._opm_changed - touched:
+            self._set_state(c, self._c_state[c])  # recount its ops
+        self._opm_changed = set()
+        if not touched and not seeds:
+            return
+        if self._by_sums(touched, seeds):
+            self.fast += 1
+        else:
+            self._solve(touched, seeds)
+
+    def _classify(self, c: int) -> int | None:
+        """A new class's state as the present levels make it (None: only a solve can tell)."""
+        bl = [li for li in self._c_links[c] if self._binding[li]]
+        if bl:
+            b = min(bl, key=lambda li: (self._plam[li], li))
+            if self._c_level[c] >= self._plam[b]:
+                return b
+        return None if self._c_cap[c] == math.inf else _CAPPED
+
+    def _by_sums(self, touched: set[int], seeds: set[int]) -> bool:
+        """Recount the changed classes in their states and solve the saturation equations of the
+        binding links they touch; True if that is still the max-min allocation (then kept)."""
+        binding, plam, C = self._binding, self._plam, self._C
+        affected = set(seeds)
+        for c in touched:
+            st = self._c_state[c]
+            if st == _NEW:
+                got = self._classify(c)
+                if got is None:
+                    seeds.update(li for li in self._c_links[c] if binding[li])
+                    return False
+                st = got
+            self._set_state(c, st)
+            affected.update(li for li in self._c_links[c] if binding[li])
+        blist = self._blist
+        lam: dict[int, float] = {}  # new levels
+        heap = [(plam[b], b) for b in affected if binding[b]]
+        heapq.heapify(heap)
+        budget = 4 * len(heap) + 16
+        while heap:  # in order of level: a link's equation holds the levels of lower ones
+            _, b = heapq.heappop(heap)
+            budget -= 1
+            row = C[b]
+            w = float(row[b])
+            if budget < 0 or not self._nfrozen[b] or w <= 0.0 or self._fast_n[b] >= self._FAST_LIMIT:
+                seeds.update(lam)
+                seeds.add(b)
+                return False
+            held = self._pcapacity[b] - float(self._P[b])
+            for b2 in blist:
+                if b2 != b and row[b2]:
+                    held -= float(row[b2]) * lam.get(b2, plam[b2])
+            new = held / w
+            old = lam.get(b, plam[b])
+            lam[b] = new
+            if new != old:  # the links crossed by the classes it freezes: their equations hold it
+                for b2 in blist:
+                    if b2 != b and C[b2, b]:
+                        heapq.heappush(heap, (lam.get(b2, plam[b2]), b2))
+        for b, lb in lam.items():
+            lo, hi = self._level_bounds(b)
+            if lb < 0.0 or lo < lb or hi > lb:
+                seeds.update(lam)
+                return False
+            for b2 in blist:  # no class crosses a link with a lower level than the one freezing it
+                if b2 != b and ((C[b2, b] and lam.get(b2, plam[b2]) < lb) or (C[b, b2] and lam.get(b2, plam[b2]) > lb)):
+                    seeds.update(lam)
+                    return False
+        if lam:
+            levels = self._lam.copy()
+            for b, lb in lam.items():
+                levels[b] = lb
+        else:
+            levels = self._lam
+        if self._overloaded(levels):
+            seeds.update(lam)
+            return False
+        for b, lb in lam.items():
+            if lb != plam[b]:
+                self._set_level(b, lb)
+                self._fast_n[b] += 1
+        return True
+
+    def _solve(self, touched: set[int], seeds: set[int]) -> None:
+        """Re-solve the region of binding links the change touches (see the class docstring).
+
+        R starts from the seeds and the binding links of the changed classes and is closed over
+        the frozen classes: such a class on R brings in every binding link it crosses (a capped
+        class ties nothing together). The overloaded links of R are filled (`_fill`) with all
+        their classes; a class's new state is the link that froze it, or capped. A link outside
+        R that this loads beyond its capacity joins R and the solve repeats. Every class outside
+        keeps its state and every link outside its level.
+        """
+        binding, links_of, on_link, state = self._binding, self._c_links, self._on_link, self._c_state
+        region: set[int] = set()
+        classes = set(touched)
+        frontier = list(seeds)
+        for c in touched:
+            frontier += [li for li in links_of[c] if binding[li]]
+        while True:
+            while frontier:  # close R over binding links, through frozen classes
+                li = frontier.pop()
+                if li in region:
+                    continue
+                region.add(li)
+                for c in on_link[li]:
+                    if c not in classes and state[c] != _CAPPED:
+                        classes.add(c)
+                        for lk in links_of[c]:
+                            if binding[lk] and lk not in region:
+                                frontier.append(lk)
+            fill = sorted(li for li in region if self._over(li))
+            frozen, by, bound = _fill(fill, self._pcapacity, {li: self._sorted_on(li) for li in fill}, links_of,
+                                      self._c_acap, self._c_aw, self._c_level)
+            levels = dict(bound)
+            for li in region:
+                if binding[li] and li not in levels:
+                    self._set_level(li, 0.0, binding=False)
+            for li, lam in bound:
+                self._set_level(li, lam)
+            unbounded: list[int] = []  # links to bring in
+            for c in classes.union(frozen):
+                st = by.get(c, _CAPPED)
+                if st == _CAPPED and self._c_cap[c] == math.inf:
+                    if region.issuperset(links_of[c]):
+                        raise ValueError("unbounded flow rate: a flow has no finite link or cap")
+                    unbounded += [li for li in links_of[c] if li not in region]
+                    st = _NEW  # no rate until its other links are solved too
+                if st != state[c] or c in touched:
+                    if state[c] < 0:  # a capped class that moves brings in its other binding links
+                        unbounded += [li for li in links_of[c] if binding[li] and li not in region]
+                    self._set_state(c, st)
+            classes.update(frozen)  # (a repeat must look at them again)
+            self.resolved += len(classes)
+            frontier = unbounded + [li for li in self._overloaded(self._lam) if li not in region]
+            if not frontier:
+                break
+        for li in fill:
+            self._resum(li)
+
     def _sorted_on(self, li: int) -> list[int]:
         """The link's classes by cap level (kept until a class comes or goes)."""
         fl = self._sorted[li]
@@ -617,129 +913,22 @@ class FluidNetwork:
             fl = self._sorted[li] = sorted(self._on_link[li], key=self._c_level.__getitem__)
         return fl
 
-    def _allocate(self) -> None:
-        """Max-min fair rates after this instant's changes, re-solving only what they touch.
-
-        R (links) starts from the binding links of the changed classes and is closed over the
-        classes below their caps: such a class on R brings in every binding link it crosses
-        (a class at its cap ties nothing together). The overloaded links of R are filled
-        (`_fill`) with all their classes; the changed classes no link froze run at their caps.
-        A class whose rate that changes and that crosses a binding link outside R, or loads a
-        link outside R beyond its capacity, brings that link into R, and the solve repeats.
-        Every other class keeps its rate.
-        """
-        touched, seeds = self._touched, self._seeds
-        self._touched, self._seeds = set(), set()
-        self._fresh = set()
-        binding, links_of, on_link = self._binding, self._c_links, self._on_link
-        cap, rate, nc, members, load = self._c_cap, self._c_rate, self._c_nc, self._c_members, self._pload
-        for c in touched:
-            for li in links_of[c]:
-                if binding[li]:
-                    seeds.add(li)
-        if not touched and not seeds:
-            return
-        cap_of = self._pcapacity
-        region: set[int] = set()
-        classes = set(touched)
-        frontier = list(seeds)
-        while True:
-            while frontier:  # close R over binding links, through classes below their caps
-                li = frontier.pop()
-                if li in region:
-                    continue
-                region.add(li)
-                for c in on_link[li]:
-                    if c not in classes and rate[c] != cap[c]:
-                        classes.add(c)
-                        for lk in links_of[c]:
-                            if binding[lk] and lk not in region:
-                                frontier.append(lk)
-            fill = sorted(li for li in region if self._over(li))
-            frozen, bound = _fill(fill, cap_of, {li: self._sorted_on(li) for li in fill}, links_of, self._c_acap,
-                                  self._c_aw, self._c_level)
-            changed: dict[int, float] = {}
-            delta: dict[int, float] = {}
-            for c in classes.union(frozen):
-                n = len(members[c])
-                r = frozen[c] / n if c in frozen else cap[c]
-                if r == rate[c] and c not in touched:
-                    continue
-                if r == math.inf and region.issuperset(links_of[c]):
-                    raise ValueError("unbounded flow rate: a flow has no finite link or cap")
-                changed[c] = r
-                d = n * r - nc[c] * rate[c]
-                for li in links_of[c]:
-                    if li in region:
-                        continue
-                    if binding[li]:
-                        frontier.append(li)  # its other classes may move
-                    elif d > 0:
-                        delta[li] = delta.get(li, 0.0) + d
-            frontier += [li for li, d in delta.items()
-                         if load[li] + d > cap_of[li] * (1 + 1e-12) and self._over(li)]
-            if not frontier:
-                break
-        for li in region:
-            binding[li] = False
-        for li in bound:
-            binding[li] = True
-        self.resolved += len(changed)
-        for c, r in changed.items():
-            self._set_rate(c, r)
-
-    def _set_rate(self, c: int, r: float) -> None:
-        """New per-member rate of a class (its members all counted in the loads from now)."""
-        now = self.env.now
-        old = self._c_rate[c]
-        dt = now - self._c_t[c]
-        if dt > 0:
-            self._c_clock[c] += old * dt
-            self._c_t[c] = now
-        n = len(self._c_members[c])
-        d = n * r - self._c_nc[c] * old
-        links = self._c_links[c]
-        if d:
-            load = self._pload
-            for li in links:
-                load[li] += d
-            self.changed_links.update(links)
-        self._ops += r * self._c_opm[c] - old * self._c_opmc[c]
-        self._c_nc[c] = n
-        self._c_opmc[c] = self._c_opm[c]
-        self._c_rate[c] = r
-        self._c_ver[c] += 1
-        if r > 0:
-            clock = self._c_clock[c]
-            if clock > self._REBASE:
-                self._rebase(c)
-                clock = 0.0
-            if self._first_member(c) >= 0:
-                heapq.heappush(self._heap, (now + (self._c_heap[c][0][0] - clock) / r, c, self._c_ver[c]))
-
-    def _rebase(self, c: int) -> None:
-        """Shift a class clock back to 0 (and its members' readings with it)."""
-        shift = self._c_clock[c]
-        self._c_clock[c] = 0.0
-        for s in self._c_members[c]:
-            self._v0[s] -= shift
-        self._c_heap[c] = [(v - shift, s, k) for v, s, k in self._c_heap[c] if self._tok[s] == k]
-        heapq.heapify(self._c_heap[c])
-
     def _record(self) -> None:
-        load = np.array(self._pload)
+        load = self._loads()
+        bidx = self._bidx
+        ops = self._ops_base + float(self._opc[bidx] @ self._lam[bidx])
         t = float(self.env.now)
         if self.hist_t and self.hist_t[-1] == t:
             self.hist_load[-1] = load
-            self.hist_ops[-1] = self._ops
+            self.hist_ops[-1] = ops
         else:
             self.hist_t.append(t)
             self.hist_load.append(load)
-            self.hist_ops.append(self._ops)
+            self.hist_ops.append(ops)
 
     # ---- completions ------------------------------------------------------------------------
     def _first_member(self, c: int) -> int:
-        """The member of class c that finishes first (-1 if none), dropping those that left."""
+        """The member of class c that ends first (-1 if none), dropping entries of those that left."""
         heap, tok = self._c_heap[c], self._tok
         while heap:
             _, s, k = heap[0]
@@ -748,53 +937,114 @@ class FluidNetwork:
             heapq.heappop(heap)
         return -1
 
+    def _schedule_class(self, c: int) -> None:
+        """Queue the next end of a member of class c (after a change of its state or members)."""
+        s = self._first_member(c)
+        st = self._c_state[c]
+        if s < 0 or st == _NEW:
+            return
+        vfin = self._c_heap[c][0][0]
+        if st == _CAPPED:
+            cap = self._c_cap[c]
+            if cap > 0:
+                t = self._c_ref[c] + (vfin - self._c_clock0[c]) / cap
+                heapq.heappush(self._heap, (t, 0, c, self._c_ver[c]))
+        else:
+            target = self._c_ref[c] + (vfin - self._c_clock0[c]) / self._c_w[c]
+            heapq.heappush(self._H[st], (target, c, self._c_ver[c]))
+            self._link_entry(st)
+
+    def _link_top(self, b: int) -> int:
+        """The class frozen by b whose member ends first (-1 if none)."""
+        h, ver, state = self._H[b], self._c_ver, self._c_state
+        while h:
+            _, c, k = h[0]
+            if k == ver[c] and state[c] == b:
+                return c
+            heapq.heappop(h)
+        return -1
+
+    def _link_entry(self, b: int) -> None:
+        """Queue link b's next end (after a change of its level or of its first class)."""
+        self._lver[b] += 1
+        c = self._link_top(b)
+        lam = self._plam[b]
+        if c >= 0 and lam > 0 and self._binding[b]:
+            t = self.env.now + (self._H[b][0][0] - self._vnow(b)) / lam
+            heapq.heappush(self._heap, (t, 1, b, self._lver[b]))
+
+    def _valid(self, entry: tuple[float, int, int, int]) -> int:
+        """The class an entry of the completion heap stands for now (-1: void)."""
+        _, kind, i, v = entry
+        if kind == 0:
+            return i if v == self._c_ver[i] and self._c_state[i] == _CAPPED else -1
+        return self._link_top(i) if v == self._lver[i] else -1
+
     def _schedule_next_completion(self) -> None:
         self._timer_gen += 1
-        heap, ver = self._heap, self._c_ver
-        if len(heap) > 4 * len(self._c_links) + 64:
-            self._heap = heap = [e for e in heap if e[2] == ver[e[1]]]
+        heap = self._heap
+        if len(heap) > 4 * (len(self._c_links) + len(self._V)) + 64:
+            self._heap = heap = [e for e in heap if self._valid(e) >= 0]
             heapq.heapify(heap)
         while heap:
-            _, c, v = heap[0]
-            if v == ver[c]:
+            c = self._valid(heap[0])
+            if c >= 0:
                 s = self._first_member(c)
-                if s >= 0:
-                    best = self._progress(s)[1] / self._c_rate[c]
+                rate = self._rate(c)
+                if s >= 0 and rate > 0:
+                    best = self._progress(s)[1] / rate
                     ev = self.env.timeout(best)
                     ev.callbacks.append(lambda _e, gen=self._timer_gen: self._on_timer(gen))
                     return
             heapq.heappop(heap)
 
+    def _due_members(self, c: int, due: list[int]) -> bool:
+        """Move class c's members that end now into `due`; True if any did."""
+        r = self._rate(c)
+        now = self.env.now
+        members = self._c_heap[c]
+        ending = False
+        while (s := self._first_member(c)) >= 0:
+            rem = self._progress(s)[1]
+            left_s = rem / r if r > 0 else math.inf
+            # due: nothing left, or less left than the clock can still resolve at this time
+            # (otherwise a flow could be rescheduled for this same instant forever)
+            if not (rem <= _EPS or left_s <= 1e-9 or now + left_s <= now):
+                break
+            due.append(heapq.heappop(members)[1])
+            ending = True
+        return ending
+
     def _on_timer(self, gen: int) -> None:
         if gen != self._timer_gen:
             return  # superseded by a later recomputation
         now = self.env.now
-        heap, ver = self._heap, self._c_ver
+        heap = self._heap
         horizon = now + self._SLACK_S + 1e-12 * abs(now)
         due: list[int] = []
-        later: list[tuple[float, int, int]] = []
+        later: list[tuple[float, int, int, int]] = []
         while heap and heap[0][0] <= horizon:
             entry = heapq.heappop(heap)
-            c = entry[1]
-            if entry[2] != ver[c]:
+            if self._valid(entry) < 0:
                 continue
-            r = self._c_rate[c]
-            members = self._c_heap[c]
-            ending = False
-            while True:
-                s = self._first_member(c)
-                if s < 0:
-                    break
-                rem = self._progress(s)[1]
-                left_s = rem / r
-                # due: nothing left, or less left than the clock can still resolve at this time
-                # (otherwise a flow could be rescheduled for this same instant forever)
-                if not (rem <= _EPS or left_s <= 1e-9 or now + left_s <= now):
-                    break
-                due.append(heapq.heappop(members)[1])
-                ending = True
-            if s >= 0 and not ending:
-                later.append(entry)  # not yet (rounding): the class keeps its place
+            if entry[1] == 0:
+                if not self._due_members(entry[2], due):
+                    later.append(entry)
+                continue
+            b = entry[2]  # a link: its classes whose next member ends by the horizon
+            h, lam, vnow = self._H[b], self._plam[b], self._vnow(b)
+            keep: list[tuple[float, int, int]] = []
+            ended = False
+            while (c := self._link_top(b)) >= 0 and (h[0][0] - vnow) / lam <= horizon - now:
+                item = heapq.heappop(h)
+                if self._due_members(c, due):
+                    ended = True
+                else:
+                    keep.append(item)
+            for item in keep:
+                heapq.heappush(h, item)
+            if not ended:
+                later.append(entry)
         for entry in later:
             heapq.heappush(heap, entry)
         for s in sorted(due):
