@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ import simpy
 from cluster_sim.kernel.instant import FLUID, InstantHooks
 
 _EPS = 1e-9
+HISTORY = 1024  # recomputations kept in FluidNetwork.hist_* (listeners read the last one)
 
 
 def _saturation_level(fl: list[int], room: float, frozen: dict[int, float], cap: Any, weight: Any,
@@ -293,14 +295,16 @@ class FluidNetwork:
 
     Listeners (`listeners`, called after every recomputation) read the state through
     `hist_load[-1]` (link loads, array (L,)), `hist_ops[-1]` (array back-end ops/s) and
-    `changed_links` (the links whose load may have changed in that recomputation).
+    `changed_links` (the links whose load may have changed in that recomputation). The
+    `hist_*` deques keep the last `history` recomputations (HISTORY by default, None: all).
     """
 
     _SLACK_S = 1e-6  # flows the completion heap says end this close to a timer are checked there
     _REBASE = 1e6  # a clock this far from 0 is brought back to 0 (keeps its precision)
     _FAST_LIMIT = 1000  # level updates of a binding link by sums before they are redone exactly
 
-    def __init__(self, env: simpy.Environment, capacities: dict[str, float], hooks: InstantHooks | None = None):
+    def __init__(self, env: simpy.Environment, capacities: dict[str, float], hooks: InstantHooks | None = None,
+                 history: int | None = HISTORY):
         self.env = env
         self.hooks = hooks or InstantHooks(env)
         self.link_names = list(capacities)
@@ -374,10 +378,11 @@ class FluidNetwork:
         self.resolved = 0  # classes re-solved by region solves, summed (for benchmarks and tests)
         self.fast = 0  # recomputations done by the sums alone
         self.changed_links: set[int] = set()
-        # history of piecewise-constant state: (time, link loads (L,), array back-end ops/s)
-        self.hist_t: list[float] = []
-        self.hist_load: list[np.ndarray] = []
-        self.hist_ops: list[float] = []
+        # history of piecewise-constant state: (time, link loads (L,), array back-end ops/s), the
+        # last `history` recomputations (None: all; a list of every one grows as links x changes)
+        self.hist_t: deque[float] = deque(maxlen=history)
+        self.hist_load: deque[np.ndarray] = deque(maxlen=history)
+        self.hist_ops: deque[float] = deque(maxlen=history)
         self.listeners: list[Callable[[], None]] = []  # called after every recomputation
         self._record()
 
@@ -674,6 +679,8 @@ class FluidNetwork:
         self._Vt[b] = self.env.now
         if self._V[b] > self._REBASE:
             self._rebase_link(b)
+        if lam != self._plam[b]:  # the loads of the links its classes cross move with it
+            self.changed_links.update(np.flatnonzero(self._C[:, b]).tolist())
         self._plam[b] = lam
         self._lam[b] = lam
         if self._binding[b] != binding:
