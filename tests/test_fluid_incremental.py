@@ -30,9 +30,10 @@ def _close(a: float, b: float, rel: float = REL, abs_: float = ABS) -> bool:
 class Driver:
     """One generated network and its flows, with the expected state kept independently of it."""
 
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, max_links: int = 8, steps: int = 40, max_starts: int = 4):
         self.rng = rng
-        n_links = int(rng.integers(1, 9))
+        self.steps, self.max_starts = steps, max_starts
+        n_links = int(rng.integers(1, max_links + 1))
         self.links = [f"l{i}" for i in range(n_links)]
         # capacities from a few values (ties between links) or random; now and then a zero
         choice = [0.0, 5.0, 10.0, 10.0, 20.0]
@@ -86,8 +87,8 @@ class Driver:
 
     def step(self):  # a SimPy process
         rng = self.rng
-        for _ in range(int(rng.integers(3, 40))):
-            for _ in range(int(rng.integers(0, 4))):
+        for _ in range(int(rng.integers(3, self.steps))):
+            for _ in range(int(rng.integers(0, self.max_starts))):
                 self.start_one()
             live = self.running()
             if live and rng.random() < 0.3:
@@ -154,9 +155,9 @@ class Driver:
         assert _close(self.net.hist_ops[-1], ops, 1e-9, 1e-8), (self.net.hist_ops[-1], ops)
 
 
-def _drive(seed: int) -> int:
+def _drive(seed: int, **size: int) -> int:
     rng = np.random.default_rng(seed)
-    d = Driver(rng)
+    d = Driver(rng, **size)
     d.env.process(d.step())
     d.env.run(until=100_000)
     # every flow ends (finite ones complete, the others are stopped) but those held at rate 0
@@ -170,6 +171,14 @@ def test_incremental_rates_equal_the_full_solve_after_every_change(chunk):
     per = NETWORKS // CHUNKS
     checks = sum(_drive(1000 * chunk + i) for i in range(per))
     assert checks > per  # every network recomputed at least once (the checks ran)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk", range(4))
+def test_incremental_rates_equal_the_full_solve_on_larger_networks(chunk):
+    # up to 24 links and about 150 flows at once: components of many binding links
+    checks = sum(_drive(100_000 + 1000 * chunk + i, max_links=24, steps=80, max_starts=8) for i in range(10))
+    assert checks > 10
 
 
 def test_a_class_of_identical_flows_finishes_each_member_at_its_own_size():
