@@ -584,10 +584,10 @@ class FluidNetwork:
         self._c_ver[c] += 1
         self._touched.discard(c)
         self._opm_changed.discard(c)
+        self._levels_move(c, st, _NEW)
         for li in links:
             self._on_link[li].discard(c)
             self._sorted[li] = None
-            self._forget_levels(li)
             if not self._on_link[li]:
                 self._P[li] = 0.0
                 self._C[li, :] = 0.0
@@ -640,8 +640,18 @@ class FluidNetwork:
             self._opc[st] += sign * self._c_w[c] * self._c_opmc[c]
         self.changed_links.update(links)
 
-    def _forget_levels(self, li: int) -> None:
-        self._minf[li] = self._maxc[li] = None
+    def _levels_move(self, c: int, old: int, new: int) -> None:
+        """Keep the cached level bounds of c's links as c goes from state old to new."""
+        level = self._c_level[c]
+        for li in self._c_links[c]:
+            lo, hi = self._minf[li], self._maxc[li]
+            if (old == li and lo is not None and level <= lo) or (old == _CAPPED and hi is not None and level >= hi):
+                self._minf[li] = self._maxc[li] = None  # it may have been the bound: find it again
+                continue
+            if new == li and lo is not None:
+                self._minf[li] = min(lo, level)
+            elif new == _CAPPED and hi is not None:
+                self._maxc[li] = max(hi, level)
 
     def _set_state(self, c: int, st: int) -> None:
         """Give class c state st from now, counting its members as they are now."""
@@ -649,8 +659,7 @@ class FluidNetwork:
         old = self._c_state[c]
         self._contribute(c, -1)
         if st != old:
-            for li in self._c_links[c]:
-                self._forget_levels(li)
+            self._levels_move(c, old, st)
             self._hold(old, -1)
             self._hold(st, +1)
         self._c_state[c] = st
