@@ -806,6 +806,7 @@ class FluidNetwork:
         binding links they touch; True if that is still the max-min allocation (then kept)."""
         binding, plam, C = self._binding, self._plam, self._C
         affected = set(seeds)
+        grew = False  # some load may have grown (else no link can have become overloaded)
         for c in touched:
             st = self._c_state[c]
             if st == _NEW:
@@ -814,6 +815,7 @@ class FluidNetwork:
                     seeds.update(li for li in self._c_links[c] if binding[li])
                     return False
                 st = got
+            grew = grew or st != self._c_state[c] or len(self._c_members[c]) > self._c_n[c]
             self._set_state(c, st)
             affected.update(li for li in self._c_links[c] if binding[li])
         blist = self._blist
@@ -854,9 +856,10 @@ class FluidNetwork:
             levels = self._lam.copy()
             for b, lb in lam.items():
                 levels[b] = lb
+                grew = grew or lb > plam[b]
         else:
             levels = self._lam
-        if self._overloaded(levels):
+        if grew and self._overloaded(levels):
             seeds.update(lam)
             return False
         for b, lb in lam.items():
