@@ -10,16 +10,17 @@ True when its size has been transferred, with False when it is stopped early.
 A weight lets one flow stand for n identical flows (n VMs with the same path and demand):
 a flow with weight n and cap n*c receives exactly what n flows with cap c would.
 
-The recomputation is incremental (the idea of SimGrid's LMM "selective update", made exact for
-max-min with caps): only the links that froze flows in the last filling ("binding" links) tie
-flows together, so a change re-solves only the binding links it touches, closed over the flows
-they carry (a flow on a binding link pulls in its other binding links), and keeps every other
-rate. That is exact because the max-min allocation is the unique feasible one in which every
-flow below its cap has a saturated link on which no flow has a higher level: kept flows keep
-their bottleneck, which no re-solved flow crosses; re-solved flows get theirs inside the
-re-solved links. One more condition is checked: a link outside them that a re-solved flow now
-loads beyond its capacity joins them, and the solve repeats (see `FluidNetwork._allocate`).
-`max_min_fair()` (the full solve, kept as the oracle) gives the same rates.
+The recomputation is incremental (SimGrid's LMM "selective update", made exact for max-min
+with caps and taken further): it rests on the bottleneck characterisation of max-min fairness
+(the allocation is the unique feasible one in which every flow below its cap crosses a
+saturated link on which no flow has a higher level). Only the links that froze flows in the
+last filling ("binding" links) tie flows together, so a change first solves, for the binding
+links it touches, their saturation equations again with every flow keeping its state (at its
+cap, or frozen by a given link), and keeps that if the conditions still hold; otherwise it
+re-solves by progressive filling the region of binding links the change touches, closed over
+the frozen flows on them, plus any link the new rates would overload. Everything else keeps
+its rate. See `FluidNetwork`. `max_min_fair()` (the full solve, round by round) is the
+reference the tests compare it with.
 """
 
 from __future__ import annotations
@@ -779,6 +780,8 @@ class FluidNetwork:
         return [li for li in hit.tolist() if self._over(li)]
 
     def _allocate(self) -> None:
+        """Max-min rates after this instant's changes: by the sums if the states still hold,
+        else by re-solving the region the change touches."""
         touched, seeds = self._touched, self._seeds
         self._touched, self._seeds = set(), set()
         self._fresh = set()
