@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup scenario-800vm test soak bench lint golden clean
+.PHONY: setup scenario-800vm test soak bench lint golden golden-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,10 +25,14 @@ soak: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/scale_bench.py
 	$(BIN)/python benchmarks/sweep_bench.py
 
 golden: $(STAMP)
 	$(BIN)/python tests/golden_results.py
+
+golden-check: $(STAMP)
+	CLUSTER_SIM_HUGE=1 $(BIN)/python -m pytest -q tests/test_golden.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -109,3 +109,18 @@ def test_non_serialisable_values_raise_type_error(tmp_path):
     trace("bad", obj=object())
     with pytest.raises(TypeError, match="not serialisable"):
         trace.write_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_a_finished_trace_does_not_keep_its_simulation_alive():
+    # A run's result keeps its trace; the trace must not keep the environment (and through its
+    # event queue every object of the simulation) alive once the run is over.
+    import gc
+    import weakref
+
+    env, trace = _run_traced()
+    ref = weakref.ref(env)
+    del env
+    gc.collect()
+    assert ref() is None
+    assert [e for _, e, _ in trace.events] == ["job_start", "copy_start", "copy_end"]
+    assert len(list(trace.lines())) == 3

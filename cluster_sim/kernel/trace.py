@@ -7,11 +7,10 @@ processor chain when written, so tracing an 800-VM run costs little simulated-ru
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import structlog
 
 
 class _LineSink:
@@ -40,11 +39,22 @@ def _json(obj: Any) -> Any:
 
 class Trace:
     def __init__(self, clock: Any):
-        self._clock = clock  # anything with .now (a simpy Environment)
+        # anything with .now (a simpy Environment), held weakly: a finished run's trace must not
+        # keep its whole simulation alive (every object of a generation, hundreds of MiB at
+        # 8,000 VMs, for as long as its result is kept)
+        try:
+            self._clock: Any = weakref.ref(clock)
+        except TypeError:
+            self._clock = lambda: clock
         self.events: list[tuple[float, str, dict[str, Any]]] = []
 
     def __call__(self, event: str, **ids: Any) -> None:
-        self.events.append((float(self._clock.now), event, ids))
+        clock = self._clock() if self._clock is not None else None
+        if clock is None:
+            # the simulation is gone: what runs now is a suspended SimPy process's clean-up being
+            # collected after the run (nothing that happens then belongs to the run's trace)
+            return
+        self.events.append((float(clock.now), event, ids))
 
     def __len__(self) -> int:
         return len(self.events)
@@ -54,6 +64,8 @@ class Trace:
         return {"events": self.events, "_clock": None}
 
     def lines(self) -> Iterator[str]:
+        import structlog  # only when writing (it imports asyncio: a tenth of a second at start-up)
+
         sink = _LineSink()
         log = structlog.wrap_logger(
             sink,

@@ -16,7 +16,11 @@ import csv
 import html
 import json
 import math
+import multiprocessing as mp
+import os
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,6 +189,50 @@ def generation_folders(folder: Path) -> list[Path]:
     return [found[n] for n in sorted(found, key=lambda n: (rank.get(n, len(rank)), natural_key(n)))]
 
 
+def draw_generation(gf: Path) -> tuple[Path | None, Path | None, str]:
+    """timeline.png and trace.perfetto.json of one generation folder: (png, json, error)."""
+    png = pj = None
+    try:
+        tl = load(gf)
+        png = timeline.render(tl, gf / "timeline.png")
+        pj = perfetto.write(tl, gf / "trace.perfetto.json")
+    except Exception as exc:  # one generation's failure must not hide the others
+        return png, pj, f"{type(exc).__name__}: {exc}"
+    return png, pj, ""
+
+
+def drawing_processes(n_generations: int) -> int:
+    """Processes drawing generations side by side: one per core (forked), 1 = in this process."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n_generations < 2 or cores < 2 or "fork" not in mp.get_all_start_methods():
+        return 1
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return 1  # never fork a process that holds a Ray connection
+    return min(cores, n_generations)
+
+
+def _draw_all(gens: list[Generation]) -> None:
+    """Draw every generation, side by side in forked processes when there are cores for it (each
+    picture is a separate matplotlib figure written to its own folder: the same files either way)."""
+    n = drawing_processes(len(gens))
+    if n == 1:
+        results = [draw_generation(g.folder) for g in gens]
+    else:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # a forked process must not write this one's buffered output again
+        with ProcessPoolExecutor(n, mp_context=mp.get_context("fork")) as pool:
+            futures = [pool.submit(draw_generation, g.folder) for g in gens]
+            results = []
+            for f in futures:
+                try:
+                    results.append(f.result())
+                except Exception as exc:  # noqa: BLE001 - the drawing process died
+                    results.append((None, None, f"{type(exc).__name__}: {exc}"))
+    for g, (png, pj, error) in zip(gens, results, strict=True):
+        g.timeline_png, g.perfetto_json, g.error = png, pj, error
+
+
 def build_report(folder: str | Path) -> Report:
     """Write timeline.png and trace.perfetto.json into every generation folder, then report.html
     (a plan folder, with a plan.json and no generation folders, gets the plan's page)."""
@@ -202,17 +250,11 @@ def build_report(folder: str | Path) -> Report:
         except (OSError, ValueError) as exc:
             errors.append(f"{gf.name}: summary.json unreadable: {exc}")
             continue
-        g = Generation(gf.name, gf, summary)
-        try:
-            tl = load(gf)
-            g.timeline_png = timeline.render(tl, gf / "timeline.png")
-            g.perfetto_json = perfetto.write(tl, gf / "trace.perfetto.json")
-        except Exception as exc:  # one generation's failure must not hide the others
-            g.error = f"{type(exc).__name__}: {exc}"
-            errors.append(f"{gf.name}: {g.error}")
-        gens.append(g)
+        gens.append(Generation(gf.name, gf, summary))
     if not gens:
         raise ReportError(f"{folder}: no generation folders (with a summary.json) to report on")
+    _draw_all(gens)
+    errors += [f"{g.name}: {g.error}" for g in gens if g.error]
     page = folder / "report.html"
     page.write_text(render_html(folder, gens), encoding="utf-8")
     return Report(folder, page, gens, errors, time.perf_counter() - t0)

@@ -1,0 +1,252 @@
+"""The incremental max-min solver of FluidNetwork against the full solve (max_min_fair).
+
+Thousands of generated networks, each driven through a sequence of flow starts, stops, cap and
+weight changes and ops changes (and the completions these cause) in SimPy. After every
+recomputation every running flow's rate must equal the full solve's over the flows then running,
+to 1e-9, and the link loads and array ops must be the sums of those rates; a flow's transferred
+amount must be the integral of its rates, and a flow must end exactly when that reaches its size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import simpy
+
+from cluster_sim.kernel.fluid import FluidNetwork, max_min_fair
+
+REL = 1e-9
+ABS = 1e-9
+NETWORKS = 2400
+CHUNKS = 24
+
+
+def _close(a: float, b: float, rel: float = REL, abs_: float = ABS) -> bool:
+    return a == b or abs(a - b) <= abs_ + rel * max(abs(a), abs(b))
+
+
+OPS_CLASSES = 3
+
+
+class Driver:
+    """One generated network and its flows, with the expected state kept independently of it."""
+
+    def __init__(self, rng: np.random.Generator, max_links: int = 8, steps: int = 40, max_starts: int = 4):
+        self.rng = rng
+        self.steps, self.max_starts = steps, max_starts
+        n_links = int(rng.integers(1, max_links + 1))
+        self.links = [f"l{i}" for i in range(n_links)]
+        # capacities from a few values (ties between links) or random; now and then a zero
+        choice = [0.0, 5.0, 10.0, 10.0, 20.0]
+        self.caps = {name: float(rng.choice(choice)) if rng.random() < 0.5 else float(rng.uniform(0.5, 50.0))
+                     for name in self.links}
+        self.env = simpy.Environment()
+        self.net = FluidNetwork(self.env, self.caps, ops_classes=OPS_CLASSES)
+        self.net.listeners.append(self.check)
+        self.spec: dict[int, dict] = {}  # fid -> links, cap, weight, opm, size, flow
+        self.moved: dict[int, float] = {}  # fid -> integral of its checked rates
+        self.last_t = 0.0
+        self.checks = 0
+        # a few path templates, so that identical flows (one class) are common
+        self.paths = [self._path() for _ in range(int(rng.integers(1, 6)))]
+
+    def _path(self) -> list[str]:
+        k = int(self.rng.integers(0, min(4, len(self.links)) + 1))
+        return [str(x) for x in self.rng.choice(self.links, size=k, replace=False)]
+
+    def _cap(self) -> float | None:
+        u = self.rng.random()
+        if u < 0.3:
+            return None
+        if u < 0.7:
+            return float(self.rng.choice([1.0, 2.5, 4.0, 10.0]))
+        if u < 0.75:
+            return 0.0
+        return float(self.rng.uniform(0.01, 30.0))
+
+    def _weight(self) -> float:
+        return float(self.rng.choice([1.0, 1.0, 2.0, 3.0])) if self.rng.random() < 0.8 else float(
+            self.rng.uniform(0.1, 10.0))
+
+    def start_one(self) -> None:
+        rng = self.rng
+        path = self.paths[int(rng.integers(len(self.paths)))] if rng.random() < 0.7 else self._path()
+        cap = self._cap()
+        if not path and cap is None:
+            cap = float(rng.uniform(0.1, 10.0))
+        size = math.inf if rng.random() < 0.25 else float(rng.choice([5.0, 10.0, 20.0])) if rng.random() < 0.5 \
+            else float(rng.uniform(0.1, 60.0))
+        w = self._weight()
+        opm = float(rng.choice([0.0, 0.5, 2.0]))
+        k = int(rng.integers(OPS_CLASSES))
+        f = self.net.start(path, size_mib=size, cap_mib_s=cap, weight=w, tag=None, ops_per_mib=opm, ops_class=k)
+        self.spec[f.fid] = {"links": list(path), "cap": cap, "w": w, "opm": opm, "k": k, "size": size, "flow": f}
+        self.moved[f.fid] = 0.0
+        f.done.callbacks.append(lambda ev, fid=f.fid: self.finished(fid, ev.value))
+
+    def running(self) -> list[dict]:
+        return [sp for sp in self.spec.values() if sp["flow"].active]
+
+    def step(self):  # a SimPy process
+        rng = self.rng
+        for _ in range(int(rng.integers(3, self.steps))):
+            for _ in range(int(rng.integers(0, self.max_starts))):
+                self.start_one()
+            live = self.running()
+            if live and rng.random() < 0.3:
+                self.net.stop(live[int(rng.integers(len(live)))]["flow"])
+            live = self.running()
+            if live and rng.random() < 0.3:
+                sp = live[int(rng.integers(len(live)))]
+                cap = self._cap() if sp["links"] else float(rng.uniform(0.1, 10.0))
+                w = self._weight() if rng.random() < 0.5 else None
+                self.net.set_cap(sp["flow"], cap, w)
+                sp["cap"] = cap
+                if w is not None:
+                    sp["w"] = w
+            live = self.running()
+            if live and rng.random() < 0.2:
+                sp = live[int(rng.integers(len(live)))]
+                sp["opm"] = float(rng.choice([0.0, 1.0, 3.0]))
+                self.net.set_ops(sp["flow"], sp["opm"])
+            live = self.running()
+            if live and rng.random() < 0.2:  # a flow moves to other links (a CSV redirected), keeping its progress
+                sp = live[int(rng.integers(len(live)))]
+                path = self.paths[int(rng.integers(len(self.paths)))] if rng.random() < 0.5 else self._path()
+                if path or sp["cap"] is not None:
+                    self.net.reroute(sp["flow"], path)
+                    sp["links"] = list(path)
+            yield self.env.timeout(float(rng.choice([0.0, 0.5, 1.0])) if rng.random() < 0.3
+                                   else float(rng.exponential(2.0)))
+        for sp in self.running():  # end with the flows that would never finish
+            if sp["size"] == math.inf:
+                self.net.stop(sp["flow"])
+
+    def integrate(self) -> None:
+        """Add rate x time since the last check to every running flow (rates are constant between)."""
+        dt = self.env.now - self.last_t
+        if dt > 0:
+            for sp in self.running():
+                self.moved[sp["flow"].fid] += sp.get("_rate", 0.0) * dt
+        self.last_t = self.env.now
+
+    def finished(self, fid: int, ok: bool) -> None:
+        sp = self.spec[fid]
+        dt = self.env.now - self.last_t
+        got = self.moved[fid] + (sp["_rate"] * dt if dt > 0 and "_rate" in sp else 0.0)
+        f = sp["flow"]
+        assert _close(f.transferred, got, 1e-7, 1e-6), (fid, f.transferred, got)
+        if ok:
+            assert _close(got, sp["size"], 1e-7, 1e-6), (fid, got, sp["size"])
+        else:
+            assert _close(f.remaining, max(0.0, sp["size"] - got), 1e-7, 1e-6)
+
+    def check(self) -> None:
+        """After a recomputation: rates equal the full solve's, loads and ops their sums."""
+        self.integrate()
+        self.checks += 1
+        live = self.running()
+        flows = {sp["flow"].fid: (sp["links"], sp["cap"]) for sp in live}
+        weights = {sp["flow"].fid: sp["w"] for sp in live}
+        want = max_min_fair(self.caps, flows, weights)
+        load = dict.fromkeys(self.links, 0.0)
+        ops = 0.0
+        by_class = [0.0] * OPS_CLASSES
+        for sp in live:
+            f = sp["flow"]
+            assert _close(f.rate, want[f.fid]), (f.fid, f.rate, want[f.fid], flows, weights, self.caps)
+            sp["_rate"] = f.rate
+            for link in sp["links"]:
+                load[link] += want[f.fid]
+            ops += want[f.fid] * sp["opm"]
+            by_class[sp["k"]] += want[f.fid] * sp["opm"]
+        got = self.net.link_load()
+        for link in self.links:
+            assert _close(got[link], load[link], 1e-9, 1e-8), (link, got[link], load[link])
+        assert _close(self.net.hist_ops[-1], ops, 1e-9, 1e-8), (self.net.hist_ops[-1], ops)
+        for k in range(OPS_CLASSES):  # and per ops class (an array controller)
+            assert _close(float(self.net.hist_ops_class[-1][k]), by_class[k], 1e-9, 1e-8), (k, by_class)
+
+
+def _drive(seed: int, **size: int) -> int:
+    rng = np.random.default_rng(seed)
+    d = Driver(rng, **size)
+    d.env.process(d.step())
+    d.env.run(until=100_000)
+    # every flow ends (finite ones complete, the others are stopped) but those held at rate 0
+    # (a zero cap, a link of zero capacity)
+    assert all(sp["flow"].rate == 0.0 and sp["size"] != math.inf for sp in d.running())
+    return d.checks
+
+
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_incremental_rates_equal_the_full_solve_after_every_change(chunk):
+    per = NETWORKS // CHUNKS
+    checks = sum(_drive(1000 * chunk + i) for i in range(per))
+    assert checks > per  # every network recomputed at least once (the checks ran)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk", range(4))
+def test_incremental_rates_equal_the_full_solve_on_larger_networks(chunk):
+    # up to 24 links and about 150 flows at once: components of many binding links
+    checks = sum(_drive(100_000 + 1000 * chunk + i, max_links=24, steps=80, max_starts=8) for i in range(10))
+    assert checks > 10
+
+
+def test_a_class_of_identical_flows_finishes_each_member_at_its_own_size():
+    # Link 12, three identical flows (one class) of 6, 12 and 24 MiB: 4 MiB/s each until the
+    # first ends at 1.5 s, then 6 each: the second (6 left) at 2.5 s; the third alone at 12:
+    # 24 - 6 - 6 = 12 left at 2.5 s -> 3.5 s.
+    env = simpy.Environment()
+    net = FluidNetwork(env, {"a": 12.0})
+    fs = [net.start(["a"], size) for size in (6.0, 12.0, 24.0)]
+    ends = {}
+    for i, f in enumerate(fs):
+        f.done.callbacks.append(lambda _e, i=i: ends.__setitem__(i, env.now))
+    env.run()
+    assert ends[0] == pytest.approx(1.5, rel=1e-12)
+    assert ends[1] == pytest.approx(2.5, rel=1e-12)
+    assert ends[2] == pytest.approx(3.5, rel=1e-12)
+    assert all(f.transferred == pytest.approx(f.size, rel=1e-12) for f in fs)
+
+
+def test_a_change_on_an_unsaturated_link_re_solves_nothing_else():
+    # Backup target t = 10 shared by 4 uncapped copies (2.5 each, t binding); a VM flow capped
+    # at 1 on the fabric link f (capacity 100, not saturated) starts and stops: no region is
+    # re-solved (the sums alone show that t and the copies are as they were).
+    env = simpy.Environment()
+    net = FluidNetwork(env, {"t": 10.0, "f": 100.0})
+    copies = [net.start(["t", "f"] if i == 0 else ["t"], 1e6) for i in range(4)]
+    net.settle_now()
+    solved, fast = net.resolved, net.fast
+    vm = net.start(["f"], cap_mib_s=1.0)
+    net.settle_now()
+    assert vm.rate == 1.0
+    assert [c.rate for c in copies] == [2.5] * 4
+    net.stop(vm)
+    net.settle_now()
+    assert (net.resolved, net.fast) == (solved, fast + 1)  # the start by sums; the stop needs nothing
+    assert net.link_load()["f"] == pytest.approx(2.5, rel=1e-12)
+
+
+def test_a_copy_ending_raises_the_level_of_the_others_by_the_sums_alone():
+    # t = 12 with copies of 3 nodes (fabrics f1..f3 = 100), two per node: 6 copies at 2 each.
+    # One copy of node 1 ends at 10 MiB (t = 5 s): 5 left share 12, 2.4 each, with no region
+    # re-solved. The node-2 copies of 100 MiB have 90 left at 5 s: they end at 5 + 90 / 2.4 s.
+    env = simpy.Environment()
+    net = FluidNetwork(env, {"t": 12.0, "f1": 100.0, "f2": 100.0, "f3": 100.0})
+    short = net.start(["t", "f1"], 10.0)
+    others = [net.start(["t", "f1"], 1e6)] + [net.start(["t", f"f{k}"], 100.0 if k == 2 else 1e6)
+                                             for k in (2, 3) for _ in range(2)]
+    env.run(until=1)
+    assert [f.rate for f in [short, *others]] == [pytest.approx(2.0, rel=1e-12)] * 6
+    solved = net.resolved
+    env.run(until=6)
+    assert short.done.value is True and env.now == 6
+    assert [f.rate for f in others] == [pytest.approx(2.4, rel=1e-12)] * 5
+    assert net.resolved == solved  # the level moved; no class was re-solved
+    env.run(until=others[1].done)
+    assert env.now == pytest.approx(5 + 90 / 2.4, rel=1e-12)
