@@ -6,12 +6,14 @@
 - no LUN held more storage snapshots than `max_snapshots_per_lun`;
 - no node was asked to act on a VM it does not run;
 - simulated time never ran backwards in the trace;
-- the job ended before `run.until_s`.
+- the job ended before `run.until_s`;
+- what injected fault events left behind is counted against them (`account_fault_leaks`), and
+  cannot exceed what has leaked.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cluster_sim.results import Audit, Leaks
 
@@ -68,3 +70,22 @@ def audit(cm: ClusterModel, jobs: list[BackupJob], leaks: Leaks, faults_happened
     if not cm.trace.monotonic():
         v.append("trace: simulated time ran backwards")
     return Audit(ok=not v, violations=v)
+
+
+def account_fault_leaks(cm: ClusterModel, leaks: Leaks, node_state: dict[str, dict[str, Any]],
+                        ) -> tuple[dict[str, Leaks] | None, Leaks, list[str]]:
+    """The leaks injected fault events left behind (cluster/faults.py Ledger: a crashed backup
+    application's snapshots, checkpoints, mounts, AutoRecovery disks and stale holds; a failed
+    controller's snapshot deletions; ws2012's KB2878635 leak when a lost storage path moved a CSV
+    during its snapshot). A leak caused by an injected fault is not a violation, but it is counted:
+    returns (leaks per fault kind, or None if no fault left anything; the leaks no fault explains,
+    which `audit` judges as before; violations: a fault cannot account for more than has leaked)."""
+    if not cm.faults.ledger.items:
+        return None, leaks, []
+    per = cm.faults.ledger.counts(cm, node_state)
+    total = leaks.model_dump()
+    explained = {k: sum(c[k] for c in per.values()) for k in total}
+    violations = [f"fault ledger: {explained[k]} {k} left by faults but only {total[k]} leaked"
+                  for k in total if explained[k] > total[k]]
+    unexplained = Leaks(**{k: max(0, total[k] - explained[k]) for k in total})
+    return {cause: Leaks(**c) for cause, c in per.items()}, unexplained, violations

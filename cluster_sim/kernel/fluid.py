@@ -402,6 +402,17 @@ class FluidNetwork:
         self._opm[flow.slot] = float(ops_per_mib)
         self._mark()
 
+    def set_capacity(self, link: str, mib_s: float) -> None:
+        """Change a link's capacity from now on (a slowed backup target, a failed array controller);
+        the flows crossing it are shared out again at the end of this instant."""
+        if not mib_s > 0:
+            raise ValueError("link capacity must be > 0")
+        i = self.lidx[link]
+        self._advance()
+        self.capacity[i] = float(mib_s)  # in place: readers of `capacity` see the change
+        self._pcapacity[i] = float(mib_s)
+        self._mark()
+
     def settle_now(self) -> None:
         """Allocate now any change pending for the end of this instant (for a measurement)."""
         if self._dirty:
