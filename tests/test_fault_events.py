@@ -542,3 +542,47 @@ def test_fault_scenario_gives_identical_summaries_on_local_and_ray_backends(ray_
     for a, b in zip(local.generations, ray_.generations, strict=True):
         assert summary_json(a.summary) == summary_json(b.summary)
         assert [r.model_dump() for r in a.vms] == [r.model_dump() for r in b.vms]
+
+
+# ==============================================================================================
+# VM I/O paths under the faults (the cluster model itself)
+# ==============================================================================================
+def test_a_vm_without_its_fabric_goes_over_smb_and_stalls_when_the_cut_separates_it_from_the_coordinator() -> None:
+    # 3 nodes (witness: {node-1, node-2} wins a cut of node-3), win-000k on node-k / csv-k, each
+    # 0.78125 MiB/s of reads and 0.390625 of writes. node-3 loses its fabric at 10: csv-3 moves to
+    # node-1 (fewest CSVs, lowest index) and win-0003's 1.171875 MiB/s cross cluster:node-3; the cut
+    # at 20 stalls it (no flow, nothing on the links); at 30 node-3 loses quorum and the VM stops.
+    from cluster_sim.cluster.events import schedule_events
+    from cluster_sim.cluster.model import ClusterModel
+    from cluster_sim.cluster.nodes import LocalBackend
+    from cluster_sim.cluster.topology import place_fleet
+    from cluster_sim.kernel.rng import Streams
+
+    d = scenario_dict(fleet=[template("win", count=3)], nodes=3)
+    d.pop("backup")
+    d["cluster"]["witness"] = True
+    d["events"] = [{"kind": "storage_path_loss", "at_s": 10.0, "node": "node-3", "duration_s": 1000.0},
+                   {"kind": "partition", "at_s": 20.0, "nodes": ["node-3"], "duration_s": 1000.0}]
+    sc = scenario_from_dict(d)
+    cm = ClusterModel(sc, place_fleet(sc), LocalBackend(["node-1", "node-2", "node-3"]), Streams(sc.seed))
+    cm.start()
+    schedule_events(cm)
+    vm_mib_s = (100 + 50) * 8 / 1024
+    cm.env.run(until=5.0)
+    load = cm.net.link_load()
+    assert load["fabric:node-3"] == pytest.approx(vm_mib_s) and load["cluster:node-3"] == 0.0
+    cm.env.run(until=15.0)
+    load = cm.net.link_load()
+    assert cm.csvs["csv-3"].coordinator == "node-1"
+    assert load["fabric:node-3"] == 0.0
+    assert load["cluster:node-3"] == pytest.approx(vm_mib_s)
+    assert load["fabric:node-1"] == pytest.approx(2 * vm_mib_s)  # its own VM and win-0003's
+    assert load["array:read"] == pytest.approx(3 * 100 * 8 / 1024)
+    cm.env.run(until=25.0)
+    load = cm.net.link_load()
+    assert load["cluster:node-3"] == 0.0 and load["fabric:node-1"] == pytest.approx(vm_mib_s)
+    assert load["array:read"] == pytest.approx(2 * 100 * 8 / 1024)  # win-0003's I/O is stalled
+    assert cm.host["win-0003"] == "node-3" and "node-3" in cm.up
+    cm.env.run(until=35.0)
+    assert "node-3" not in cm.up and "node-3" in cm.faults.quorum_lost
+    assert cm.host["win-0003"] in ("node-1", "node-2") and "win-0003" in cm.booting
