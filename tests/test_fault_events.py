@@ -498,7 +498,7 @@ def test_a_scheduled_job_due_while_the_backup_application_is_down_waits_for_it()
 
 
 # ==============================================================================================
-# determinism and backends
+# determinism (both backends: tests/test_properties.py, generated fault scenarios)
 # ==============================================================================================
 ALL_FAULTS = [
     {"kind": "partition", "at_s": 5.0, "nodes": ["node-3"], "duration_s": 120.0},
@@ -523,25 +523,6 @@ def test_fault_scenarios_are_deterministic() -> None:
     for gen in ALL_GENS:
         assert summary_json(a[gen].summary) == summary_json(b[gen].summary)
         assert a[gen].summary.audit.ok, (gen, a[gen].summary.audit.violations)
-
-
-@pytest.fixture(scope="module")
-def ray_session():  # type: ignore[no-untyped-def]
-    from cluster_sim.simulation import RaySession
-
-    s = RaySession(num_cpus=2)
-    yield s
-    s.ray.shutdown()
-
-
-@pytest.mark.slow
-def test_fault_scenario_gives_identical_summaries_on_local_and_ray_backends(ray_session) -> None:
-    sc = scenario_from_dict(all_faults_dict())
-    local = cluster_sim.run(sc, backend="local", generations=ALL_GENS)
-    ray_ = cluster_sim.run(sc, backend="ray", generations=ALL_GENS)
-    for a, b in zip(local.generations, ray_.generations, strict=True):
-        assert summary_json(a.summary) == summary_json(b.summary)
-        assert [r.model_dump() for r in a.vms] == [r.model_dump() for r in b.vms]
 
 
 # ==============================================================================================

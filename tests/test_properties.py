@@ -189,12 +189,19 @@ def test_generated_scenarios_with_fault_events_keep_every_invariant(case) -> Non
     """Partitions, controller failures, lost storage paths, target outages and slowdowns and crashes
     of the backup application, on top of the older random events: every invariant holds, and what
     the faults left behind is accounted for."""
-    d, kill = case
-    sc = scenario_from_dict(d)
-    res = cluster_sim.run(sc, backend="local", kill_actors=kill)
-    assert [g.summary.generation for g in res.generations] == d["backup"]["generations"]
-    for g in res.generations:
+    sc = scenario_from_dict(case[0])
+    for g in cluster_sim.run(sc, backend="local", kill_actors=case[1]).generations:
         check_fault_invariants(sc, g)
+
+
+@pytest.mark.slow
+@EQUIVALENCE
+@given(case=fault_runs(max_nodes=3, max_vms=12))
+def test_generated_fault_scenarios_give_byte_identical_summaries_on_both_backends(ray_session, case) -> None:  # type: ignore[no-untyped-def]
+    sc = scenario_from_dict(case[0])
+    local = cluster_sim.run(sc, backend="local")
+    ray_ = cluster_sim.run(sc, backend="ray")
+    assert [summary_json(g.summary) for g in local.generations] == [summary_json(g.summary) for g in ray_.generations]
 
 
 @settings(max_examples=AIMED_EXAMPLES)
