@@ -135,6 +135,7 @@ class Migrations:
     def _run(self, vm: str, dst: str | None, why: str):  # type: ignore[no-untyped-def]
         cm, env, cfg = self.cm, self.cm.env, self.cfg
         spec = cm.spec[vm]
+        handed_over = False  # a new request took this one's place (it owns `requested` and `heading`)
         try:
             asked = env.now
             # refusals while the VM is in its snapshot critical section
@@ -181,6 +182,7 @@ class Migrations:
                     self.requested.discard(vm)
                     self.stats.requested -= 1
                     self.request(vm, dst, why)
+                    handed_over = True
                     return False
                 self.migrating.add(vm)
                 cm.trace("migration_start", vm=vm, node=src, to=dst, why=why)
@@ -193,8 +195,9 @@ class Migrations:
             return True
         finally:
             self.migrating.discard(vm)
-            self.requested.discard(vm)
-            self.heading.pop(vm, None)
+            if not handed_over:
+                self.requested.discard(vm)
+                self.heading.pop(vm, None)
 
     def _precopy(self, vm: str, src: str, dst: str):  # type: ignore[no-untyped-def]
         cm, env, cfg = self.cm, self.cm.env, self.cfg
