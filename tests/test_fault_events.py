@@ -127,6 +127,17 @@ def test_a_3_1_split_stops_only_the_cut_off_node_and_it_rejoins_when_the_cut_hea
     assert g.summary.leaks.model_dump() == NO_LEAKS
 
 
+@pytest.mark.parametrize(("gen", "stops"), [("ws2008r2", True), ("ws2012", True), ("ws2012r2", False),
+                                            ("ws2016", False)])
+def test_a_witness_held_by_a_lone_node_stops_a_3_node_cluster_unless_the_witness_is_dynamic(gen: str, stops: bool) -> None:
+    # 3 nodes and a witness, cut {node-1} | {node-2, node-3}; node-1 (lowest-numbered) holds the
+    # witness. Before 2012 R2 the witness always votes: 1 + 1 against 2 of 4 votes, no majority
+    # anywhere. From 2012 R2 it votes only when the members are even: 2 of 3 for {node-2, node-3}.
+    g = run_gens(partition_dict(["node-1"], witness=True, n=3), [gen])[gen]
+    expected = [("node-1", 15.0), ("node-2", 15.0), ("node-3", 15.0)] if stops else [("node-1", 15.0)]
+    assert [(n, t) for n, t, _how in failed_nodes(g)] == expected
+
+
 @pytest.mark.parametrize(("gen", "stops"), [("ws2008r2", True), ("ws2012", False), ("ws2012r2", False),
                                             ("ws2016", False)])
 def test_static_quorum_counts_a_crashed_node_dynamic_quorum_does_not(gen: str, stops: bool) -> None:

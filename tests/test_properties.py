@@ -14,6 +14,12 @@ under scenarios/regressions/ (tests/test_regressions.py runs them all).
 
 The backend-equivalence tests (marked slow) run a few generated scenarios on the local and Ray
 backends and compare summary.json byte for byte, and kill a Ray node actor at a random instant.
+
+The fault events (README "Fault events", tests/strategies.py `fault_runs`, `check_fault_invariants`):
+generated scenarios with partitions, controller failures, lost storage paths, target outages and
+slowdowns and crashes of the backup application; faults aimed at the midpoint of a random VM's
+backup phase in a clean run of the same scenario; and a second crash while the first crashed
+node's VMs boot on the survivors. Their example counts are set per profile below.
 """
 
 from __future__ import annotations

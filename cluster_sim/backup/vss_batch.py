@@ -253,6 +253,7 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
         if snap is not None:
             if node_dead and flavor.leaks_snapshot_on_failover:
                 cm.trace("snapshot_leaked", csv=snap.csv, snapshot=snap.sid, node=node)  # KB2878635
+                job.held_snaps.pop(snap.sid, None)  # leaked by the crash, not held by the job any more
             else:
                 job.track(job.dispose(node, [snap], surfaced=surfaced))
         if pin is not None:

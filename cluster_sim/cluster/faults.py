@@ -10,7 +10,8 @@ other side's nodes missing and quorum is arbitrated, by node majority:
 - ws2008r2: every configured node has a vote (static quorum);
 - ws2012: dynamic quorum: only the nodes in the cluster's membership at that moment vote;
 - ws2012r2, ws2016 (and a run without a backup): dynamic quorum with the tie-breaker, which takes
-  the vote of the highest-numbered member when members are even and there is no witness.
+  the vote of the highest-numbered member when members are even and there is no witness, and the
+  dynamic witness, which votes only when the members are even.
 With `cluster.witness` the witness's vote goes to the side holding the lowest-numbered live voter
 (it owns the cluster group, and arbitrates the witness disk) [P]. The side with more than half of
 the votes keeps running and declares the other sides' nodes failed (how `partition`): their VMs
@@ -172,8 +173,11 @@ class Faults:
         voters = list(cm.nodes) if self.quorum_rule == "static" else [n for n in cm.nodes if n in cm.up]
         votes = dict.fromkeys(voters, 1)
         witness = cm.sc.cluster.witness
-        if self.quorum_rule == "dynamic_tiebreak" and not witness and voters and len(voters) % 2 == 0:
-            votes[voters[-1]] = 0  # the tie-breaker takes the vote of one node [MS]
+        if self.quorum_rule == "dynamic_tiebreak" and voters:
+            if witness and len(voters) % 2 == 1:
+                witness = False  # dynamic witness: it votes only to make the votes odd [MS]
+            elif not witness and len(voters) % 2 == 0:
+                votes[voters[-1]] = 0  # the tie-breaker takes the vote of one node [MS]
         total = sum(votes.values()) + (1 if witness else 0)
         holder = next((n for n in voters if n in cm.alive), None)  # owns the cluster group and the witness [P]
         for side in self._components([n for n in cm.nodes if n in cm.alive]):
