@@ -184,6 +184,9 @@ class Summary(_Out):
     sim_end_s: float
     trace_events: int
     audit: Audit
+    # what injected fault events left behind and was still not released at the end, per event kind
+    # (cluster/faults.py Ledger); part of `leaks`. Absent when no fault left anything.
+    fault_leaks: dict[str, Leaks] | None = None
 
 
 class GenerationResult(BaseModel):
@@ -250,7 +253,10 @@ def flat_summary(s: Summary) -> dict[str, Any]:
 # writing
 # ----------------------------------------------------------------------------------------------
 def summary_json(s: Summary) -> str:
-    return json.dumps(s.model_dump(mode="json"), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    d = s.model_dump(mode="json")
+    if d.get("fault_leaks") is None:
+        d.pop("fault_leaks", None)  # only runs with fault events that left something carry it
+    return json.dumps(d, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 def _write_rows(path: Path, rows: list[BaseModel]) -> None:

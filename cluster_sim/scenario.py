@@ -114,6 +114,9 @@ class Cluster(_Strict):
     migration: Migration = Migration()
     failover_boot_s: NonNegFloat = 60.0  # [P] a failed-over VM boots on a survivor in this time
     imbalance_vms: Annotated[int, Field(ge=1)] = 2  # [P] load balancing moves VMs while counts differ by more
+    # [MS] failover-cluster quorum: node majority; a disk or file-share witness adds one vote, which
+    # breaks a 50/50 split in favour of the side holding it (see README "Fault events")
+    witness: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,8 +359,62 @@ class LoadBalance(_Event):
     until_s: PosFloat | None = None
 
 
+class Partition(_Event):
+    """The cluster network is cut between `nodes` and the rest of the cluster for `duration_s`
+    (both sides keep their own links: nodes on one side still reach each other). Quorum decides
+    which side keeps running (README "Fault events")."""
+
+    kind: Literal["partition"]
+    nodes: Annotated[list[str], Field(min_length=1)]
+    duration_s: PosFloat
+
+
+class ControllerFail(_Event):
+    """An array controller (1..storage.array.controllers) is down for `duration_s`: its LUNs fail
+    over to the surviving controllers and fail back when it returns."""
+
+    kind: Literal["controller_fail"]
+    controller: Annotated[int, Field(ge=1, le=16)]
+    duration_s: PosFloat
+
+
+class StoragePathLoss(_Event):
+    """One node loses its storage fabric (every HBA path) for `duration_s`."""
+
+    kind: Literal["storage_path_loss"]
+    node: str
+    duration_s: PosFloat
+
+
+class TargetOutage(_Event):
+    """The backup target is unreachable for `duration_s`."""
+
+    kind: Literal["target_outage"]
+    duration_s: PosFloat
+
+
+class TargetSlowdown(_Event):
+    """The backup target ingests `factor` times its rate for `duration_s` (overlapping slowdowns multiply)."""
+
+    kind: Literal["target_slowdown"]
+    duration_s: PosFloat
+    factor: Annotated[float, Field(gt=0, le=1)]
+
+
+class BackupServerCrash(_Event):
+    """The backup application dies (the running job with it); `restart_after_s` later it starts
+    again and gives the VMs without an outcome a new attempt (never, if not given)."""
+
+    kind: Literal["backup_server_crash"]
+    restart_after_s: PosFloat | None = None
+
+
+FAULT_KINDS = ("partition", "controller_fail", "storage_path_loss", "target_outage", "target_slowdown",
+               "backup_server_crash")
+
 Event = Annotated[
-    MigrateVm | DrainNode | CrashNode | RecoverNode | ResumeNode | SnapshotFault | LoadBalance,
+    MigrateVm | DrainNode | CrashNode | RecoverNode | ResumeNode | SnapshotFault | LoadBalance | Partition
+    | ControllerFail | StoragePathLoss | TargetOutage | TargetSlowdown | BackupServerCrash,
     Field(discriminator="kind"),
 ]
 _EVENT_KINDS = frozenset(get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(Event)[0]))
@@ -423,6 +480,40 @@ class Scenario(_Strict):
                 name = getattr(ev, field, None)
                 if name is not None and name not in known:
                     raise ValueError(f"{where}.{field}: unknown {what} {name!r}")
+        self._check_fault_events(nodes)
+
+    def _check_fault_events(self, nodes: set[str]) -> None:
+        """The fault events (README "Fault events"): names, and faults the model cannot take."""
+        ctrl_down: list[tuple[int, float, float, int]] = []  # (index, from, to, controller)
+        for i, ev in enumerate(self.events):
+            where = f"events[{i}]"
+            if isinstance(ev, Partition):
+                for j, n in enumerate(ev.nodes):
+                    if n not in nodes:
+                        raise ValueError(f"{where}.nodes[{j}]: unknown node {n!r}")
+                dup = sorted({n for n in ev.nodes if ev.nodes.count(n) > 1})
+                if dup:
+                    raise ValueError(f"{where}.nodes: {', '.join(dup)} listed twice")
+                if len(set(ev.nodes)) >= len(nodes):
+                    raise ValueError(f"{where}.nodes: every node of the cluster is listed; a partition cuts "
+                                     f"the listed nodes off from the others, so leave at least one out")
+            elif isinstance(ev, ControllerFail):
+                k = self.storage.array.controllers
+                if k < 2:
+                    raise ValueError(f"{where}.controller: storage.array.controllers is 1; a controller "
+                                     f"failure needs a second controller to take over its LUNs")
+                if ev.controller > k:
+                    raise ValueError(f"{where}.controller: controller {ev.controller} does not exist "
+                                     f"(storage.array.controllers is {k})")
+                ctrl_down.append((i, ev.at_s, ev.at_s + ev.duration_s, ev.controller))
+            elif isinstance(ev, BackupServerCrash) and self.backup is None:
+                raise ValueError(f"{where}: a backup_server_crash needs a backup section (there is no backup "
+                                 f"application to crash)")
+        for i, t0, _t1, _c in ctrl_down:
+            down = {c for _j, a, b, c in ctrl_down if a <= t0 < b}
+            if len(down) >= self.storage.array.controllers:
+                raise ValueError(f"events[{i}]: at {t0:g} s every array controller would be down at once "
+                                 f"(overlapping controller_fail events); the model needs one to serve the LUNs")
 
     def vm_count(self) -> int:
         return sum(t.count for t in self.fleet)

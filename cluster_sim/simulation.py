@@ -13,12 +13,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from cluster_sim.audit import audit, count_leaks
+from cluster_sim.audit import account_fault_leaks, audit, count_leaks
 from cluster_sim.backup import BODIES
 from cluster_sim.backup.capture import expected_verdict
 from cluster_sim.backup.job import BackupJob
+from cluster_sim.backup.server import BackupServer
 from cluster_sim.backup.tracking import ChangeTracker, tracking_kind
 from cluster_sim.cluster.events import schedule_events
+from cluster_sim.cluster.faults import QUORUM_RULES
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.nodes import LocalBackend, RayBackend
 from cluster_sim.cluster.topology import node_name, place_fleet
@@ -68,6 +70,7 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     wall0 = time.perf_counter()
     vms = place_fleet(sc)
     cm = ClusterModel(sc, vms, backend, Streams(sc.seed))
+    cm.faults.quorum_rule = QUORUM_RULES.get(generation or "", "dynamic_tiebreak")
     tracker = _change_tracking(cm, generation) if generation is not None else None
     cm.start()
     schedule_events(cm)
@@ -92,8 +95,16 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     node_state = cm.collect_node_state()
     leaks = count_leaks(cm, node_state)
     faults = bool(cm.failures) or any(ev.kind in ("crash_node", "snapshot_fault") for ev in sc.events)
-    result_audit = audit(cm, jobs, leaks, faults, node_state)
+    # leaks an injected fault left behind are counted against it (cluster/faults.py Ledger); the
+    # auditor's "leaks without any fault" looks at the others
+    fault_leaks, unexplained, fault_violations = account_fault_leaks(cm, leaks, node_state)
+    result_audit = audit(cm, jobs, unexplained, faults, node_state)
+    if fault_violations:
+        result_audit = result_audit.model_copy(update={"ok": False,
+                                                       "violations": result_audit.violations + fault_violations})
     summary = _summary(sc, generation, cm, jobs, leaks, result_audit, tracker)
+    if fault_leaks is not None:
+        summary = summary.model_copy(update={"fault_leaks": fault_leaks})
     rows = _vm_rows(sc, generation, cm, jobs)
     csv_rows = _csv_rows(cm)
     g = GenerationResult(
@@ -133,10 +144,11 @@ def _run_jobs(cm: ClusterModel, generation: str, jobs: list[BackupJob], all_done
     and its backups are restored and verified when it is done."""
     cfg = cm.sc.backup
     plan = [(r.at_s, r.mode) for r in cfg.schedule] if cfg.schedule else [(cfg.start_s, cfg.mode)]
+    server = BackupServer(cm, BODIES[generation])
     for i, (at_s, mode) in enumerate(plan):
-        job = BackupJob(cm, generation, cfg, mode=mode, start_s=at_s, index=i, tracker=tracker)
+        job = BackupJob(cm, generation, cfg, mode=mode, start_s=at_s, index=i, tracker=tracker, server=server)
         jobs.append(job)
-        cm.env.process(job.run(BODIES[generation]))
+        job.spawn(job.run(BODIES[generation]))
         yield job.quiesced
         job.verify()
     # let the cluster settle (failure detection, failover boots, migrations under way) so that

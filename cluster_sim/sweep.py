@@ -955,7 +955,16 @@ def _run_on_ray(ray: Any, plan: StudyPlan, todo: list[RunSpec], state: StudyProg
             if time.monotonic() - read_board >= 0.5 or not ready:
                 read_board = time.monotonic()
                 by_key = {(s.run_id, a): ref for ref, (s, a) in inflight.items()}
-                for run_id, attempt, pid in ray.get(board.take.remote(), timeout=60):
+                try:
+                    notes = ray.get(board.take.remote(), timeout=60)
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError,
+                        getattr(ray.exceptions, "ActorUnavailableError", ray.exceptions.RayActorError)):
+                    # the board went with its node (or hangs): a new one; the runs whose start
+                    # notes it held are timed from now (never cut early, at worst a little late)
+                    board = _start_board(ray)
+                    notes = [(s.run_id, a, 0) for s, a in inflight.values()
+                             if not any(inflight.get(r) == (s, a) for r in started)]
+                for run_id, attempt, pid in notes:
                     ref = by_key.get((run_id, attempt))
                     if ref is not None:
                         started[ref] = time.monotonic()  # (a task Ray retried starts its clock again)

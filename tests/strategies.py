@@ -366,3 +366,197 @@ def check_invariants(sc: Any, g: GenerationResult) -> None:
         assert not surprises, surprises
     else:
         assert v.restored == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# the fault events of issue 15 (README "Fault events"): generators and their invariants
+# ------------------------------------------------------------------------------------------------
+FAULT_EVENT_KINDS = ("partition", "controller_fail", "storage_path_loss", "target_outage", "target_slowdown",
+                     "backup_server_crash")
+
+
+@st.composite
+def fault_events(draw: st.DrawFn, nodes: int, controllers: int, start_s: float,
+                 kinds: tuple[str, ...] = FAULT_EVENT_KINDS, max_events: int = 3) -> list[dict[str, Any]]:
+    """0-`max_events` fault events inside the backup window, each healing after 1-1500 s. A
+    partition needs two nodes; at most `controllers - 1` distinct controllers ever fail (one is
+    always left to serve the LUNs); a crashed backup application comes back half of the time."""
+    node_names = [f"node-{i + 1}" for i in range(nodes)]
+    out: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(0, max_events))):
+        kind = draw(st.sampled_from(kinds))
+        ev: dict[str, Any] = {"kind": kind, "at_s": draw(_event_time(start_s))}
+        if kind != "backup_server_crash":
+            ev["duration_s"] = _r(draw(st.sampled_from([1.0, 15.0, 120.0, 1500.0])) * draw(st.floats(0.5, 1.5)))
+        if kind == "partition":
+            if nodes < 2:
+                continue
+            ev["nodes"] = sorted(draw(st.lists(st.sampled_from(node_names), min_size=1, max_size=nodes - 1,
+                                               unique=True)), key=node_names.index)
+        elif kind == "controller_fail":
+            if controllers < 2:
+                continue
+            ev["controller"] = draw(st.integers(1, controllers - 1))
+        elif kind == "storage_path_loss":
+            ev["node"] = draw(st.sampled_from(node_names))
+        elif kind == "target_slowdown":
+            ev["factor"] = draw(st.sampled_from([0.5, 0.1, 0.01]))
+        elif kind == "backup_server_crash" and draw(st.booleans()):
+            ev["restart_after_s"] = _r(draw(st.sampled_from([5.0, 60.0, 600.0])))
+        out.append(ev)
+    return out
+
+
+@st.composite
+def fault_runs(draw: st.DrawFn, kinds: tuple[str, ...] = FAULT_EVENT_KINDS, max_faults: int = 3,
+               **kw: Any) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+    """`runs()` (a scenario with the older events, sometimes an actor that dies on its own) plus
+    fault events, and sometimes a quorum witness."""
+    d, kill = draw(runs(**kw))
+    c = d["cluster"]
+    c["witness"] = draw(st.booleans())
+    extra = draw(fault_events(c["nodes"], d["storage"]["array"]["controllers"], d["backup"]["start_s"], kinds,
+                              max_faults))
+    d["events"] = sorted(d["events"] + extra, key=lambda e: e["at_s"])
+    return d, kill
+
+
+def phase_windows(g: GenerationResult, vm: str) -> list[tuple[str, float, float]]:
+    """The phases of a VM's first attempt in a clean run, from its trace: (phase, start, end) with
+    end > start. Phases: `prepare` (its preparation: guest freeze or save), `checkpoint` (to the
+    AVHDX), `snapshot_set` (the set holding it, from its start to its commit), `after_set` (to its
+    copy: surfacing, auto-recovery or fix-up), `copy`, `merge` (to its AVHDX merged), `release`
+    (to its outcome)."""
+    first: dict[str, float] = {}
+    set_start: dict[str, float] = {}
+    my_set = ""
+    for t, ev, ids in g.trace.events:
+        if ev == "snapshot_set_start":
+            set_start[ids["set"]] = t
+            if vm in ids["members"] and not my_set:
+                my_set = ids["set"]
+        if ids.get("vm") != vm and not (ev == "snapshot_set_done" and ids.get("set") == my_set):
+            continue
+        key = "set_done" if ev == "snapshot_set_done" else ev
+        first.setdefault(key, t)
+    spans = [
+        ("prepare", first.get("vm_prepare"), first.get("guest_frozen")),
+        ("checkpoint", first.get("guest_frozen"), first.get("checkpoint_created")),
+        ("snapshot_set", set_start.get(my_set), first.get("set_done")),
+        ("after_set", first.get("set_done"), first.get("copy_start")),
+        ("copy", first.get("copy_start"), first.get("copy_end")),
+        ("merge", first.get("copy_end"), first.get("checkpoint_merged")),
+        ("release", first.get("copy_end"), first.get("vm_outcome")),
+    ]
+    return [(name, a, b) for name, a, b in spans if a is not None and b is not None and b > a]
+
+
+def aimed_fault(kind: str, g: GenerationResult, sc: Any, vm: str, at: float, pick: Any) -> list[dict[str, Any]]:
+    """Fault events of `kind` aimed at `vm` at instant `at` of a clean run `g`: its host crashes
+    (and comes back), its host is cut off from the others, its host loses its storage path, its
+    LUN's controller fails, the backup target goes away, or the backup application dies. `pick(xs)`
+    chooses among options (a hypothesis draw)."""
+    row = next(r for r in g.vms if r.vm == vm)
+    host = _host_at(g, vm, at) or row.node
+    nodes = [f"node-{i + 1}" for i in range(sc.cluster.nodes)]
+    dur = pick([15.0, 120.0, 900.0])
+    if kind == "crash_node":
+        return [{"kind": "crash_node", "at_s": at, "node": host},
+                {"kind": "recover_node", "at_s": _r(at + pick([30.0, 600.0])), "node": host}]
+    if kind == "partition":
+        return [{"kind": "partition", "at_s": at, "nodes": [host], "duration_s": dur}] if len(nodes) > 1 else []
+    if kind == "storage_path_loss":
+        return [{"kind": "storage_path_loss", "at_s": at, "node": host, "duration_s": dur}]
+    if kind == "controller_fail":
+        k = sc.storage.array.controllers
+        if k < 2:
+            return []
+        lun_index = int(row.csv.split("-")[1]) - 1  # csv-i's LUN is first owned by controller (i-1) % k + 1
+        return [{"kind": "controller_fail", "at_s": at, "controller": lun_index % k + 1, "duration_s": dur}]
+    if kind == "target_outage":
+        return [{"kind": "target_outage", "at_s": at, "duration_s": dur}]
+    ev: dict[str, Any] = {"kind": "backup_server_crash", "at_s": at}
+    restart = pick([None, 30.0, 600.0])
+    if restart is not None:
+        ev["restart_after_s"] = restart
+    return [ev]
+
+
+def _host_at(g: GenerationResult, vm: str, at: float) -> str | None:
+    """The node the VM's attempt ran on at instant `at` (its last vm_attempt before it)."""
+    host = None
+    for t, ev, ids in g.trace.events:
+        if t > at:
+            break
+        if ev == "vm_attempt" and ids["vm"] == vm:
+            host = ids["node"]
+    return host
+
+
+def _intervals(g: GenerationResult, start: str, end: str | tuple[str, ...],
+               key: str | None = None) -> list[tuple[Any, float, float]]:
+    """(key value, from, to) for each `start` event up to the next `end` event with the same key
+    (to: the end of the run if none). A `node_recovered` of a node still outside the membership
+    (member false) ends nothing."""
+    ends = (end,) if isinstance(end, str) else end
+    open_: dict[Any, float] = {}
+    out = []
+    for t, ev, ids in g.trace.events:
+        k = ids.get(key) if key else None
+        if ev == start and k not in open_:
+            open_[k] = t
+        elif ev in ends and k in open_ and ids.get("member", True):
+            out.append((k, open_.pop(k), t))
+    out += [(k, t0, float("inf")) for k, t0 in open_.items()]
+    return out
+
+
+def check_fault_invariants(sc: Any, g: GenerationResult) -> None:
+    """`check_invariants`, with what injected faults left behind counted against them, and what
+    the fault events promise (README "Fault events"):
+    - the fault ledger accounts for no more than has leaked, and only faults that ran left anything;
+    - no VM fails `backup_server_crashed` unless the backup application crashed and one of its
+      crashes had no restart; no job step starts while the application is down;
+    - no attempt starts on a node while its side of a partition has no quorum;
+    - no snapshot LUN is surfaced on a node while it has no storage fabric;
+    - no copy ends while the backup target is unreachable;
+    - a LUN moves only away from the controller it is on, and every LUN is back on its own
+      controller once the failed controllers have returned."""
+    s = g.summary
+    kinds = {ev.kind for ev in sc.events}
+    leaks = s.leaks.model_dump()
+    explained = dict.fromkeys(leaks, 0)
+    for cause, lk in (s.fault_leaks or {}).items():
+        assert cause in {"backup_server_crash", "controller_fail", "storage_path_loss"}, cause
+        assert cause in kinds, (cause, kinds)
+        for k, n in lk.model_dump().items():
+            explained[k] += n
+    assert all(explained[k] <= leaks[k] for k in leaks), (explained, leaks)
+    rest = s.leaks.model_copy(update={k: leaks[k] - explained[k] for k in leaks})
+    check_invariants(sc, g.model_copy(update={"summary": s.model_copy(update={"leaks": rest})}))
+
+    crashes = [ev for ev in sc.events if ev.kind == "backup_server_crash"]
+    if "backup_server_crashed" in s.failures_by_reason:
+        assert any(ev.restart_after_s is None for ev in crashes), s.failures_by_reason
+    down = _intervals(g, "backup_server_crashed", "backup_server_restarted")
+    lost = _intervals(g, "quorum_lost", ("node_rejoined", "node_recovered"), "node")
+    no_fabric = _intervals(g, "storage_path_lost", "storage_path_restored", "node")
+    outages = _intervals(g, "target_outage", "target_restored")
+    k = sc.storage.array.controllers
+    home = {f"csv-{i + 1}": i % k + 1 for i in range(sc.storage.csvs)}  # as the array places LUNs
+    owner = dict(home)
+    for t, ev, ids in g.trace.events:
+        if ev in ("vm_attempt", "snapshot_set_start", "copy_start"):
+            assert not any(a < t < b for _k, a, b in down), (ev, t, ids, down)
+        if ev == "vm_attempt":
+            assert not any(k == ids["node"] and a < t < b for k, a, b in lost), (t, ids, lost)
+        if ev == "snapshots_surfaced":
+            assert not any(k == ids["node"] and a <= t < b for k, a, b in no_fabric), (t, ids, no_fabric)
+        if ev == "copy_end":
+            assert not any(a < t < b for _k, a, b in outages), (t, ids, outages)
+        if ev in ("lun_failover", "lun_failback"):
+            assert owner[ids["csv"]] == ids["controller"] != ids["to"], (t, ev, ids, owner)
+            owner[ids["csv"]] = ids["to"]
+    ctrl_end = max((ev.at_s + ev.duration_s for ev in sc.events if ev.kind == "controller_fail"), default=None)
+    if ctrl_end is not None and ctrl_end < s.sim_end_s:
+        assert owner == home, (owner, home)

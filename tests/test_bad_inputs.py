@@ -44,6 +44,7 @@ CLI_CASES = [
     "memory_does_not_fit.yaml",
     "event_unknown_vm.yaml",
     "event_at_horizon.yaml",
+    "event_controller_does_not_exist.yaml",
 ]
 
 runner = CliRunner()

@@ -111,6 +111,11 @@ class Driver:
                 sp = live[int(rng.integers(len(live)))]
                 sp["opm"] = float(rng.choice([0.0, 1.0, 3.0]))
                 self.net.set_ops(sp["flow"], sp["opm"])
+            if rng.random() < 0.1:  # a link's capacity changes (a slowed target, a failed controller)
+                link = self.links[int(rng.integers(len(self.links)))]
+                self.caps[link] = float(rng.choice([5.0, 10.0, 20.0])) if rng.random() < 0.5 else float(
+                    rng.uniform(0.5, 50.0))
+                self.net.set_capacity(link, self.caps[link])
             live = self.running()
             if live and rng.random() < 0.2:  # a flow moves to other links (a CSV redirected), keeping its progress
                 sp = live[int(rng.integers(len(live)))]

@@ -23,16 +23,33 @@ backends and compare summary.json byte for byte, kill a Ray node actor at a rand
 scenario's "actor died on its own" hook: a node failure on both backends), and kill a node actor's
 worker process for real at a random batch (a machinery fault: rebuilt from its log, the results
 equal the local backend's, no node failure).
+
+The fault events (README "Fault events", tests/strategies.py `fault_runs`, `check_fault_invariants`):
+generated scenarios with partitions, controller failures, lost storage paths, target outages and
+slowdowns and crashes of the backup application; faults aimed at the midpoint of a random VM's
+backup phase in a clean run of the same scenario; and a second crash while the first crashed
+node's VMs boot on the survivors. Their example counts are set per profile below.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
-from strategies import _keep_one_node, check_invariants, runs, scenario_dicts
+from strategies import (
+    _host_at,
+    _keep_one_node,
+    aimed_fault,
+    check_fault_invariants,
+    check_invariants,
+    fault_runs,
+    phase_windows,
+    runs,
+    scenario_dicts,
+)
 
 import cluster_sim
 from cluster_sim.results import summary_json
@@ -186,3 +203,102 @@ def test_a_real_actor_process_killed_at_a_random_batch_changes_no_result(ray_ses
     assert [r.model_dump() for r in local.vms] == [r.model_dump() for r in g.vms]
     if be.hit:  # (the victim may get fewer batches than at_send, e.g. a node crashed early)
         assert any(n.startswith(f"{victim}: Ray actor lost") for n in be.notes), be.notes
+
+
+# ---- the fault events of issue 15 (README "Fault events") ------------------------------------------
+# Examples per profile: the ci run stays within about 25 s more than before; `make soak` explores more.
+FAULT_EXAMPLES = {"ci": 200, "soak": 2000}.get(PROFILE, 200)
+AIMED_EXAMPLES = {"ci": 120, "soak": 1000}.get(PROFILE, 120)
+CASCADE_EXAMPLES = {"ci": 60, "soak": 500}.get(PROFILE, 60)
+AIMED_KINDS = ("crash_node", "partition", "storage_path_loss", "controller_fail", "target_outage",
+               "backup_server_crash")
+# the background of aimed faults: events that do not take nodes away
+QUIET_EVENTS = ("migrate_vm", "snapshot_fault", "load_balance")
+
+
+def _with_events(d: dict, extra: list[dict]) -> dict:
+    out = copy.deepcopy(d)
+    out["events"] = sorted(out["events"] + extra, key=lambda e: e["at_s"])
+    return out
+
+
+@settings(max_examples=FAULT_EXAMPLES)
+@given(fault_runs())
+def test_generated_scenarios_with_fault_events_keep_every_invariant(case) -> None:  # type: ignore[no-untyped-def]
+    """Partitions, controller failures, lost storage paths, target outages and slowdowns and crashes
+    of the backup application, on top of the older random events: every invariant holds, and what
+    the faults left behind is accounted for."""
+    sc = scenario_from_dict(case[0])
+    for g in cluster_sim.run(sc, backend="local", kill_actors=case[1]).generations:
+        check_fault_invariants(sc, g)
+
+
+@pytest.mark.slow
+@EQUIVALENCE
+@given(case=fault_runs(max_nodes=3, max_vms=12))
+def test_generated_fault_scenarios_give_byte_identical_summaries_on_both_backends(ray_session, case) -> None:  # type: ignore[no-untyped-def]
+    sc = scenario_from_dict(case[0])
+    local = cluster_sim.run(sc, backend="local")
+    ray_ = cluster_sim.run(sc, backend="ray")
+    assert [summary_json(g.summary) for g in local.generations] == [summary_json(g.summary) for g in ray_.generations]
+
+
+@settings(max_examples=AIMED_EXAMPLES)
+@given(d=scenario_dicts(max_nodes=4, max_vms=24, max_generations=1, event_kinds=QUIET_EVENTS, max_events=2),
+       data=st.data())
+def test_faults_aimed_at_a_backup_phase_keep_every_invariant(d, data) -> None:  # type: ignore[no-untyped-def]
+    """A clean run of the generated scenario gives each VM's phases (preparation, checkpoint, snapshot
+    set, surfacing and auto-recovery, copy, merge, release); a fault lands at the midpoint of a
+    random VM's phase: its host crashes, is cut off, loses its storage path, its LUN's controller
+    fails, the target goes away, or the backup application dies."""
+    d["cluster"]["witness"] = data.draw(st.booleans(), label="witness")
+    sc = scenario_from_dict(d)
+    (clean,) = cluster_sim.run(sc, backend="local").generations
+    targets = [(r.vm, ph) for r in clean.vms for ph in phase_windows(clean, r.vm)]
+    assume(targets)
+    vm, (phase, a, b) = data.draw(st.sampled_from(targets), label="vm and phase")
+    kind = data.draw(st.sampled_from(AIMED_KINDS), label="fault")
+    evs = aimed_fault(kind, clean, sc, vm, (a + b) / 2, lambda xs: data.draw(st.sampled_from(xs)))
+    assume(evs)
+    event(f"{kind} during {phase}")
+    sc2 = scenario_from_dict(_with_events(d, evs))
+    (g,) = cluster_sim.run(sc2, backend="local").generations
+    check_fault_invariants(sc2, g)
+
+
+@settings(max_examples=CASCADE_EXAMPLES)
+@given(d=scenario_dicts(max_nodes=5, max_vms=24, max_generations=1, event_kinds=QUIET_EVENTS, max_events=2),
+       data=st.data())
+def test_a_second_crash_while_failed_over_vms_boot_keeps_every_invariant(d, data) -> None:  # type: ignore[no-untyped-def]
+    """Cascading failures: a VM's host crashes in the middle of one of its backup phases; while the
+    VMs of that host boot on the survivors, the node one of them boots on crashes too (sometimes
+    both come back later)."""
+    c = d["cluster"]
+    if c["nodes"] < 3:  # two crashes and a survivor
+        c["nodes"] = 3
+        d["storage"]["csvs"] = max(d["storage"]["csvs"], 3)
+    c["failover_boot_s"] = data.draw(st.sampled_from([10.0, 60.0]), label="boot")
+    sc = scenario_from_dict(d)
+    (clean,) = cluster_sim.run(sc, backend="local").generations
+    targets = [(r.vm, ph) for r in clean.vms for ph in phase_windows(clean, r.vm)]
+    assume(targets)
+    vm, (_phase, a, b) = data.draw(st.sampled_from(targets), label="vm and phase")
+    at = (a + b) / 2
+    host = _host_at(clean, vm, at) or next(r.node for r in clean.vms if r.vm == vm)
+    first = [{"kind": "crash_node", "at_s": at, "node": host}]
+    (g1,) = cluster_sim.run(scenario_from_dict(_with_events(d, first)), backend="local").generations
+    detected = [t for t, ev, ids in g1.trace.events if ev == "node_failed" and ids["node"] == host and t >= at]
+    assume(detected)
+    boots = [(ids["node"], t) for t, ev, ids in g1.trace.events
+             if ev == "vm_restarted" and detected[0] <= t and ids["node"] != host]
+    assume(boots)
+    second, t_up = data.draw(st.sampled_from(boots), label="boot target")
+    when = detected[0] + (t_up - detected[0]) * data.draw(st.floats(0.05, 0.95), label="into the boot")
+    evs = first + [{"kind": "crash_node", "at_s": when, "node": second}]
+    if data.draw(st.booleans(), label="they come back"):
+        evs += [{"kind": "recover_node", "at_s": when + 300.0, "node": host},
+                {"kind": "recover_node", "at_s": when + 600.0, "node": second}]
+    sc3 = scenario_from_dict(_with_events(d, evs))
+    (g,) = cluster_sim.run(sc3, backend="local").generations
+    assert [f.node for f in g.summary.node_failures][:2] == [host, second], g.summary.node_failures
+    check_fault_invariants(sc3, g)

@@ -3,8 +3,9 @@ shrunk and kept as YAML under scenarios/regressions/. Each file's comment header
 wrong, the invariant it violates and the suspected code.
 
 Every file is loaded with `cluster_sim.load_scenario`, run on the local backend, and must keep
-every invariant (`strategies.check_invariants`: a clean audit, leaks only where the generation
-really leaks, no lost writes, no undocumented claim mismatch). A scenario that needs a node actor
+every invariant (`strategies.check_fault_invariants`: those of `check_invariants` - a clean audit,
+leaks only where the generation really leaks, no lost writes, no undocumented claim mismatch -
+with what injected fault events left behind counted against them, and the fault events' own). A scenario that needs a node actor
 to die behind the cluster's back says so in a header line, `# kill_actors: node-2@123.5` (several:
 comma-separated) or `# kill_actors: [('node-2', 123.5)]`.
 """
@@ -16,7 +17,7 @@ import re
 from pathlib import Path
 
 import pytest
-from strategies import check_invariants
+from strategies import check_fault_invariants
 
 import cluster_sim
 
@@ -58,4 +59,4 @@ def test_regression_scenario_keeps_every_invariant(path: Path) -> None:
     res = cluster_sim.run(sc, backend="local", kill_actors=kill or None)
     assert [g.summary.generation for g in res.generations] == list(sc.backup.generations)
     for g in res.generations:
-        check_invariants(sc, g)
+        check_fault_invariants(sc, g)

@@ -4,6 +4,11 @@ A job backs up every VM of the fleet once (plus retries). Each VM ends with exac
 outcome and a reason; a VM whose attempt fails is retried after `retry_wait_s`, up to
 `retries` times (only failed VMs are retried [V]). Generations differ in the order and kind
 of steps (see ws2008r2.py .. ws2016.py); the steps themselves live here.
+
+Every process of a job is started through `spawn` (or `track`, `attempt`), so that the job can die
+with the backup application (`backup_server_crash`, `kill`): its processes stop where they are, and
+what it held is released only where the cluster or the guests do it themselves; the rest is left
+behind and recorded in the cluster's fault ledger (README "Fault events").
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ from cluster_sim.scenario import Backup
 Proc = Generator[simpy.Event, Any, Any]
 
 # Failures a retry can cure; the rest are properties of the VM and fail at once.
-PERMANENT = {"event_10103_no_scsi", "production_checkpoint_failed"}
+# A leftover AutoRecovery.avhdx (from a backup that died during the ws2012r2 fix-up) makes every
+# later backup of the VM fail with 0x800423FB until someone removes it [MS].
+PERMANENT = {"event_10103_no_scsi", "production_checkpoint_failed", "autorecovery_avhdx_leftover"}
+KILLED = "backup_server_crash"  # the cause of the interrupt that ends a dead job's processes
+SERVER_CRASHED = "backup_server_crashed"  # the reason of a VM whose job died without a restart
 
 # Injected snapshot faults -> the reason a VM reports [MS]
 FAULT_REASONS = {
@@ -68,6 +77,7 @@ class VmRecord:
     copy: str = ""  # what the last copy read: full | incremental | incremental_regions
     copy_reason: str = ""  # why a copy in an incremental job was not a plain incremental
     history: list[str] = field(default_factory=list)
+    attempt_base: int = 0  # attempts before the job was restarted (its retries start again)
 
 
 @dataclass
@@ -79,8 +89,10 @@ class SetResult:
 
 class BackupJob:
     def __init__(self, cm: ClusterModel, generation: str, cfg: Backup, mode: str | None = None,
-                 start_s: float | None = None, index: int = 0, tracker: ChangeTracker | None = None):
+                 start_s: float | None = None, index: int = 0, tracker: ChangeTracker | None = None,
+                 server: Any = None):
         self.cm = cm
+        self.server = server  # backup/server.py BackupServer: the application running the job
         self.tracker = tracker or ChangeTracker(cm, generation, cfg)
         self.mode = mode or cfg.mode
         self.start_at = cfg.start_s if start_s is None else start_s
@@ -119,6 +131,19 @@ class BackupJob:
         self.aborted: set[str] = set()  # attempts aborted by a migration (policy abort_backup)
         self.orphans: dict[str, list[Checkpoint]] = {}  # AVHDX left unmerged by a crash
         self.running = False
+        # the job's processes (spawn), flows, and what it holds now: what a crash of the backup
+        # application leaves behind (kill)
+        self.dead = False
+        self._procs: dict[int, simpy.Process] = {}
+        self._pseq = 0
+        self._flows: set[Any] = set()
+        self.held_snaps: dict[str, StorageSnapshot] = {}  # committed, their deletion not yet asked
+        self.deleting: dict[str, StorageSnapshot] = {}  # deletion asked at the array
+        self.held_cps: dict[str, Checkpoint] = {}  # created by this job, not yet merged
+        self.mounted_vms: dict[tuple[str, str], int] = {}  # (node, vm) -> VHDs mounted by auto-recovery
+        self.hot_added_vms: dict[str, str] = {}  # vm -> node: AutoRecovery disk hot-added now
+        self.frozen_vms: dict[str, str] = {}  # vm -> node: guest frozen for VSS now
+        self.saved_vms: dict[str, tuple[str, float]] = {}  # vm -> (node, saved at): in saved state now
         cm.migrations.gate = self.gate
         cm.migrations.on_moved = self._moved
         cm.restart_listeners.append(self._restarted)
@@ -156,12 +181,40 @@ class BackupJob:
                 return exc
             return None
 
-        return self.env.process(guarded())
+        return self.spawn(guarded())
+
+    def spawn(self, gen: Proc) -> simpy.Event:
+        """Start a process of this job. If the job dies (`kill`) it ends where it is; a dead job
+        starts nothing (the event returned has already succeeded)."""
+        if self.dead:
+            gen.close()
+            ev = self.env.event()
+            ev.succeed(None)
+            return ev
+        key = self._pseq
+        self._pseq += 1
+
+        def guarded() -> Proc:
+            try:
+                if self.dead:  # started after the job died (kill does not interrupt a process not yet started)
+                    gen.close()
+                    return None
+                return (yield from gen)
+            except simpy.Interrupt as irq:
+                if irq.cause != KILLED:
+                    raise
+                return None
+            finally:
+                self._procs.pop(key, None)
+
+        proc = self.env.process(guarded())
+        self._procs[key] = proc
+        return proc
 
     # -- work tracking: the run ends when outcomes are in and no job process is still running --
-    def track(self, gen: Proc) -> simpy.Process:
+    def track(self, gen: Proc) -> simpy.Event:
         self.active += 1
-        proc = self.env.process(gen)
+        proc = self.spawn(gen)
         proc.callbacks.append(self._untrack)
         return proc
 
@@ -214,7 +267,7 @@ class BackupJob:
             return
         rec.history.append(reason)
         self.trace("vm_attempt_failed", vm=vm, reason=reason, attempt=rec.attempts)
-        if reason not in PERMANENT and rec.attempts <= self.cfg.retries:
+        if reason not in PERMANENT and rec.attempts - rec.attempt_base <= self.cfg.retries:
             self.track(self._retry_later(vm))
         else:
             self.finalize(vm, "failed", reason)
@@ -252,6 +305,14 @@ class BackupJob:
     # -- the run -----------------------------------------------------------------------------------
     def run(self, body: Callable[[BackupJob], Proc]) -> Proc:
         yield self.env.timeout(max(0.0, self.start_at - self.env.now))
+        if self.server is not None:
+            self.server.job = self
+            if self.server.down:  # the backup application is down: the job waits for it, or never runs
+                if self.server.back is None:
+                    self._never_ran()
+                    return
+                self.trace("job_waits_for_backup_server", job=self.index)
+                yield self.server.back
         self.started_s = self.env.now
         self.running = True
         self.cm.io.set_phase("backup")
@@ -265,8 +326,133 @@ class BackupJob:
                 self.track(self.offline_copy(name))
         yield from body(self)
 
+    # -- the backup application dies (backup_server_crash) ----------------------------------------
+    def _never_ran(self) -> None:
+        """The job was due while the backup application was down for good: every VM fails."""
+        self.started_s = self.env.now
+        self.trace("job_start", generation=self.gen, vms=len(self.records), mode=self.mode, job=self.index)
+        for name in sorted(self.records):
+            self.finalize(name, "failed", SERVER_CRASHED)
+
+    def kill(self, restart: bool) -> None:
+        """The backup application dies now. Its processes stop where they are and its copy and
+        merge streams end. What it held is released only where the cluster or the guests do it by
+        themselves; the rest is left behind and recorded in the fault ledger (README "Fault
+        events"). Without a restart to come, every VM without an outcome fails now."""
+        if self.dead:
+            return
+        self.dead = True
+        self.running = False
+        waiting = sorted(n for n, r in self.records.items() if r.outcome is None)
+        self.trace("job_killed", job=self.index, vms_without_outcome=len(waiting), restart=restart)
+        for key in sorted(self._procs):
+            proc = self._procs[key]
+            if proc.is_alive and not isinstance(proc.target, simpy.events.Initialize):
+                proc.interrupt(KILLED)
+        for flow in sorted(self._flows, key=lambda f: f.fid):
+            self.cm.net.stop(flow)
+        self._flows.clear()
+        self._leave_behind()
+        self.critical.clear()
+        self.aborted.clear()
+        if not restart:
+            for name in waiting:
+                self.finalize(name, "failed", SERVER_CRASHED)
+
+    def _leave_behind(self) -> None:
+        cm, cause = self.cm, KILLED
+        ledger = cm.faults.ledger
+        # VSS aborts the dead requester's session: the guests thaw and the Hyper-V writer resumes the
+        # VMs it saved [MS]
+        for vm, node in sorted(self.frozen_vms.items()):
+            self.vm_op(vm, node, "thaw")
+        self.frozen_vms.clear()
+        for vm, (node, t) in sorted(self.saved_vms.items()):
+            self.resume_saved(vm, node, t)
+        # non-persistent software shadow copies are deleted by VSS when their requester goes away
+        # [MS]; hardware snapshots stay on the array (nobody asks for their deletion)
+        for sid, snap in sorted(self.held_snaps.items()):
+            if snap.released_s is not None:
+                continue
+            if snap.software:
+                cm.array.release(snap)
+            else:
+                self.trace("snapshot_leaked", csv=snap.csv, snapshot=sid, node=snap.requester, why=cause)
+                ledger.left(cause, "snapshots", sid)
+        self.held_snaps.clear()
+        # deletions already asked of the array are completed by the array
+        asked = [s for _sid, s in sorted(self.deleting.items()) if s.released_s is None]
+        if asked:
+            cm.faults.cluster_work(cm.array.delete(asked))
+        self.deleting.clear()
+        # checkpoints the job made and had not merged stay (an orphan of a host crash is merged when
+        # its VM boots, as before)
+        orphans = {cp.cid for cps in self.orphans.values() for cp in cps}
+        for cid, cp in sorted(self.held_cps.items()):
+            if cp.merged_s is None and cid not in orphans:
+                ledger.left(cause, "checkpoints", cid)
+        self.held_cps.clear()
+        for (node, vm), n in sorted(self.mounted_vms.items()):
+            ledger.left(cause, "mounts", (node, vm), n)
+        self.mounted_vms.clear()
+        for vm, node in sorted(self.hot_added_vms.items()):
+            ledger.left(cause, "hot_adds", vm)
+            if self.server is not None:
+                self.server.autorecovery_leftover.add(vm)
+            self.trace("autorecovery_disk_left", vm=vm, node=node)
+        self.hot_added_vms.clear()
+        # CSV holds: pins still waiting are withdrawn; a metadata redirection ends with its aborted
+        # operation; a ws2008r2 pin turns into the "backup in progress" mark, cleared by the cluster
+        # after stale_backup_hold_s [MS]; such marks the job was waiting to clear are cleared by the
+        # cluster at their time
+        for vol in cm.csvs:
+            for ev in vol.pin_requests():
+                vol.cancel_pin(ev)
+        for hold in cm.csvs.leaked_holds():
+            vol = cm.csvs[hold.csv]
+            if hold.kind == "metadata":
+                vol.release(hold)
+            elif hold.kind == "backup_pin":
+                vol.release(hold)
+                stale = vol.hold("backup_in_progress", hold.node)
+                ledger.left(cause, "redirected_holds", stale.hid)
+                cm.faults.release_later(vol, stale, self.env.now + self.cfg.stale_backup_hold_s)
+            elif hold.kind == "backup_in_progress" and hold.hid not in cm.faults.timed_holds:
+                cm.faults.release_later(vol, hold, hold.taken_s + self.cfg.stale_backup_hold_s)
+
+    def restart(self, body: Callable[[BackupJob], Proc]) -> None:
+        """The backup application is back: the job starts again for the VMs without an outcome,
+        each with a new attempt and its retries again."""
+        if not self.dead:
+            return
+        self.dead = False
+        self.running = True
+        self.vss_lock = {n: simpy.Resource(self.env, capacity=1) for n in self.cm.nodes}
+        self.copy_slots = {n: simpy.Resource(self.env, capacity=self.cfg.concurrent_vms_per_node)
+                           for n in self.cm.nodes}
+        self.surfaced = {}
+        self.mounted = {}
+        self.retry_hook = None
+        left = sorted(n for n, r in self.records.items() if r.outcome is None)
+        for name in left:
+            self.records[name].attempt_base = self.records[name].attempts
+        self.trace("job_restarted", job=self.index, vms=len(left))
+        if self.cfg.clear_stale_redirect:  # the application clears the marks its dead self left
+            for hold in self.cm.csvs.leaked_holds():
+                if hold.kind == "backup_in_progress":
+                    self.cm.csvs[hold.csv].release(hold)
+        self.spawn(self._rerun(body, left))
+
+    def _rerun(self, body: Callable[[BackupJob], Proc], left: list[str]) -> Proc:
+        for name in left:
+            if self.records[name].plan.mode == "offline":
+                self.track(self.offline_copy(name))
+        yield from body(self)
+
     def online_vms(self) -> list[str]:
-        return sorted(n for n, r in self.records.items() if r.plan.mode in ("app", "crash", "saved_state"))
+        """The VMs backed up online that have no outcome yet (all of them, unless the job restarted)."""
+        return sorted(n for n, r in self.records.items()
+                      if r.plan.mode in ("app", "crash", "saved_state") and r.outcome is None)
 
     def new_set_id(self) -> str:
         self._set_seq += 1
@@ -277,6 +463,8 @@ class BackupJob:
         """The cluster service's view decides whether a step on `node` can go on: the node
         must be up and still own the VM (a crash or a move fails the step)."""
         cm = self.cm
+        if node in cm.faults.quorum_lost:  # alive, but its side of a partition lost quorum
+            raise StepFailed("quorum_lost", node)
         if node not in cm.alive or node not in cm.up or cm.incarnation[node] != self.records[vm].incarnation:
             raise StepFailed("node_failed", node)
         if vm in self.aborted:
@@ -310,6 +498,7 @@ class BackupJob:
         spec = self.records[vm].spec
         self.ensure_host(vm, node)
         self.vm_op(vm, node, "freeze")
+        self.frozen_vms[vm] = node
         rng = self.cm.streams.get("vm", vm, "guest_freeze")
         if spec.guest_os == "linux":
             d = float(self.cfg.linux_freeze_median_s * math.exp(self.cfg.guest_freeze_sigma * rng.standard_normal()))
@@ -320,7 +509,7 @@ class BackupJob:
         if d > limit:
             yield self.env.timeout(limit)
             self.ensure_host(vm, node)
-            self.vm_op(vm, node, "thaw")
+            self.thaw(vm, node)
             raise StepFailed(code, f"guest took {d:.1f} s")
         yield self.env.timeout(d)
         self.ensure_host(vm, node)
@@ -329,6 +518,7 @@ class BackupJob:
         return d
 
     def thaw(self, vm: str, node: str) -> None:
+        self.frozen_vms.pop(vm, None)
         self.vm_op(vm, node, "thaw")
 
     def writer_enumeration(self, node: str, per_vm: bool = True) -> Proc:
@@ -380,6 +570,10 @@ class BackupJob:
         if node not in self.cm.alive:  # asked of a host that has died (the cluster may not know yet)
             self.trace("snapshot_set_failed", node=node, set=set_id, code="node_failed")
             raise StepFailed("node_failed", node)
+        cut = self._cut_off(node, luns)
+        if cut:
+            self.trace("snapshot_set_failed", node=node, set=set_id, code=cut)
+            raise StepFailed(cut, node)
         if self.cfg.provider == "software":
             snaps = {}
             yield self.env.timeout(self.cm.array.cfg.snapshot_commit_base_s)
@@ -401,23 +595,43 @@ class BackupJob:
             snaps = res.snapshots
             self.lun_snapshots_in_sets += len(snaps)
             self.vms_in_sets += len(vms)
+        self.held_snaps.update((s.sid, s) for s in snaps.values())
         moved = [lun for lun in luns if self.cm.csvs[lun].coordinator != owners[lun]
                  or owners[lun] not in self.cm.alive]
         if node not in self.cm.alive or moved:  # a failover during the snapshot: the set fails
             for s in snaps.values():
                 if leak_on_failover:
                     self.trace("snapshot_leaked", csv=s.csv, snapshot=s.sid, node=node)  # KB2878635
+                    self.held_snaps.pop(s.sid, None)
+                    if any(t >= t0 for t in self.cm.faults.path_loss_moves.get(s.csv, ())):
+                        self.cm.faults.ledger.left("storage_path_loss", "snapshots", s.sid)
                 else:
                     self.track(self.dispose(node, [s], surfaced=False))
             code = "node_failed" if node not in self.cm.alive else "csv_failover"
             self.trace("snapshot_set_failed", node=node, set=set_id, code=code)
             raise StepFailed(code, node)
+        cut = self._cut_off(node, luns)
+        if cut:  # the cluster network was cut (or this node's side lost quorum) while it was taken
+            for s in snaps.values():
+                self.track(self.dispose(node, [s], surfaced=False))
+            self.trace("snapshot_set_failed", node=node, set=set_id, code=cut)
+            raise StepFailed(cut, node)
         hold = self.env.now - t0
         over = hold > self.cfg.hold_writes_limit_s
         if over:
             self.hold_overruns += 1
         self.trace("snapshot_set_done", node=node, set=set_id, hold_s=round(hold, 6), over_limit=over)
         return SetResult(snaps, hold, over)
+
+    def _cut_off(self, node: str, luns: list[str]) -> str:
+        """Why a set on `node` cannot be taken now ("" if it can): its side of a partition lost
+        quorum, or it cannot reach a LUN's coordinator over the cluster network."""
+        faults = self.cm.faults
+        if node in faults.quorum_lost:
+            return "quorum_lost"
+        if any(not faults.reachable(node, self.cm.csvs[lun].coordinator) for lun in luns):
+            return "cluster_partition"
+        return ""
 
     def surface(self, node: str, snaps: list[StorageSnapshot]) -> Proc:
         """The committed set's snapshot LUNs are surfaced on the requesting host (LUN mapping,
@@ -427,6 +641,8 @@ class BackupJob:
         hw = [s for s in snaps if not s.software]
         if not hw:
             return
+        if node in self.cm.faults.no_fabric:  # the snapshot LUNs cannot be mapped to a host without its fabric
+            raise StepFailed("storage_path_lost", node)
         arr = self.cm.array.cfg
         on_host = self.surfaced.get(node, 0)
         existing = self.cm.array.existing_count()
@@ -445,32 +661,64 @@ class BackupJob:
         hw = [s for s in snaps if not s.software and s.released_s is None]
         if hw:  # the requester has asked for the deletion: the array completes it whatever happens
             self.trace("snapshots_removing", node=node, snapshots=[s.sid for s in hw])
+        for s in snaps:
+            self.held_snaps.pop(s.sid, None)
+            self.deleting[s.sid] = s
         if surfaced and hw:
             self.surfaced[node] = max(0, self.surfaced.get(node, 0) - len(hw))
             if node in self.cm.alive:
                 yield self.env.timeout(self.cm.array.cfg.snapshot_remove_per_lun_s * len(hw))
         yield from self.cm.array.delete(snaps)
+        for s in snaps:
+            self.deleting.pop(s.sid, None)
 
-    def copy_path(self, reader: str, snap: StorageSnapshot | None) -> list[str]:
+    def copy_path(self, reader: str, snap: StorageSnapshot | None, csv: str | None = None) -> list[str]:
         if snap is not None and snap.software and snap.host != reader:
             # software provider: the shadow copy lives on the coordinator; others read over SMB [MS]
             return [ARRAY_READ, fabric(snap.host), cluster_nic(snap.host), cluster_nic(reader), BACKUP_TARGET]
+        if snap is None and csv is not None and reader in self.cm.faults.no_fabric:
+            # an offline VM's files are read from its CSV, redirected over SMB while the reader has no fabric
+            return [ARRAY_READ] + self.cm.faults.csv_path(reader, csv)[::-1] + [BACKUP_TARGET]
         return [ARRAY_READ, fabric(reader), BACKUP_TARGET]
+
+    def _copy_blocked(self, reader: str, snap: StorageSnapshot | None, path: list[str]) -> str:
+        """Why a copy on this path cannot run now ("" if it can): README "Fault events"."""
+        faults = self.cm.faults
+        if faults.target_outages:
+            return "target_unreachable"
+        if reader in faults.quorum_lost:
+            return "quorum_lost"
+        if any(link.startswith("fabric:") and link[len("fabric:"):] in faults.no_fabric for link in path):
+            return "storage_path_lost"
+        nodes = [link[len("cluster:"):] for link in path if link.startswith("cluster:")]
+        if any(not faults.reachable(a, b) for a, b in zip(nodes, nodes[1:], strict=False)):
+            return "cluster_partition"
+        return ""
 
     def copy(self, vm: str, reader: str, snap: StorageSnapshot | None, mib: float) -> Proc:
         if reader not in self.cm.alive or (snap is not None and snap.software and snap.host not in self.cm.alive):
             raise StepFailed("node_failed", reader)
         arr = self.cm.array.cfg
+        csv = self.records[vm].spec.csv
+        path = self.copy_path(reader, snap, csv)
+        blocked = self._copy_blocked(reader, snap, path)
+        if blocked:
+            raise StepFailed(blocked, reader)
         flow = self.cm.net.start(
-            self.copy_path(reader, snap), size_mib=mib, cap_mib_s=self.cfg.copy_stream_mib_s,
+            path, size_mib=mib, cap_mib_s=self.cfg.copy_stream_mib_s,
             tag=("copy", vm), ops_per_mib=1.0 / arr.copy_io_size_mib,
-            ops_class=self.cm.array.luns[self.records[vm].spec.csv].controller,
+            ops_class=self.cm.array.luns[csv].controller,
         )
+        nodes = [link[len("cluster:"):] for link in path if link.startswith("cluster:")]
+        if len(nodes) == 2:
+            self.cm.faults.pair(flow, nodes[0], nodes[1])
+        self._flows.add(flow)
         self.trace("copy_start", vm=vm, node=reader, mib=round(mib, 3))
         finished = yield flow.done
+        self._flows.discard(flow)
         self.records[vm].bytes_copied_mib += flow.transferred if not finished else mib
         if not finished:
-            raise StepFailed("copy_interrupted", reader)
+            raise StepFailed(self._copy_blocked(reader, snap, path) or "copy_interrupted", reader)
         self.trace("copy_end", vm=vm, node=reader)
 
     def copy_in_slot(self, vm: str, reader: str, snap: StorageSnapshot | None) -> Proc:
@@ -494,13 +742,17 @@ class BackupJob:
             if node not in self.cm.alive or vm in self.cm.booting or vm in self.cm.unplaced:
                 self.orphans.setdefault(vm, []).append(cp)
                 return
-            flow = self.cm.net.start([fabric(node), ARRAY_READ, ARRAY_WRITE], size_mib=left,
+            path = self.cm.faults.csv_path(node, spec.csv)  # redirected while the host has no fabric
+            flow = self.cm.net.start(path + [ARRAY_READ, ARRAY_WRITE], size_mib=left,
                                      cap_mib_s=self.cfg.merge_mib_s, tag=("merge", vm))
+            self._flows.add(flow)
             finished = yield flow.done
+            self._flows.discard(flow)
             if finished:
                 break
             left = flow.remaining
         self.cm.array.merge_checkpoint(cp)
+        self.held_cps.pop(cp.cid, None)
         self.avhdx_vm_s += self.env.now - cp.created_s
 
     def discard_checkpoint(self, cp: Checkpoint) -> None:
@@ -511,7 +763,14 @@ class BackupJob:
             return
         if cp.merged_s is None:
             self.cm.array.merge_checkpoint(cp)
+            self.held_cps.pop(cp.cid, None)
             self.avhdx_vm_s += self.env.now - cp.created_s
+
+    def create_checkpoint(self, vm: str, kind: str) -> Checkpoint:
+        """An AVHDX checkpoint the job asked for (it holds it until it is merged)."""
+        cp = self.cm.array.create_checkpoint(vm, kind)
+        self.held_cps[cp.cid] = cp
+        return cp
 
     def host_auto_recovery(self, node: str, vms: list[str]) -> Proc:
         """ws2008r2/ws2012: mount every VHD of the set on the host, revert it to the guest
@@ -523,6 +782,7 @@ class BackupJob:
         self.trace("auto_recovery_start", node=node, vms=len(vms), members=list(vms))
         for vm, n in disks.items():
             gw.cast(node, "mount", vm, n)
+            self.mounted_vms[(node, vm)] = self.mounted_vms.get((node, vm), 0) + n
         # The node keeps the mounts (a crash loses them); the cost follows the count of VHDs
         # this host has mounted at once, which the driver knows from its own mount requests.
         start = self.mounted.get(node, 0)
@@ -535,9 +795,13 @@ class BackupJob:
                     yield self.env.timeout(base * held**exp)
         finally:
             self.mounted[node] = start
-            if node in self.cm.alive:
+            if not self.dead:  # a dead backup leaves its mounts behind
                 for vm, n in disks.items():
-                    gw.cast(node, "dismount", vm, n)
+                    if node in self.cm.alive:
+                        gw.cast(node, "dismount", vm, n)
+                    left = self.mounted_vms.pop((node, vm), 0) - n
+                    if left > 0:
+                        self.mounted_vms[(node, vm)] = left
         failed = {}
         for vm in vms:
             try:
@@ -554,17 +818,21 @@ class BackupJob:
         self.trace("scsi_fixup_start", vm=vm, node=node)
         self.ensure_host(vm, node)
         self.vm_op(vm, node, "hot_add")
+        self.hot_added_vms[vm] = node
         self.scsi_hot_adds += 1
         try:
             yield self.env.timeout(self.cfg.scsi_fixup_s)
             self.ensure_host(vm, node)
         finally:
-            self.vm_op(vm, node, "hot_remove")
+            if not self.dead:  # a dead backup leaves the AutoRecovery disk attached
+                self.hot_added_vms.pop(vm, None)
+                self.vm_op(vm, node, "hot_remove")
         self.trace("scsi_fixup_done", vm=vm, node=node)
 
     def save_state(self, vm: str, node: str) -> Proc:
         self.ensure_host(vm, node)
         self.vm_op(vm, node, "set_state", "saved")
+        self.saved_vms[vm] = (node, self.env.now)
         self.cm.saved.add(vm)
         self.cm.io.stop_vm(vm)
         self.cap.save(vm, self.env.now)
@@ -578,6 +846,7 @@ class BackupJob:
 
     def resume_saved(self, vm: str, node: str, saved_at: float) -> None:
         """The saved VM runs again where it was saved (if its host died, failover boots it)."""
+        self.saved_vms.pop(vm, None)
         self.cm.saved.discard(vm)
         if self.vm_op(vm, node, "set_state", "running"):
             self.cm.io.start_vm(vm, node)

@@ -63,7 +63,7 @@ def run_pipeline(job: BackupJob, flavor: Flavor) -> Proc:
     workers = max(1, math.ceil(job.cfg.concurrent_vms_per_node / job.cfg.vms_per_snapshot))
     for node in job.cm.nodes:
         for _ in range(workers):
-            env.process(_worker(job, flavor, node, queues[node]))
+            job.spawn(_worker(job, flavor, node, queues[node]))
 
     def retry(vm: str) -> None:
         node = job.cm.host[vm]
@@ -100,6 +100,10 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
     vol = cm.csvs[csv]
     pin = None
     if flavor.pins_csv:
+        if node in cm.faults.no_fabric:  # a node without its storage fabric cannot own the CSV
+            for vm in list(live):
+                drop(vm, "storage_path_lost")
+            return
         # ws2008r2: the CSV moves to the backup node and goes into redirected access first;
         # the shadow-copy set is started once the node owns it
         pin = yield vol.pin(node)
@@ -130,6 +134,8 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
         # ---- prepare every VM of the batch in parallel ----
         def prepare(vm: str) -> Proc:
             job.trace("vm_prepare", vm=vm, node=node)
+            if flavor.scsi_fixup and job.server is not None and vm in job.server.autorecovery_leftover:
+                raise StepFailed("autorecovery_avhdx_leftover", vm)  # 0x800423FB [MS]
             mode = job.records[vm].plan.mode
             if mode == "saved_state":
                 yield from job.save_state(vm, node)
@@ -141,7 +147,7 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
                 frozen.append(vm)
             if flavor.checkpoints:
                 yield env.timeout(job.cfg.checkpoint_create_s)
-                checkpoints[vm] = cm.array.create_checkpoint(vm, "backup")
+                checkpoints[vm] = job.create_checkpoint(vm, "backup")
                 job.cap.checkpoint(vm, env.now, flushed=vm in frozen)
 
         procs = {vm: job.attempt(prepare(vm)) for vm in vms}
@@ -189,13 +195,18 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
         for vm in frozen:
             job.thaw(vm, node)
         frozen.clear()
-        resumes = [env.process(job.resume_state(vm, node, saved_at.pop(vm))) for vm in list(saved_at)]
+        resumes = [job.spawn(job.resume_state(vm, node, saved_at.pop(vm))) for vm in list(saved_at)]
         if resumes:
             yield simpy.AllOf(env, resumes)
         if not live:
             return
         surfaced = True
-        yield from job.surface(node, [snap])
+        try:
+            yield from job.surface(node, [snap])
+        except StepFailed as exc:
+            for vm in list(live):
+                drop(vm, exc.reason)
+            return
         for vm in list(live):
             try:
                 job.ensure_host(vm, node)
@@ -223,11 +234,13 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
         job.critical.difference_update(vms)  # the storage snapshot exists: the VMs may move
 
         # ---- copy (and merge) each VM ----
-        copies = [env.process(_copy_one(job, node, vm, snap, checkpoints.pop(vm, None))) for vm in list(live)]
+        copies = [job.spawn(_copy_one(job, node, vm, snap, checkpoints.pop(vm, None))) for vm in list(live)]
         if copies:
             yield simpy.AllOf(env, copies)
     finally:
         job.critical.difference_update(vms)
+        if job.dead:  # a dead job leaves what it holds (BackupJob.kill says what becomes of it)
+            frozen, saved_at, checkpoints, lock_held, snap, pin = [], {}, {}, False, None, None
         node_dead = node not in cm.alive
         for vm in frozen:
             job.thaw(vm, node)
@@ -240,6 +253,7 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
         if snap is not None:
             if node_dead and flavor.leaks_snapshot_on_failover:
                 cm.trace("snapshot_leaked", csv=snap.csv, snapshot=snap.sid, node=node)  # KB2878635
+                job.held_snaps.pop(snap.sid, None)  # leaked by the crash, not held by the job any more
             else:
                 job.track(job.dispose(node, [snap], surfaced=surfaced))
         if pin is not None:

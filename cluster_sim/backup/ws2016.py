@@ -46,8 +46,11 @@ def _start_round_after_instant(job: BackupJob, pool: list[str]) -> Proc:
 
 
 def set_node(job: BackupJob, luns: list[str]) -> str:
-    # the backup application knows the cluster service's view, not which host just died
+    # the backup application knows the cluster service's view, not which host just died; it takes
+    # the set on a node that reaches the storage if one does (README "Fault events")
     up = [n for n in job.cm.nodes if n in job.cm.up]
+    if any(n in job.cm.faults.no_fabric for n in up):
+        up = [n for n in up if n not in job.cm.faults.no_fabric] or up
     if job.cfg.ws2016_set_node == "first" or not up:
         return up[0] if up else job.cm.nodes[0]
     owned = {n: sum(1 for lun in luns if job.cm.csvs[lun].coordinator == n) for n in up}
@@ -90,7 +93,7 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
             if kind == "production":
                 job.thaw(vm, node)
             job.ensure_host(vm, node)
-            checkpoints[vm] = cm.array.create_checkpoint(vm, kind)
+            checkpoints[vm] = job.create_checkpoint(vm, kind)
             job.cap.checkpoint(vm, env.now, flushed=(kind == "production"))
             kinds[vm] = kind
             job.critical.discard(vm)  # the checkpoint is durable on the CSV: the VM may move
@@ -116,7 +119,7 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
         if snaps is None:
             continue
         # ---- 3. reference points, merges and RCT copies ----
-        procs3 = [env.process(_after_snapshot(job, vm, snaps[job.records[vm].spec.csv], checkpoints.pop(vm), kinds[vm]))
+        procs3 = [job.spawn(_after_snapshot(job, vm, snaps[job.records[vm].spec.csv], checkpoints.pop(vm), kinds[vm]))
                   for vm in members]
         copies.append(job.track(_release_when_done(job, node, procs3, list(snaps.values()))))
     if copies:
@@ -159,7 +162,12 @@ def _take_set(job: BackupJob, node: str, luns: list[str], members: list[str], ch
             return None
         for vm in members:
             job.records[vm].snapshot_id = res.snaps[job.records[vm].spec.csv].sid
-        yield from job.surface(node, list(res.snaps.values()))
+        try:
+            yield from job.surface(node, list(res.snaps.values()))
+        except StepFailed as exc:  # the set node lost its storage fabric
+            job.track(job.dispose(node, list(res.snaps.values()), surfaced=False))
+            _fail_members(job, members, checkpoints, exc.reason)
+            return None
         return res.snaps
     finally:
         job.release_vss(node, lock)
@@ -174,9 +182,8 @@ def _fail_members(job: BackupJob, members: list[str], checkpoints: dict[str, Che
 
 
 def _after_snapshot(job: BackupJob, vm: str, snap: StorageSnapshot, cp: Checkpoint, kind: str) -> Proc:
-    env = job.env
     node = job.cm.host[vm]
-    merge = env.process(job.merge(vm, cp))
+    merge = job.spawn(job.merge(vm, cp))
     try:
         yield from job.copy_in_slot(vm, node, snap)
     except StepFailed as exc:

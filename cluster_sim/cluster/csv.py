@@ -94,6 +94,10 @@ class CsvVolume:
             self._pin_waiters.append((node, ev))
         return ev
 
+    def pin_requests(self) -> list[simpy.Event]:
+        """The pins still waiting for this CSV (events not yet granted)."""
+        return [e for _n, e in self._pin_waiters]
+
     def cancel_pin(self, ev: simpy.Event) -> None:
         self._pin_waiters = deque((n, e) for n, e in self._pin_waiters if e is not ev)
 

@@ -1,18 +1,25 @@
 """Scheduled events from the scenario: migrations, drains, crashes, recoveries, snapshot
-faults and background load balancing."""
+faults, background load balancing, and the fault events of cluster/faults.py (a crash of the
+backup application is told to whoever listens: the backup layer)."""
 
 from __future__ import annotations
 
 import simpy
 
 from cluster_sim.scenario import (
+    BackupServerCrash,
+    ControllerFail,
     CrashNode,
     DrainNode,
     LoadBalance,
     MigrateVm,
+    Partition,
     RecoverNode,
     ResumeNode,
     SnapshotFault,
+    StoragePathLoss,
+    TargetOutage,
+    TargetSlowdown,
 )
 
 
@@ -39,6 +46,19 @@ def _at(cm, i: int, ev):  # type: ignore[no-untyped-def]
     elif isinstance(ev, ResumeNode):
         cm.draining.discard(ev.node)  # maintenance over: the node takes VMs again
         cm.place_unplaced()
+    elif isinstance(ev, Partition):
+        yield from cm.faults.partition(ev.nodes, ev.duration_s)
+    elif isinstance(ev, ControllerFail):
+        yield from cm.faults.controller_fail(ev.controller, ev.duration_s)
+    elif isinstance(ev, StoragePathLoss):
+        yield from cm.faults.storage_path_loss(ev.node, ev.duration_s)
+    elif isinstance(ev, TargetOutage):
+        yield from cm.faults.target_outage(ev.duration_s)
+    elif isinstance(ev, TargetSlowdown):
+        yield from cm.faults.target_slowdown(ev.factor, ev.duration_s)
+    elif isinstance(ev, BackupServerCrash):
+        for fn in cm.backup_server_listeners:
+            fn(ev.restart_after_s)
 
 
 def _drain(cm, ev: DrainNode):  # type: ignore[no-untyped-def]

@@ -27,6 +27,7 @@ the mean latency of its VMs in each phase.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,7 @@ class Group:
     read_flow: Flow | None = None
     write_flow: Flow | None = None
     redirected: bool = False
+    stalled: bool = False  # its path is cut (README "Fault events"): no I/O flows until it is whole
 
 
 class IoModel:
@@ -89,6 +91,10 @@ class IoModel:
         self._read_i = net.link(ARRAY_READ)
         self._write_i = net.link(ARRAY_WRITE)
         self.write_overhead = 0.0  # change-tracking filter on the hosts (set before the cluster starts)
+        # fault events (cluster/faults.py): nodes without their storage fabric, and whether two nodes
+        # reach each other over the cluster network (None: always)
+        self.no_fabric: set[str] = set()
+        self.reachable: Callable[[str, str], bool] | None = None
         self._protected: set[str] = set()  # LUNs with live snapshots
         self._cow_ticking = False
         nw = sc.cluster.networks
@@ -169,11 +175,17 @@ class IoModel:
         self.start_vm(vm, node)
 
     # -- paths -----------------------------------------------------------------------------------
-    def _path(self, g: Group) -> tuple[list[str], bool]:
+    def _path(self, g: Group) -> tuple[list[str], bool, bool]:
+        """(links, redirected, stalled). Over SMB through the coordinator while the CSV is redirected,
+        or while the group's node has lost its storage fabric [MS]; stalled when that path is cut (the
+        coordinator is across a partition, or has no fabric either)."""
         vol = self.csvs[g.csv]
-        if vol.redirected and vol.coordinator != g.node:
-            return [cluster_nic(g.node), cluster_nic(vol.coordinator), fabric(vol.coordinator)], True
-        return [fabric(g.node)], False
+        coord = vol.coordinator
+        lost = g.node in self.no_fabric
+        if coord != g.node and (vol.redirected or lost):
+            stalled = coord in self.no_fabric or (self.reachable is not None and not self.reachable(g.node, coord))
+            return [cluster_nic(g.node), cluster_nic(coord), fabric(coord)], True, stalled
+        return [fabric(g.node)], False, lost
 
     def _write_multiplier(self, g: Group, ages: list[float] | None = None) -> float:
         """Back-end I/Os per host write on this group's LUN now (copy-on-write, change tracking);
@@ -199,7 +211,7 @@ class IoModel:
     def _reroute(self, g: Group) -> None:
         """The group's path changed (its CSV redirected or back, its coordinator moved): move its
         flows, whose demand is unchanged."""
-        path, g.redirected = self._path(g)
+        path, g.redirected, _stalled = self._path(g)
         hops = [self.net.link(x) for x in path]
         self._hops[g.gid, :] = -1
         self._hops[g.gid, : len(hops)] = hops
@@ -216,11 +228,11 @@ class IoModel:
         g.read_flow = g.write_flow = None
         n = len(g.members)
         self._counts[g.gid] = n
-        path, g.redirected = self._path(g)
+        path, g.redirected, g.stalled = self._path(g)
         hops = [self.net.link(x) for x in path]
         self._hops[g.gid, :] = -1
         self._hops[g.gid, : len(hops)] = hops
-        if n == 0:
+        if n == 0 or g.stalled:
             return
         if g.read_mib_s > 0:
             g.read_flow = self.net.start(path + [ARRAY_READ], cap_mib_s=n * g.read_mib_s, weight=n,
@@ -234,9 +246,38 @@ class IoModel:
 
     def _csv_changed(self, csv: str) -> None:
         for gid in self._groups_of_csv[csv]:
+            self._path_changed(self.groups[gid])
+
+    def _path_changed(self, g: Group) -> None:
+        if not g.members:
+            return
+        _path, redirected, stalled = self._path(g)
+        if stalled != g.stalled:
+            self._refresh(g)  # cut off (its flows stop) or whole again (they start)
+        elif not stalled and (redirected != g.redirected or g.redirected):
+            self._reroute(g)  # redirected or back, or the coordinator moved while redirected
+
+    def paths_changed(self) -> None:
+        """A fault changed which links exist (a partition, a lost or restored storage fabric):
+        every group takes its path again."""
+        self._settle()
+        for g in self.groups:
+            self._path_changed(g)
+
+    def controller_moved(self, csv: str) -> None:
+        """The CSV's LUN now belongs to another array controller (a controller failed or came
+        back): its groups' I/O counts on that controller from now on."""
+        if self.array is None:
+            return
+        self._settle()
+        ctrl = self.array.luns[csv].controller
+        self._ctrl_of_csv[csv] = ctrl
+        for gid in self._groups_of_csv[csv]:
             g = self.groups[gid]
-            if g.members and (self._path(g)[1] != g.redirected or g.redirected):
-                self._reroute(g)  # redirected or back, or the coordinator moved while redirected
+            g.controller = ctrl
+            self._gctrl[gid] = ctrl
+            if g.members:
+                self._refresh(g)
 
     def protection_changed(self, csv: str) -> None:
         """The live snapshots on a LUN changed: re-price its groups' writes (copy-on-write)."""

@@ -191,6 +191,8 @@ class Migrations:
                 if cannot:
                     return self._fail(vm, cannot)
                 assert dst is not None
+                if not cm.faults.reachable(src, dst):  # across a partition of the cluster network
+                    return self._fail(vm, "cluster_partition")
                 if not spec.running or vm not in cm.io.vm_group:
                     # an off VM moves by its configuration only
                     cm.trace("vm_config_moved", vm=vm, node=src, to=dst, why=why)
@@ -237,8 +239,11 @@ class Migrations:
         path = [lm_nic(src, shared), lm_nic(dst, shared)]
         to_send, sent, rounds = mem, 0.0, 0
         while True:
+            if not cm.faults.reachable(src, dst):  # the cluster network is cut between them
+                return False
             t0 = env.now
             flow = cm.net.start(path, size_mib=to_send, tag=("lm", vm))
+            cm.faults.pair(flow, src, dst)  # a partition between them ends it
             ok = yield flow.done
             if not ok or src not in cm.alive or dst not in cm.alive:
                 return False
@@ -259,21 +264,24 @@ class Migrations:
                 reason = "max_total"
                 break
             to_send = remaining
+        if not cm.faults.reachable(src, dst):
+            return False
         # stop-and-copy: the VM is paused on the source for the rest of its memory
         t_pause = env.now
         cm.gateway.cast(src, "set_state", vm, "paused")
         cm.io.stop_vm(vm)
         flow = cm.net.start(path, size_mib=remaining, tag=("lm", vm, "blackout"))
+        cm.faults.pair(flow, src, dst)
         ok = yield flow.done
         if not ok or src not in cm.alive or dst not in cm.alive:  # a host died during the blackout
-            if src in cm.alive and cm.host.get(vm) == src:  # the VM carries on at the source
+            if cm.on_host(vm, src) and src in cm.up:  # the VM carries on at the source
                 cm.gateway.cast(src, "set_state", vm, "running")
                 cm.io.start_vm(vm, src)
             return False
         if cfg.resume_s:
             yield env.timeout(cfg.resume_s)
         if src not in cm.alive or dst not in cm.alive:
-            if src in cm.alive and cm.host.get(vm) == src:
+            if cm.on_host(vm, src) and src in cm.up:
                 cm.gateway.cast(src, "set_state", vm, "running")
                 cm.io.start_vm(vm, src)
             return False

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster_sim.cluster.csv import CsvTable
+from cluster_sim.cluster.faults import Faults
 from cluster_sim.cluster.io import IoModel
 from cluster_sim.cluster.migration import Migrations
 from cluster_sim.cluster.nodes import NodeDown, NodeGateway
@@ -92,6 +93,13 @@ class ClusterModel:
         self.move_listeners: list[Callable[[str, str, str], None]] = []
         self._inventory: dict[str, tuple[int, int]] | None = None
         self.crash_listeners: list[Callable[[str, str], None]] = []
+        # the fault events (cluster/faults.py) and who hears of a crash of the backup application
+        self.faults = Faults(self)
+        self.io.no_fabric = self.faults.no_fabric
+        self.io.reachable = self.faults.reachable
+        self.array.on_delete_failed = self.faults.delete_failed
+        self.failure_listeners.append(self.faults.membership_changed)
+        self.backup_server_listeners: list[Callable[[float | None], None]] = []
 
     # -- set-up ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -171,7 +179,7 @@ class ClusterModel:
         """Cluster work still under way: failures not yet detected, VMs booting, VMs moving."""
         undetected = any(n in self.up and n not in self.alive for n in self.nodes)
         waiting = bool(self.unplaced) and bool(self.candidates())
-        return bool(self.booting or self.migrations.requested or undetected or waiting)
+        return bool(self.booting or self.migrations.requested or undetected or waiting or self.faults.pending)
 
     # -- failures --------------------------------------------------------------------------------
     def crash(self, node: str) -> None:
@@ -251,11 +259,13 @@ class ClusterModel:
                 owned = {n: sum(1 for v in self.csvs if v.coordinator == n) for n in hosts}
                 vol.move_coordinator(min(hosts, key=lambda n: (owned[n], self.nodes.index(n))))
 
-    def place_unplaced(self) -> None:
-        """Fail over VMs waiting for a node: each boots on the least loaded available node.
+    def place_unplaced(self, prefer_own: bool = False) -> None:
+        """Fail over VMs waiting for a node: each boots on the least loaded available node (with
+        `prefer_own`, on its own node if that is available: a cluster regaining quorum).
         With none available (the rest drained or down) they wait until one is."""
         for vm in sorted(self.unplaced):
-            target = self.least_loaded()
+            own = self.host[vm]
+            target = own if prefer_own and own in self.candidates() else self.least_loaded()
             if target is None:
                 return
             old = self.host[vm]
@@ -297,6 +307,10 @@ class ClusterModel:
         # (its last batch may have been answered before it died) and read every answer due
         self.gateway.cast(node, "heartbeat")
         self.gateway.harvest()
+        if node in self.alive and node in self.faults.quorum_lost:
+            # not down: its side of a partition lost quorum; it rejoins when the cut heals
+            self.trace("recover_skipped", node=node, reason="quorum_lost")
+            return
         if node in self.alive and node in self.up:
             return
         if node in self.alive:  # never detected as failed: nothing to do but rejoin
@@ -308,10 +322,17 @@ class ClusterModel:
         self.gateway.restart(node)
         self.gateway.cast(node, "reset")
         self.alive.add(node)
+        self.faults.quorum_lost.discard(node)  # it may have crashed while its side had no quorum
+        if not self.faults.in_quorum(node):  # back on a side of a partition without quorum: it waits
+            self.faults.quorum_lost.add(node)
+            self.trace("node_recovered", node=node, member=False)
+            self.faults.membership_changed(node)
+            return
         self.up.add(node)
         self.trace("node_recovered", node=node)
         self.adopt_orphan_csvs()
         self.place_unplaced()
+        self.faults.membership_changed(node)
 
     # -- wrap-up ---------------------------------------------------------------------------------
     def collect_node_state(self) -> dict[str, dict[str, dict]]:  # type: ignore[type-arg]

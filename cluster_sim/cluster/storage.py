@@ -13,6 +13,12 @@ commit costs `snapshot_commit_base_s` + `snapshot_commit_per_lun_s` per LUN afte
 `snapshot_commit_per_pending_s` per other request pending at its controllers +
 `snapshot_commit_per_existing_s` per snapshot already on its fullest LUN [P]. Deleting a
 snapshot after its copy is another request at its LUN's controller (`snapshot_delete_s`).
+
+A controller can fail (`controller_fail`): its LUNs move to the surviving controller that owns
+fewest LUNs (their requests queue there from now on) and move back when it returns [V]; every
+request queued or in service at it fails with `controller_failover` (a set commit: the set fails
+and the backup retries it; a deletion: the snapshot stays on the array, a leak counted against
+the fault).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from dataclasses import dataclass, field
 import simpy
 
 from cluster_sim.scenario import Array
+
+CONTROLLER_FAILOVER = "controller_failover"
 
 
 @dataclass
@@ -95,6 +103,13 @@ class StorageArray:
         self._seq = 0
         # called with (csv) whenever the set of live snapshots on a LUN changes
         self.on_protection_change: Callable[[str], None] | None = None
+        # controller failures: the controllers down, each LUN's own controller (it fails back there),
+        # the processes with a request at each controller (in arrival order), and who hears of a
+        # deletion that failed (the snapshot stays)
+        self.down: set[int] = set()
+        self.home = {c: lun.controller for c, lun in self.luns.items()}
+        self._at_controller: list[dict[simpy.Process, None]] = [{} for _ in range(cfg.controllers)]
+        self.on_delete_failed: Callable[[StorageSnapshot], None] | None = None
 
     # -- storage snapshots ---------------------------------------------------------------------
     def commit_time_s(self, luns: list[Lun]) -> float:
@@ -124,6 +139,7 @@ class StorageArray:
 
     def _give_back(self, reqs) -> None:  # type: ignore[no-untyped-def]
         for k, req in reqs:
+            req.cancel()  # still queued (an interrupted wait): leave the queue; granted: no-op
             self.controllers[k].release(req)
 
     def snapshot_set(self, csvs: list[str], requester: str, set_id: str, vms: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
@@ -140,8 +156,12 @@ class StorageArray:
         for c in csvs:
             self.trace("snapshot_requested", csv=c, node=requester, set=set_id, pending=self.pending)
         reqs = []
+        proc = self._arrive(ctrls)
         try:
-            reqs = yield from self._take_controllers(ctrls)
+            try:
+                reqs = yield from self._take_controllers(ctrls)
+            except simpy.Interrupt as irq:
+                self._failed_over(irq, luns, requester, set_id)
             full = [lun for lun in luns if len(lun.existing) >= self.cfg.max_snapshots_per_lun]
             if full:
                 self.failed += 1
@@ -149,7 +169,10 @@ class StorageArray:
                            luns=len(luns))
                 raise SnapshotFailure("snapshot_limit", full[0].csv, f"{len(full[0].existing)} snapshots exist")
             commit = self.commit_time_s(luns)
-            yield self.env.timeout(commit)
+            try:
+                yield self.env.timeout(commit)
+            except simpy.Interrupt as irq:
+                self._failed_over(irq, luns, requester, set_id)
             faulted = [(lun, lun.faults.pop(0)) for lun in luns if lun.faults]
             if faulted:
                 lun, code = faulted[0]
@@ -173,6 +196,7 @@ class StorageArray:
                 self._protection_changed(lun.csv)
             return CommitResult(snaps, waited, commit)
         finally:
+            self._leave(proc, ctrls)
             self._give_back(reqs)
             self.pending -= len(luns)
             for k in ctrls:
@@ -229,6 +253,7 @@ class StorageArray:
             lun = self.luns[snap.csv]
             k = lun.controller
             self.pending_per_controller[k] += 1
+            proc = self._arrive([k])
             try:
                 with self.controllers[k].request() as req:
                     yield req
@@ -236,8 +261,82 @@ class StorageArray:
                                            + self.cfg.snapshot_commit_per_existing_s * max(0, len(lun.existing) - 1))
                     self.deleted += 1
                     self.release(snap)
+            except simpy.Interrupt as irq:
+                if irq.cause != (CONTROLLER_FAILOVER, k):
+                    raise
+                self.trace("snapshot_delete_failed", csv=snap.csv, snapshot=snap.sid, code=CONTROLLER_FAILOVER,
+                           controller=k + 1)
+                if self.on_delete_failed is not None:
+                    self.on_delete_failed(snap)  # it stays on the array: a leak of the fault
             finally:
+                self._leave(proc, [k])
                 self.pending_per_controller[k] -= 1
+
+    # -- controller failures ---------------------------------------------------------------------
+    def _arrive(self, ctrls: list[int]) -> simpy.Process | None:
+        """The process asking now has a request at these controllers (a failover interrupts it)."""
+        proc = self.env.active_process
+        if proc is not None:
+            for k in ctrls:
+                self._at_controller[k][proc] = None
+        return proc
+
+    def _leave(self, proc: simpy.Process | None, ctrls: list[int]) -> None:
+        if proc is not None:
+            for k in ctrls:
+                self._at_controller[k].pop(proc, None)
+
+    def _failed_over(self, irq: simpy.Interrupt, luns: list[Lun], requester: str, set_id: str) -> None:
+        """A set's request was at a controller that failed: the set fails (raises SnapshotFailure),
+        unless the interrupt is something else (re-raised)."""
+        cause = irq.cause
+        if not (isinstance(cause, tuple) and len(cause) == 2 and cause[0] == CONTROLLER_FAILOVER):
+            raise irq
+        k = cause[1]
+        lun = next((x for x in luns if self.home[x.csv] == k or x.controller == k), luns[0])
+        self.failed += 1
+        self.trace("snapshot_failed", csv=lun.csv, node=requester, set=set_id, code=CONTROLLER_FAILOVER,
+                   luns=len(luns), controller=k + 1)
+        raise SnapshotFailure(CONTROLLER_FAILOVER, lun.csv, f"controller {k + 1} failed")
+
+    def fail_controller(self, k: int) -> list[str]:
+        """Controller k (0-based) fails: its LUNs move to the surviving controller owning fewest
+        LUNs (lowest index on a tie), and every request queued or in service at it fails. Returns
+        the CSVs whose LUN moved."""
+        if k in self.down:
+            return []
+        self.down.add(k)
+        survivors = [c for c in range(self.cfg.controllers) if c not in self.down]
+        if not survivors:
+            raise ValueError("every array controller is down")  # the scenario check prevents it
+        owned = {c: sum(1 for lun in self.luns.values() if lun.controller == c) for c in survivors}
+        moved = []
+        for lun in self.luns.values():
+            if lun.controller == k:
+                to = min(survivors, key=lambda c: (owned[c], c))
+                owned[to] += 1
+                lun.controller = to
+                moved.append(lun.csv)
+                self.trace("lun_failover", csv=lun.csv, controller=k + 1, to=to + 1)
+        for proc in list(self._at_controller[k]):
+            for waiting in self._at_controller:  # interrupted once, even if another controller fails now
+                waiting.pop(proc, None)
+            if proc.is_alive:
+                proc.interrupt((CONTROLLER_FAILOVER, k))
+        return moved
+
+    def restore_controller(self, k: int) -> list[str]:
+        """Controller k is back: its own LUNs fail back to it [V]; returns the CSVs moved."""
+        if k not in self.down:
+            return []
+        self.down.discard(k)
+        moved = []
+        for lun in self.luns.values():
+            if self.home[lun.csv] == k and lun.controller != k:
+                self.trace("lun_failback", csv=lun.csv, controller=lun.controller + 1, to=k + 1)
+                lun.controller = k
+                moved.append(lun.csv)
+        return moved
 
     def inject_fault(self, csv: str, code: str, count: int = 1) -> None:
         self.luns[csv].faults.extend([code] * count)

@@ -374,6 +374,7 @@ class FluidNetwork:
         self._touched: set[int] = set()  # classes that gained or lost members
         self._seeds: set[int] = set()  # binding links that lost a class
         self._opm_changed: set[int] = set()
+        self._force_solve = False  # a link's capacity changed: solve its region, not by the sums
         self._heap: list[tuple[float, int, int, int]] = []  # (time, 0 class | 1 link, index, version)
         self.flows: dict[int, Flow] = {}  # slot -> flow
         self._next_id = 0
@@ -486,6 +487,19 @@ class FluidNetwork:
         self._c_opm[c] += float(ops_per_mib) - self._opm[s]
         self._opm[s] = float(ops_per_mib)
         self._opm_changed.add(c)
+        self._mark()
+
+    def set_capacity(self, link: str, mib_s: float) -> None:
+        """Change a link's capacity from now on (a slowed backup target, a failed array controller);
+        the flows crossing it are shared out again at the end of this instant."""
+        if not mib_s > 0:
+            raise ValueError("link capacity must be > 0")
+        i = self.lidx[link]
+        self.capacity[i] = float(mib_s)  # in place: readers of `capacity` see the change
+        self._pcapacity[i] = float(mib_s)
+        self._cap_tol[i] = float(mib_s) * (1 + 1e-12)
+        self._seeds.add(i)  # its region is re-solved at the end of this instant (not by the sums)
+        self._force_solve = True
         self._mark()
 
     def settle_now(self) -> None:
@@ -812,7 +826,8 @@ class FluidNetwork:
         self._opm_changed = set()
         if not touched and not seeds:
             return
-        if self._by_sums(touched, seeds):
+        force, self._force_solve = self._force_solve, False
+        if not force and self._by_sums(touched, seeds):
             self.fast += 1
         else:
             self._solve(touched, seeds)
