@@ -10,7 +10,6 @@ there).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,9 +31,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def sweep(
+        ctx: typer.Context,
         study: Annotated[Path, typer.Argument(help="study YAML file")],
         address: Annotated[str | None, typer.Option(
-            "--address", help="run on this existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)")] = None,
+            "--address", envvar="RAY_ADDRESS", show_envvar=True,
+            help="run on this existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)")] = None,
         out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default results/<study>)")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="skip runs already recorded in DIR/runs.parquet")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="with --resume: run again the runs that recorded an error")] = False,
@@ -52,11 +53,13 @@ def register(app: typer.Typer) -> None:
         except StudyError as exc:
             _error(str(exc))
             raise typer.Exit(EXIT_BAD_INPUT) from None
-        if address and serial:
-            _error("--address and --serial: choose one")
-            raise typer.Exit(EXIT_BAD_INPUT)
-        if not serial:
-            address = address or os.environ.get("RAY_ADDRESS") or None
+        if serial:
+            source = ctx.get_parameter_source("address")
+            if address and source is not None and source.name == "COMMANDLINE":
+                _error("--address and --serial: choose one")
+                raise typer.Exit(EXIT_BAD_INPUT)
+            address = None  # (a $RAY_ADDRESS of the shell does not stop a serial sweep)
+        address = address or None
         if retry_failed and not resume:
             _error("--retry-failed goes with --resume")
             raise typer.Exit(EXIT_BAD_INPUT)
