@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from cluster_sim.results import scenario_yaml
 from cluster_sim.scenario import GENERATIONS, Scenario, ScenarioError, _shown, load_scenario
 
 app = typer.Typer(add_completion=True, no_args_is_help=True,
@@ -175,7 +176,9 @@ def run(
         resolved = sc.model_copy(deep=True)
         if gens_asked and resolved.backup is not None:
             resolved.backup.generations = list(gens_asked)  # -g: what ran, in the order it ran
-        (scratch / RESOLVED_FILE).write_text(scenario_yaml(resolved, file), encoding="utf-8")
+        (scratch / RESOLVED_FILE).write_text(
+            scenario_yaml(resolved, f"{file} with the run's --overrides, --set, --seed, --backend and -g applied"),
+            encoding="utf-8")
         if report and sc.backup:  # (a steady-state run has no backup to draw; `cluster-sim report` still can)
             try:  # a report that cannot be drawn is a warning: the run's results and exit code stand
                 from cluster_sim.report.html import build_report
@@ -394,15 +397,6 @@ def _publish(scratch: Path, dest: Path) -> None:
         raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def scenario_yaml(sc: Scenario, source: Path | None = None) -> str:
-    """The effective scenario as YAML: `cluster-sim run` of this text reproduces the run."""
-    import yaml
-
-    head = (f"# The effective scenario of this run ({source} with the run's --set, --seed, --backend and -g"
-            f" applied).\n# `cluster-sim run` of this file reproduces the results byte for byte.\n")
-    return head + yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=100)
 
 
 def _write_run_json(path: Path, sc: Scenario, file: Path, sets: list[str], gens: list[str], started: str,

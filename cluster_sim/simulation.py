@@ -519,7 +519,7 @@ class RaySession:
 # Relative cost of one generation on the local backend, to hand out the longest first when
 # generations run side by side ([P] from the 800-VM scenario's profile; a wrong guess only costs
 # balance, never results).
-_GENERATION_COST = {"ws2012r2": 4, "ws2012": 3, "ws2008r2": 2, "ws2016": 1}
+GENERATION_COST = {"ws2012r2": 4, "ws2012": 3, "ws2008r2": 2, "ws2016": 1}
 
 
 def local_workers(sc: Scenario, n_generations: int, workers: int | None = None) -> int:
@@ -617,7 +617,7 @@ def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("fork")
-    order = sorted(range(len(gens)), key=lambda i: -_GENERATION_COST.get(gens[i] or "", 0))
+    order = sorted(range(len(gens)), key=lambda i: -GENERATION_COST.get(gens[i] or "", 0))
     queue = ctx.Queue()
 
     def label(i: int) -> str:

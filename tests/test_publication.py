@@ -264,4 +264,4 @@ def test_every_shipped_scenario_survives_the_resolved_yaml_round_trip(path: Path
     from cluster_sim.scenario import scenario_from_dict
 
     sc = cluster_sim.load_scenario(path)
-    assert scenario_from_dict(yaml.safe_load(cli.scenario_yaml(sc, path))) == sc
+    assert scenario_from_dict(yaml.safe_load(cli.scenario_yaml(sc, str(path)))) == sc
