@@ -153,7 +153,7 @@ def _summary_columns(model: type[BaseModel] = Summary, prefix: str = "") -> list
 # seed and generation are run-key columns already.
 SUMMARY_COLUMNS = [(n, k) for n, k in _summary_columns() if n not in ("seed", "generation")]
 RUN_COLUMNS = [("node_id", "str"), ("wall_s", "float"), ("finished_at", "float"), ("error", "str"),
-               ("valid", "bool"), ("attempts", "int"), ("sim_version", "str"), ("duplicate_of", "str")]
+               ("valid", "bool"), ("attempts", "int"), ("sim_version", "str")]
 METRIC_KINDS = {n: k for n, k in SUMMARY_COLUMNS + [("wall_s", "float")] if k in ("int", "float", "bool")}
 
 
@@ -248,7 +248,9 @@ class StudyPlan:
     def columns(self) -> list[tuple[str, str]]:
         """The columns of runs.parquet, in order, with their kinds."""
         return ([("run_id", "str"), ("study", "str")] + [(a, self.axis_kinds[a]) for a in self.axes]
-                + [("seed", "int"), ("generation", "str")] + RUN_COLUMNS + SUMMARY_COLUMNS)
+                + [("seed", "int"), ("generation", "str")] + RUN_COLUMNS
+                + [("duplicate_of", "str")]  # the run whose numbers this row copies (same effective scenario)
+                + SUMMARY_COLUMNS)
 
 
 def _canonical(v: Any) -> str:
