@@ -69,10 +69,10 @@ from cluster_sim.sweep import (
     _axis_kind,
     _canonical,
     _cell,
-    _error_text,
     check_points,
     execute_run,
     load_base_scenario,
+    open_ray,
     parse_seeds,
     read_mapping_file,
     unknown_metric_reason,
@@ -716,15 +716,7 @@ def run_plan(spec: PlanSpec, out_dir: str | Path, *, resume: bool = False, addre
     if state is not None and state.get("fingerprint") != spec.fingerprint:
         raise PlanRunError(f"--resume: {out_dir} holds the trials of another plan ({state.get('plan')}, or this "
                            "plan before its file or scenario changed); give another --out or leave out --resume")
-    from cluster_sim.simulation import RaySession, RayUnavailable
-
-    where = f"--address {address}" if address else "ray.init"
-    try:  # (RaySession checks the address first: fast, and it explains an authentication failure)
-        session = RaySession(num_cpus=num_cpus or os.cpu_count() or 1, address=address)
-    except RayUnavailable as exc:
-        raise PlanRunError(f"{where}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, ValueError, RuntimeError...
-        raise PlanRunError(f"{where}: cannot start or join Ray: {_error_text(exc)}") from None
+    session = open_ray(num_cpus, address, PlanRunError)
     try:
         return _run_plan(spec, out_dir, session.ray, resume and state is not None, progress, wall0)
     finally:

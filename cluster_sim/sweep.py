@@ -555,6 +555,20 @@ def _serial_attempt(plan: StudyPlan, spec: RunSpec, attempt: int) -> dict[str, A
         signal.signal(signal.SIGALRM, previous)
 
 
+def open_ray(num_cpus: int | None, address: str | None, error: type[Exception]) -> Any:
+    """A RaySession for a study or a plan (the address checked first: fast, and an authentication
+    failure explained); a Ray that cannot be started or joined raises `error` saying why."""
+    from cluster_sim.simulation import RaySession, RayUnavailable
+
+    where = f"--address {address}" if address else "ray.init"
+    try:
+        return RaySession(num_cpus=num_cpus or os.cpu_count() or 1, address=address)
+    except RayUnavailable as exc:
+        raise error(f"{where}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, ValueError, RuntimeError...
+        raise error(f"{where}: cannot start or join Ray: {_error_text(exc)}") from None
+
+
 def _error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     if len(text) > 2000:
@@ -935,15 +949,7 @@ def run_study(plan: StudyPlan, out_dir: str | Path, *, resume: bool = False, ret
         recorded = {r["run_id"] for r in keep}
         todo = [s for s in runs if s.run_id not in recorded and s.run_id not in dups]
         if executor == "ray" and todo:  # before anything is written: a Ray that cannot be reached is bad input
-            from cluster_sim.simulation import RaySession, RayUnavailable
-
-            where = f"--address {address}" if address else "ray.init"
-            try:  # (RaySession checks the address first: fast, and it explains an authentication failure)
-                session = RaySession(num_cpus=num_cpus or os.cpu_count() or 1, address=address)
-            except RayUnavailable as exc:
-                raise StudyRunError(f"{where}: {exc}") from None
-            except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, ValueError, RuntimeError...
-                raise StudyRunError(f"{where}: cannot start or join Ray: {_error_text(exc)}") from None
+            session = open_ray(num_cpus, address, StudyRunError)
     except BaseException:
         lock.release()
         if not existed:
