@@ -115,7 +115,7 @@ def run(
     address_given = address is not None and _from_command_line(ctx, "address")
     sc = _load_for_run(file, set_ or [], overrides, backend, seed, workers)
     _check_generations(file, sc, gens_asked)
-    address = _ray_address(sc, address, address_given)
+    address, address_from = _ray_address(file, sc, address, address_given)
     if address is not None and address != sc.run.ray_address:
         sc = sc.model_copy(update={"run": sc.run.model_copy(update={"ray_address": address})})
     gens = list(gens_asked or (sc.backup.generations if sc.backup else ["steady"]))
@@ -153,10 +153,7 @@ def run(
                 result = run_sim(sc, generations=gens_asked or None, progress=prog.generation,
                                  sim_progress=prog.simulated if prog.enabled else None)
             except RayUnavailable as exc:
-                where = f"--address {address}" if address_given else \
-                    f"run.ray_address {sc.run.ray_address}" if sc.run.ray_address and sc.run.ray_address != address \
-                    else f"$RAY_ADDRESS {address}" if address else "ray"
-                _error(f"{where}: {exc}")
+                _error(f"{address_from or 'ray'}: {exc}")
                 raise typer.Exit(EXIT_BAD_INPUT) from None
             except BackendFailure as exc:
                 _error(f"the Ray node backend failed, no results written: {exc}")
@@ -257,18 +254,21 @@ def _check_generations(file: Path, sc: Scenario, asked: list[str]) -> None:
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def _ray_address(sc: Scenario, address: str | None, given: bool) -> str | None:
-    """The Ray cluster to join: --address, else the file's run.ray_address, else $RAY_ADDRESS; None
-    with the local backend (where an address typed on the command line is a mistake)."""
+def _ray_address(file: Path, sc: Scenario, address: str | None, given: bool) -> tuple[str | None, str | None]:
+    """The Ray cluster to join and where it comes from (for messages): --address, else the file's
+    run.ray_address, else $RAY_ADDRESS; none with the local backend (where an address typed on the
+    command line is a mistake)."""
     if sc.run.backend != "ray":
         if given:
             _error(f"--address {address}: the run uses the local node backend (run.backend in the scenario), which "
                    f"starts no Ray; add --backend ray to run the nodes on that Ray cluster")
             raise typer.Exit(EXIT_BAD_INPUT)
-        return None
+        return None, None
     if given:
-        return address
-    return sc.run.ray_address or address
+        return address, f"--address {address}"
+    if sc.run.ray_address:
+        return sc.run.ray_address, f"run.ray_address {sc.run.ray_address} (in {file})"
+    return (address, f"$RAY_ADDRESS {address}") if address else (None, None)
 
 
 def _now() -> str:

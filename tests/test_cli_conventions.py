@@ -186,3 +186,13 @@ def test_quiet_still_prints_errors(tmp_path) -> None:
 ], ids=["full", "past-the-guess", "schedule", "before-the-job", "steady"])
 def test_progress_says_where_a_generation_is_in_simulated_time(where, text) -> None:
     assert sim_progress_text(where) == text
+
+
+def test_a_ray_address_from_the_scenario_file_is_named_as_such_when_it_fails(tmp_path, monkeypatch) -> None:
+    port, env_port = free_port(), free_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{env_port}")  # (the file's wins over the environment)
+    res = runner.invoke(app, ["run", str(SMALL), "--out", str(tmp_path / "out"), "--backend", "ray",
+                              "--set", f"run.ray_address='127.0.0.1:{port}'"])
+    assert res.exit_code == 2, res.output
+    assert flat(res.stderr).startswith(f"error: run.ray_address 127.0.0.1:{port} (in {SMALL}): cannot connect to "
+                                       f"127.0.0.1:{port}")
