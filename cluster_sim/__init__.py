@@ -1,4 +1,8 @@
-"""cluster_sim: a simulator of Hyper-V failover clusters doing host-level VM backups."""
+"""cluster_sim: a simulator of Hyper-V failover clusters doing host-level VM backups.
+
+`cluster_sim.run(scenario)` runs one scenario (a RunResult; `.to_pandas()`); `cluster_sim.sweep(study)`
+runs a study and returns its runs table as a pandas DataFrame (`cluster_sim.sweep` is also the module
+of studies: `cluster_sim.sweep.load_study`, `run_study`)."""
 
 from __future__ import annotations
 
@@ -7,16 +11,17 @@ from typing import TYPE_CHECKING, Any
 from cluster_sim.scenario import Scenario, ScenarioError, load_scenario
 
 if TYPE_CHECKING:
+    from cluster_sim import sweep
     from cluster_sim.results import RunResult
     from cluster_sim.simulation import run
 
-__all__ = ["RunResult", "Scenario", "ScenarioError", "load_scenario", "run"]
+__all__ = ["RunResult", "Scenario", "ScenarioError", "load_scenario", "run", "sweep"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # The simulation (numpy, the cluster, backup and data models) is imported on first use, so
-    # that commands that run nothing (validate, report, --help) start without it.
+    # The simulation and the studies are imported on first use, so that commands that run nothing
+    # (validate, report, --help, --version) start without them.
     if name == "run":
         from cluster_sim.simulation import run
 
@@ -25,4 +30,8 @@ def __getattr__(name: str) -> Any:
         from cluster_sim.results import RunResult
 
         return RunResult
+    if name == "sweep":
+        import importlib
+
+        return importlib.import_module("cluster_sim.sweep")  # (a module you can call: see sweep.run_table)
     raise AttributeError(f"module 'cluster_sim' has no attribute {name!r}")

@@ -284,3 +284,13 @@ def write_generation(g: GenerationResult, folder: Path) -> None:
             fh.write(f"{t:.6f},{a:.6f},{b:.6f}\n")
     if g.trace is not None:
         g.trace.write_jsonl(folder / "trace.jsonl")
+
+
+def scenario_yaml(sc: Any, what: str) -> str:
+    """A scenario as YAML, headed by a comment saying what it is (`what`): `cluster-sim run` of this
+    text reproduces the run byte for byte."""
+    import yaml
+
+    head = (f"# The effective scenario of this run ({what}).\n"
+            f"# `cluster-sim run` of this file reproduces the results byte for byte.\n")
+    return head + yaml.safe_dump(sc.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=100)

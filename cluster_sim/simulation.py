@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cluster_sim.audit import account_fault_leaks, audit, count_leaks
@@ -45,6 +46,24 @@ from cluster_sim.scenario import Scenario
 Progress = Callable[[str, str], None]  # (generation, "start" | "done")
 
 
+@dataclass(frozen=True)
+class SimProgress:
+    """Where one generation's simulation is, read (never scheduled) by a wall-clock sampler."""
+
+    sim_s: float  # simulated time reached
+    vms_done: int  # VMs of the current job with their outcome
+    vms_total: int  # VMs of the current job (0 before the first job starts, and in a steady-state run)
+    job: int  # the current job (0-based); 0 before the first starts
+    jobs: int  # jobs in the schedule (0: a steady-state run)
+    mode: str  # the current job's mode (full | incremental), "" in a steady-state run
+    expected_end_s: float | None  # a guess of the simulated end: a full job's start + its copy's lower
+    #                               bound (a steady-state run: its duration); None for incrementals
+
+
+SimProgressFn = Callable[[str, SimProgress], None]  # (generation, where it is)
+PROGRESS_INTERVAL_S = 0.5  # [P] wall-clock seconds between two readings of a running generation
+
+
 def _nan_none(x: float) -> float | None:
     return None if x is None or math.isnan(x) else r6(x)
 
@@ -66,7 +85,10 @@ def lower_bound_s(sc: Scenario, mib: float) -> float:
 
 
 def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend | RayBackend,
-                   kill_actors: list[tuple[str, float]] | None = None) -> GenerationResult:
+                   kill_actors: list[tuple[str, float]] | None = None,
+                   watch: Callable[[Callable[[], SimProgress]], None] | None = None) -> GenerationResult:
+    """One generation on a fresh cluster. `watch` is given a function that reads where the simulation
+    is (for a progress display sampling it from another thread: it only reads, so results stay the same)."""
     wall0 = time.perf_counter()
     vms = place_fleet(sc)
     cm = ClusterModel(sc, vms, backend, Streams(sc.seed))
@@ -77,6 +99,8 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     for node, at_s in kill_actors or []:
         cm.env.process(_kill_later(cm, backend, node, at_s))
     jobs: list[BackupJob] = []
+    if watch is not None:
+        watch(lambda: _where(cm, jobs))
     if generation is not None:
         assert sc.backup is not None and tracker is not None
         all_done = cm.env.event()
@@ -118,6 +142,60 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
         sim_events=cm.env.steps,
     )
     return g
+
+
+def _where(cm: ClusterModel, jobs: list[BackupJob]) -> SimProgress:
+    """Read (from any thread) how far a generation's simulation is: the clock and the current job's
+    count of VMs without an outcome. Nothing is scheduled or changed."""
+    sc = cm.sc
+    now = cm.env.now
+    if sc.backup is None:
+        return SimProgress(now, 0, 0, 0, 0, "", min(sc.run.steady_duration_s, sc.run.until_s))
+    n_jobs = len(sc.backup.schedule) if sc.backup.schedule else 1
+    job = jobs[-1] if jobs else None
+    if job is None:
+        return SimProgress(now, 0, 0, 0, n_jobs, "", None)
+    total = len(job.records)
+    expected = None
+    if job.mode == "full":
+        expected = job.start_at + lower_bound_s(sc, sum(v.used_mib for v in cm.vms))
+    return SimProgress(now, total - job.remaining, total, job.index, n_jobs, job.mode, expected)
+
+
+class _Sampler:
+    """A wall-clock timer thread that reads a running generation every `interval_s` and passes what it
+    reads to `send` (SimPy-independent: it schedules no event, so the results stay byte-identical)."""
+
+    def __init__(self, send: Callable[[SimProgress], None], interval_s: float = PROGRESS_INTERVAL_S):
+        self.send = send
+        self.interval_s = interval_s
+        self.read: Callable[[], SimProgress] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="sim-progress")
+
+    def watch(self, read: Callable[[], SimProgress]) -> None:
+        self.read = read
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def _loop(self) -> None:
+        last = None
+        while not self._stop.wait(self.interval_s):
+            read = self.read
+            if read is None:
+                continue
+            try:
+                now = read()
+            except Exception:  # noqa: BLE001 - a reading taken mid-update is skipped, never fatal
+                continue
+            if now != last:
+                last = now
+                self.send(now)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
 
 
 def _change_tracking(cm: ClusterModel, generation: str) -> ChangeTracker:
@@ -453,7 +531,7 @@ class RaySession:
 # Relative cost of one generation on the local backend, to hand out the longest first when
 # generations run side by side ([P] from the 800-VM scenario's profile; a wrong guess only costs
 # balance, never results).
-_GENERATION_COST = {"ws2012r2": 4, "ws2012": 3, "ws2008r2": 2, "ws2016": 1}
+GENERATION_COST = {"ws2012r2": 4, "ws2012": 3, "ws2008r2": 2, "ws2016": 1}
 
 
 def local_workers(sc: Scenario, n_generations: int, workers: int | None = None) -> int:
@@ -473,10 +551,11 @@ def local_workers(sc: Scenario, n_generations: int, workers: int | None = None) 
     return max(1, min(want, n_generations))
 
 
-def _one_local(sc: Scenario, gen: str | None, kill_actors: list[tuple[str, float]] | None) -> GenerationResult:
+def _one_local(sc: Scenario, gen: str | None, kill_actors: list[tuple[str, float]] | None,
+               watch: Callable[[Callable[[], SimProgress]], None] | None = None) -> GenerationResult:
     be = LocalBackend([node_name(i) for i in range(sc.cluster.nodes)])
     try:
-        return run_generation(sc, gen, be, kill_actors)
+        return run_generation(sc, gen, be, kill_actors, **({"watch": watch} if watch else {}))
     finally:
         be.close()
 
@@ -491,10 +570,11 @@ def _sendable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-# A generation worker's messages to the parent, on a queue: (kind, generation index, payload).
-# "start" (payload None) now; a "sim_time" kind (payload: simulated seconds reached) can be added
-# for progress within a generation without changing the protocol.
+# A generation worker's messages to the parent, on a queue: (kind, generation index, payload):
+# "start" (payload None) when it starts; "sim" (payload: a SimProgress) while it runs, if the parent
+# asked for progress within generations.
 _PROGRESS_QUEUE: Any = None
+_PROGRESS_INTERVAL: float | None = None
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -511,36 +591,45 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _init_generation_worker(parent_pid: int, queue: Any) -> None:
-    global _PROGRESS_QUEUE
+def _init_generation_worker(parent_pid: int, queue: Any, interval_s: float | None = None) -> None:
+    global _PROGRESS_QUEUE, _PROGRESS_INTERVAL
     _die_with_parent(parent_pid)
     _PROGRESS_QUEUE = queue
+    _PROGRESS_INTERVAL = interval_s
 
 
 def _pool_generation(i: int, sc: Scenario, gen: str | None,
                      kill_actors: list[tuple[str, float]] | None) -> GenerationResult:
-    """One generation in a pool worker; says when it starts."""
-    if _PROGRESS_QUEUE is not None:
-        _PROGRESS_QUEUE.put(("start", i, None))
+    """One generation in a pool worker; says when it starts and, if asked, where it is while it runs."""
+    queue = _PROGRESS_QUEUE
+    sampler = None
+    if queue is not None:
+        queue.put(("start", i, None))
+        if _PROGRESS_INTERVAL is not None:
+            sampler = _Sampler(lambda where: queue.put(("sim", i, where)), _PROGRESS_INTERVAL)
     try:
-        return _one_local(sc, gen, kill_actors)
+        return _one_local(sc, gen, kill_actors, sampler.watch if sampler else None)
     except BaseException as exc:  # noqa: BLE001 - the parent raises it
         raise _sendable(exc) from None
+    finally:
+        if sampler is not None:
+            sampler.stop()
 
 
 def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
                         kill_actors: list[tuple[str, float]] | None,
-                        progress: Progress | None) -> list[GenerationResult]:
+                        progress: Progress | None, sim_progress: SimProgressFn | None = None,
+                        interval_s: float = PROGRESS_INTERVAL_S) -> list[GenerationResult]:
     """Generations side by side in a pool of forked processes (concurrent.futures), the longest
     first (the pool hands out work in the order it was submitted). Each generation is the same
     independent run as in a serial run, so the results are identical. Workers die with this
     process; "start" reaches `progress` from the worker through a queue, "done" when its result
-    is here."""
+    is here; each worker's readings of its simulation reach `sim_progress` the same way."""
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("fork")
-    order = sorted(range(len(gens)), key=lambda i: -_GENERATION_COST.get(gens[i] or "", 0))
+    order = sorted(range(len(gens)), key=lambda i: -GENERATION_COST.get(gens[i] or "", 0))
     queue = ctx.Queue()
 
     def label(i: int) -> str:
@@ -548,9 +637,11 @@ def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
 
     def read_progress() -> None:
         while (msg := queue.get()) is not None:
-            kind, i, _payload = msg
+            kind, i, payload = msg
             if kind == "start" and progress:
                 progress(label(i), "start")
+            elif kind == "sim" and sim_progress:
+                sim_progress(label(i), payload)
 
     reader = threading.Thread(target=read_progress, daemon=True)
     reader.start()
@@ -558,7 +649,7 @@ def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
         stream.flush()  # a forked worker must not write this process's buffered output again
     results: dict[int, GenerationResult] = {}
     pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_init_generation_worker,
-                               initargs=(os.getpid(), queue))
+                               initargs=(os.getpid(), queue, interval_s if sim_progress else None))
     failed = False
     try:
         futures = {pool.submit(_pool_generation, i, sc, gens[i], kill_actors): i for i in order}
@@ -591,18 +682,21 @@ def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
 
 def run(sc: Scenario, backend: str | None = None, seed: int | None = None,
         generations: list[str] | None = None, progress: Progress | None = None,
-        kill_actors: list[tuple[str, float]] | None = None, workers: int | None = None) -> RunResult:
+        kill_actors: list[tuple[str, float]] | None = None, workers: int | None = None,
+        sim_progress: SimProgressFn | None = None, progress_interval_s: float = PROGRESS_INTERVAL_S) -> RunResult:
     """Run every generation of the scenario (or the steady state without a backup section).
 
     workers (local backend): processes running generations side by side; None = `run.workers`
-    of the scenario (0 = one per core for scenarios of `run.parallel_min_vms` VMs and more)."""
+    of the scenario (0 = one per core for scenarios of `run.parallel_min_vms` VMs and more).
+    sim_progress: called about every `progress_interval_s` of wall time with where each running
+    generation is (simulated time, VMs done); reading it changes nothing in the results."""
     if seed is not None:
         sc = sc.model_copy(update={"seed": seed})
     backend = backend or sc.run.backend
     gens: list[str | None] = list(generations or (sc.backup.generations if sc.backup else [None]))
     wall0 = time.perf_counter()
     if backend == "local" and (n := local_workers(sc, len(gens), workers)) > 1:
-        out = _run_local_parallel(sc, gens, n, kill_actors, progress)
+        out = _run_local_parallel(sc, gens, n, kill_actors, progress, sim_progress, progress_interval_s)
         return RunResult(scenario=sc.name, seed=sc.seed, backend=backend, generations=out,
                          wall_s=time.perf_counter() - wall0)
     session = None
@@ -616,12 +710,20 @@ def run(sc: Scenario, backend: str | None = None, seed: int | None = None,
               else LocalBackend(nodes))
         out = []
         for gen in gens:
+            label = gen or "steady"
             if progress:
-                progress(gen or "steady", "start")
+                progress(label, "start")
             be.revive_all()
-            out.append(run_generation(sc, gen, be, kill_actors))
+            sampler = None
+            if sim_progress is not None:
+                sampler = _Sampler(lambda where, label=label: sim_progress(label, where), progress_interval_s)
+            try:
+                out.append(run_generation(sc, gen, be, kill_actors, **({"watch": sampler.watch} if sampler else {})))
+            finally:
+                if sampler is not None:
+                    sampler.stop()
             if progress:
-                progress(gen or "steady", "done")
+                progress(label, "done")
     finally:
         notes = list(getattr(be, "notes", []))
         if be is not None:

@@ -49,6 +49,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cluster_sim.backup.ignored import effective_key, ignored_paths
 from cluster_sim.results import Summary
 from cluster_sim.scenario import (
     GENERATIONS,
@@ -59,9 +60,12 @@ from cluster_sim.scenario import (
     read_yaml,
     scenario_from_dict,
 )
+from cluster_sim.simulation import GENERATION_COST
 from cluster_sim.version import sim_version
 
 RUNS_FILE = "runs.parquet"
+STUDY_FILE = "study.json"  # how the study was made (versions, command line, files, times, counts)
+RESOLVED_FILE = "scenario.resolved.yaml"  # the study's scenario with its fixed overrides
 JOURNAL_FILE = "runs.journal.jsonl"
 AGGREGATE_FILE = "aggregate.csv"
 PLOTS_DIR = "plots"
@@ -179,6 +183,9 @@ class StudyPlan:
     description: str | None = None
     run_timeout_s: float | None = None  # the study file's; None: from each run's size
     sim_version: str = field(default_factory=lambda: sim_version())
+    base: dict[str, Any] = field(default_factory=dict)  # the scenario's data with the study's overrides
+    overrides: dict[str, Any] = field(default_factory=dict)  # the study's fixed overrides
+    _duplicates: dict[str, str] | None = field(default=None, repr=False)
 
     def timeout_s(self, point: int) -> float:
         """The wall-clock deadline of one run at this point."""
@@ -200,6 +207,40 @@ class StudyPlan:
     def point_cells(self, point: int) -> dict[str, Any]:
         return {a: _cell(self.points[point][a], self.axis_kinds[a]) for a in self.axes}
 
+    def duplicates(self) -> dict[str, str]:
+        """Runs whose effective scenario (what their generation reads: cluster_sim/backup/ignored.py)
+        and seed equal an earlier run's: run_id -> that earlier run's run_id. They are not run; the
+        earlier run's numbers are copied to them."""
+        if self._duplicates is None:
+            keys = {(p, g): effective_key(self.scenarios[p], g)
+                    for p in range(len(self.points)) for g in self.generations}
+            first: dict[tuple[str, int], str] = {}
+            dup: dict[str, str] = {}
+            for spec in self.runs():
+                k = (keys[(spec.point, spec.generation)], spec.seed)
+                if k in first:
+                    dup[spec.run_id] = first[k]
+                else:
+                    first[k] = spec.run_id
+            self._duplicates = dup
+        return self._duplicates
+
+    def ignored_axes(self) -> dict[str, list[str]]:
+        """generation -> the grid axes it never reads (why some of its runs are identical)."""
+        out = {}
+        for g in self.generations:
+            axes = [a for a in self.axes if a in ignored_paths(g)]
+            if axes:
+                out[g] = axes
+        return out
+
+    def run_size(self, point: int, generation: str) -> float:
+        """The work of one run, for the ETA: VMs x backup jobs x the generation's relative cost [P]
+        (the measured times of finished runs correct it as the study goes)."""
+        sc = self.scenarios[point]
+        jobs = len(sc.backup.schedule) if sc.backup and sc.backup.schedule else 1
+        return sc.vm_count() * jobs * GENERATION_COST.get(generation, 1)
+
     @property
     def total_runs(self) -> int:
         return len(self.points) * len(self.seeds) * len(self.generations)
@@ -207,7 +248,9 @@ class StudyPlan:
     def columns(self) -> list[tuple[str, str]]:
         """The columns of runs.parquet, in order, with their kinds."""
         return ([("run_id", "str"), ("study", "str")] + [(a, self.axis_kinds[a]) for a in self.axes]
-                + [("seed", "int"), ("generation", "str")] + RUN_COLUMNS + SUMMARY_COLUMNS)
+                + [("seed", "int"), ("generation", "str")] + RUN_COLUMNS
+                + [("duplicate_of", "str")]  # the run whose numbers this row copies (same effective scenario)
+                + SUMMARY_COLUMNS)
 
 
 def _canonical(v: Any) -> str:
@@ -296,6 +339,7 @@ def load_study(path: str | Path) -> StudyPlan:
         axis_kinds={a: _axis_kind(st.grid[a]) for a in axes}, points=points, scenarios=scenarios,
         seeds=seeds, generations=list(st.generations or base_sc.backup.generations), metrics=list(st.metrics),
         fingerprint=fingerprint, description=st.description, run_timeout_s=st.run_timeout_s,
+        base=base, overrides=dict(st.overrides),
     )
 
 
@@ -565,15 +609,20 @@ def _coerce(value: Any, kind: str) -> Any:
     return value
 
 
-def write_parquet(path: Path, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+def arrow_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    """The rows as a pyarrow Table with the columns' types (what runs.parquet holds)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     schema = _arrow_schema(columns)
     arrays = [pa.array([_coerce(r.get(n), k) for r in rows], type=schema.field(n).type) for n, k in columns]
-    table = pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+    import pyarrow.parquet as pq
+
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(arrow_table(rows, columns), tmp)
     os.replace(tmp, path)
 
 
@@ -660,6 +709,9 @@ class StudyProgress:
     running: int = 0
     skipped: int = 0  # recorded before this invocation (--resume)
     retried: int = 0  # runs attempted a second time (the first failed or timed out)
+    identical: int = 0  # runs identical to another run (same effective scenario and seed): not run
+    copied: int = 0  # ... whose numbers have been copied from that run so far
+    eta_s: float | None = None  # wall seconds left, from the runs' sizes and the measured times
 
     @property
     def done(self) -> int:
@@ -675,6 +727,34 @@ class StudyProgress:
 
 
 ProgressFn = Callable[[StudyProgress, "dict[str, Any] | None"], None]  # (counts, the row just finished)
+
+
+class Eta:
+    """Wall time left in a study, from the work left and the pace so far. Each run's work is its size
+    (`StudyPlan.run_size`: VMs x jobs x a generation's guessed cost), corrected per generation by what
+    the finished runs measured (their wall seconds per unit of size); the pace is the wall seconds of
+    finished runs per second elapsed (the parallelism actually got). Runs identical to another cost
+    nothing. Before any run has finished there is no estimate."""
+
+    def __init__(self, sizes: dict[str, tuple[float, str]]):
+        self.left = dict(sizes)  # run_id -> (size, generation), not finished yet
+        self.size_done: dict[str, float] = {}
+        self.wall_done: dict[str, float] = {}
+
+    def finished(self, run_id: str, wall_s: float | None) -> None:
+        size, gen = self.left.pop(run_id, (0.0, ""))
+        if wall_s is not None and wall_s > 0 and size > 0:
+            self.size_done[gen] = self.size_done.get(gen, 0.0) + size
+            self.wall_done[gen] = self.wall_done.get(gen, 0.0) + wall_s
+
+    def eta_s(self, elapsed_s: float) -> float | None:
+        wall = sum(self.wall_done.values())
+        if wall <= 0 or elapsed_s <= 0:
+            return None
+        overall = wall / sum(self.size_done.values())
+        work = sum(size * (self.wall_done[g] / self.size_done[g] if g in self.size_done else overall)
+                   for size, g in self.left.values())
+        return work / (wall / elapsed_s)
 StartFn = Callable[[RunSpec, int, int], None]  # (run, attempt, PID of the process running it)
 
 
@@ -695,6 +775,8 @@ class StudyOutcome:
     invalid: int = 0  # rows whose auditor failed
     retried: int = 0  # runs this invocation attempted twice
     took_over: str | None = None  # the lock of a sweep that had died, taken over
+    identical: int = 0  # runs identical to another (same effective scenario and seed): never run
+    copied: int = 0  # ... whose numbers were copied (all of them unless interrupted)
 
 
 def is_valid(row: dict[str, Any]) -> bool:
@@ -707,12 +789,71 @@ def is_valid(row: dict[str, Any]) -> bool:
 
 def clear_outputs(out_dir: Path) -> None:
     """Remove what a previous study wrote into DIR (only our files)."""
-    for name in (RUNS_FILE, JOURNAL_FILE, RUNS_FILE + ".tmp", AGGREGATE_FILE):
+    for name in (RUNS_FILE, JOURNAL_FILE, RUNS_FILE + ".tmp", AGGREGATE_FILE, STUDY_FILE, RESOLVED_FILE):
         (out_dir / name).unlink(missing_ok=True)
     plots = out_dir / PLOTS_DIR
     if plots.is_dir():
         for png in plots.glob("*.png"):
             png.unlink()
+
+
+def _now() -> str:
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="seconds")  # ISO 8601, with the UTC offset
+
+
+def write_study_json(out_dir: Path, plan: StudyPlan, outcome: StudyOutcome, started_at: str, executor: str,
+                     address: str | None) -> None:
+    """DIR/study.json (what made the study: versions, command line, files, settings, counts, start and
+    end) and DIR/scenario.resolved.yaml (the study's scenario with its fixed overrides; each run then
+    sets its grid point, seed and generation). Written at the end of every invocation, an
+    interrupted one included."""
+    from cluster_sim.results import scenario_yaml
+    from cluster_sim.version import package_version
+
+    resolved = scenario_from_dict(plan.base, str(plan.file)) if plan.base else None
+    if resolved is not None:
+        _write_atomically(out_dir / RESOLVED_FILE, scenario_yaml(
+            resolved, f"{plan.scenario_file} with the overrides of study {plan.file}; each run then sets its "
+                      f"grid point, seed and generation"))
+    info = {
+        "tool": "cluster-sim",
+        "version": package_version(),
+        "sim_version": plan.sim_version,
+        "argv": list(sys.argv),
+        "study": plan.name,
+        "study_file": str(plan.file),
+        "study_path": str(Path(plan.file).resolve()),
+        "scenario_file": str(plan.scenario_file),
+        "scenario_resolved": RESOLVED_FILE if resolved is not None else None,
+        "overrides": plan.overrides,
+        "grid": {a: list(dict.fromkeys(p[a] for p in plan.points)) for a in plan.axes},
+        "seeds": plan.seeds,
+        "generations": plan.generations,
+        "metrics": plan.metrics,
+        "executor": executor,
+        "address": address,
+        "runs": {"total": outcome.total, "run_now": outcome.executed, "recorded_before": outcome.skipped,
+                 "identical_to_another": outcome.identical, "failed": outcome.failed, "invalid": outcome.invalid,
+                 "retried": outcome.retried},
+        "identical_because": identical_reasons(plan),
+        "interrupted": outcome.interrupted,
+        "started_at": started_at,
+        "ended_at": _now(),
+    }
+    _write_atomically(out_dir / STUDY_FILE, json.dumps(info, indent=2, default=str) + "\n")
+
+
+def identical_reasons(plan: StudyPlan) -> list[str]:
+    """Why some runs are identical to others: `ws2016 ignores backup.vms_per_snapshot`."""
+    return [f"{g} ignores {', '.join(axes)}" for g, axes in plan.ignored_axes().items()]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 class StudyLocked(StudyRunError):
@@ -785,6 +926,7 @@ def run_study(plan: StudyPlan, out_dir: str | Path, *, resume: bool = False, ret
     valid=false and left out of the means and intervals. One sweep at a time writes into `out_dir`
     (StudyLocked otherwise)."""
     wall0 = time.perf_counter()
+    started_at = _now()
     out_dir = Path(out_dir)
     existed = out_dir.exists()
     lock = StudyLock(out_dir)
@@ -793,16 +935,19 @@ def run_study(plan: StudyPlan, out_dir: str | Path, *, resume: bool = False, ret
     try:
         runs = plan.runs()
         wanted = {s.run_id for s in runs}
+        dups = plan.duplicates()
         keep: list[dict[str, Any]] = []
         dropped = 0
         if resume:
             for r in read_runs(out_dir):
                 if r.get("run_id") not in wanted:
                     dropped += 1
+                elif r.get("run_id") in dups:
+                    continue  # (a copy: made again from the run it copies)
                 elif not (retry_failed and r.get("error")):
                     keep.append(r)
         recorded = {r["run_id"] for r in keep}
-        todo = [s for s in runs if s.run_id not in recorded]
+        todo = [s for s in runs if s.run_id not in recorded and s.run_id not in dups]
         if executor == "ray" and todo:  # before anything is written: a Ray that cannot be reached is bad input
             session = open_ray(num_cpus, address, StudyRunError)
     except BaseException:
@@ -814,8 +959,10 @@ def run_study(plan: StudyPlan, out_dir: str | Path, *, resume: bool = False, ret
                 pass
         raise
     try:
-        return _run_locked(plan, out_dir, runs, keep, todo, dropped, resume, executor, session, progress,
-                           outputs, flush_every_s, on_start, wall0, took_over)
+        outcome = _run_locked(plan, out_dir, runs, keep, todo, dropped, resume, executor, session, progress,
+                              outputs, flush_every_s, on_start, wall0, took_over)
+        write_study_json(out_dir, plan, outcome, started_at, executor, address)
+        return outcome
     finally:
         if session is not None:
             session.close()
@@ -828,7 +975,12 @@ def _run_locked(plan: StudyPlan, out_dir: Path, runs: list[RunSpec], keep: list[
                 wall0: float, took_over: str | None) -> StudyOutcome:
     if not resume:
         clear_outputs(out_dir)
-    state = StudyProgress(total=len(runs), skipped=len(keep))
+    dups = plan.duplicates()
+    by_id = {s.run_id: s for s in runs}
+    copies_of: dict[str, list[RunSpec]] = {}
+    for dup, first in dups.items():
+        copies_of.setdefault(first, []).append(by_id[dup])
+    state = StudyProgress(total=len(runs), skipped=len(keep), identical=len(dups))
     for r in keep:
         state.count(r)
     store = RunStore(out_dir, plan, flush_every_s)
@@ -836,12 +988,28 @@ def _run_locked(plan: StudyPlan, out_dir: Path, runs: list[RunSpec], keep: list[
     executed = 0
     interrupted = False
     cpus = 0
+    eta = Eta({s.run_id: (plan.run_size(s.point, s.generation), s.generation) for s in todo})
+    t_start = time.monotonic()
+
+    def copy_to_identical(row: dict[str, Any]) -> None:
+        """The runs identical to this one get its numbers, under their own run_id and grid values."""
+        for spec in copies_of.get(row["run_id"], []):
+            copy = {**row, "run_id": spec.run_id, **plan.point_cells(spec.point), "duplicate_of": row["run_id"]}
+            store.add(copy)
+            state.count(copy)
+            state.copied += 1
+
+    for r in keep:
+        copy_to_identical(r)
 
     def finished(row: dict[str, Any]) -> None:
         nonlocal executed
         store.add(row)
         executed += 1
         state.count(row)
+        copy_to_identical(row)
+        eta.finished(row["run_id"], row.get("wall_s"))
+        state.eta_s = eta.eta_s(time.monotonic() - t_start)
         if progress:
             progress(state, row)
 
@@ -874,7 +1042,7 @@ def _run_locked(plan: StudyPlan, out_dir: Path, runs: list[RunSpec], keep: list[
                            failed=sum(1 for r in rows if r.get("error")), wall_s=time.perf_counter() - wall0,
                            interrupted=interrupted, rows=rows, ray_cpus=cpus,
                            invalid=sum(1 for r in rows if not r.get("error") and not is_valid(r)),
-                           retried=state.retried, took_over=took_over)
+                           retried=state.retried, took_over=took_over, identical=len(dups), copied=state.copied)
     if outputs and not interrupted:
         outcome.aggregate = aggregate(plan, rows)
         write_aggregate_csv(out_dir / AGGREGATE_FILE, plan, outcome.aggregate)
@@ -1102,8 +1270,29 @@ def aggregate(plan: StudyPlan, rows: list[dict[str, Any]]) -> list[dict[str, Any
                 rec[f"{m}.ci95_high"] = ci.high
                 rec[f"{m}.sd"] = ci.sd
                 rec[f"{m}.n"] = ci.n
+                if is_duration(m):  # the same in hours, as `run` shows durations
+                    for k in HOUR_COLUMNS:
+                        rec[f"{m}.{k}_h"] = rec[f"{m}.{k}"] / 3600
             out.append(rec)
     return out
+
+
+HOUR_COLUMNS = ("mean", "ci95_low", "ci95_high")
+
+
+def is_duration(metric: str) -> bool:
+    """A metric in simulated seconds (its name has the unit `s`: backup_window_s, redirected_s_total),
+    shown in hours; `wall_s` is the run's own wall-clock time and stays in seconds."""
+    return metric != "wall_s" and "s" in metric.rsplit(".", 1)[-1].split("_")[1:]
+
+
+def metric_label(metric: str) -> str:
+    """A metric's name for a table or an axis: durations in hours (`backup_window (h)`)."""
+    if not is_duration(metric):
+        return metric
+    head, _, last = metric.rpartition(".")
+    name = "_".join(part for i, part in enumerate(last.split("_")) if not (i and part == "s"))
+    return f"{head + '.' if head else ''}{name} (h)"
 
 
 def write_aggregate_csv(path: Path, plan: StudyPlan, agg: list[dict[str, Any]]) -> None:
@@ -1112,6 +1301,8 @@ def write_aggregate_csv(path: Path, plan: StudyPlan, agg: list[dict[str, Any]]) 
     fields = [*plan.axes, "generation", "runs", "failed", "invalid"]
     for m in plan.metrics:
         fields += [f"{m}.mean", f"{m}.ci95_low", f"{m}.ci95_high", f"{m}.sd", f"{m}.n"]
+        if is_duration(m):
+            fields += [f"{m}.{k}_h" for k in HOUR_COLUMNS]
 
     def fmt(v: Any) -> Any:
         if isinstance(v, float):
@@ -1153,6 +1344,8 @@ def write_plots(plan: StudyPlan, agg: list[dict[str, Any]], folder: Path) -> lis
         logx = numeric and min(xs_raw) > 0 and max(xs_raw) / min(xs_raw) >= 50
         facets = list(dict.fromkeys(tuple(rec[a] for a in others) for rec in agg))
         for m in plan.metrics:
+            scale = 3600.0 if is_duration(m) else 1.0  # durations in hours
+            lowest = 0.0
             ncols = min(3, len(facets))
             nrows = math.ceil(len(facets) / ncols)
             fig_w, fig_h = max(7.0, 4.6 * ncols), 3.4 * nrows + 0.7
@@ -1166,13 +1359,14 @@ def write_plots(plan: StudyPlan, agg: list[dict[str, Any]], folder: Path) -> lis
                     pts = [rec for rec in agg if rec["generation"] == g and tuple(rec[a] for a in others) == facet]
                     pts.sort(key=lambda rec: xs_raw.index(rec[axis]))
                     x = [xpos[rec[axis]] for rec in pts]
-                    y = [rec[f"{m}.mean"] for rec in pts]
-                    lo = [rec[f"{m}.ci95_low"] for rec in pts]
-                    hi = [rec[f"{m}.ci95_high"] for rec in pts]
+                    y = [rec[f"{m}.mean"] / scale for rec in pts]
+                    lo = [rec[f"{m}.ci95_low"] / scale for rec in pts]
+                    hi = [rec[f"{m}.ci95_high"] / scale for rec in pts]
                     if all(math.isnan(v) for v in y):
                         continue
                     ax.plot(x, y, marker="o", color=colors.get(g), label=g)
                     ax.fill_between(x, lo, hi, color=colors.get(g), alpha=0.2, linewidth=0)
+                    lowest = min([lowest, *(v for v in y + lo if not math.isnan(v))])
                     lines += 1
                 if logx:
                     ax.set_xscale("log")
@@ -1183,7 +1377,7 @@ def write_plots(plan: StudyPlan, agg: list[dict[str, Any]], folder: Path) -> lis
                     ax.set_xticks(range(len(xs_raw)), [str(v) for v in xs_raw], rotation=30, ha="right")
                 ax.set_xlabel(axis)
                 if k % ncols == 0:
-                    ax.set_ylabel(m)
+                    ax.set_ylabel(metric_label(m))
                 if others:
                     ax.set_title(", ".join(f"{a}={v}" for a, v in zip(others, facet, strict=True)), fontsize=9)
                 ax.grid(True, alpha=0.3)
@@ -1193,10 +1387,69 @@ def write_plots(plan: StudyPlan, agg: list[dict[str, Any]], folder: Path) -> lis
                     ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
             for k in range(len(facets), nrows * ncols):
                 axs[k // ncols][k % ncols].set_visible(False)
-            fig.suptitle(f"{plan.name}: {m} vs {axis}\n(mean and {CONFIDENCE:.0%} CI over {len(plan.seeds)} seeds)",
-                         fontsize=10)
+            if lowest >= 0:  # the y axis starts at zero: a 1 % difference looks like one (the axes share y)
+                axs[0][0].set_ylim(bottom=0)
+            fig.suptitle(f"{plan.name}: {metric_label(m)} vs {axis}\n(mean and {CONFIDENCE:.0%} CI over "
+                         f"{len(plan.seeds)} seeds; the y axis starts at 0)", fontsize=10)
             target = folder / f"{_safe(m)}--{_safe(axis)}.png"
             fig.savefig(target, dpi=90)
             plt.close(fig)
             written.append(target)
     return written
+
+
+# ----------------------------------------------------------------------------------------------
+# in Python: `cluster_sim.sweep(study)` -> the runs table, as Mesa's batch_run
+# ----------------------------------------------------------------------------------------------
+def runs_frame(plan: StudyPlan, rows: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
+    """The runs as a tidy pandas DataFrame: one row per (point, seed, generation), the columns of
+    runs.parquet (grid axes, seed, generation, every number of summary.json dotted, error, valid,
+    duplicate_of, ...), integers and booleans as pandas' nullable types (a failed run's are NA)."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - depends on the installation
+        raise ImportError("cluster_sim.sweep returns a pandas DataFrame: pip install 'cluster_sim[pandas]'") from None
+    import pyarrow as pa
+
+    nullable = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(), pa.string(): pd.StringDtype()}
+    return arrow_table(rows, plan.columns()).to_pandas(types_mapper=nullable.get)
+
+
+def run_table(study: str | Path | StudyPlan, out: str | Path | None = None, *,
+              executor: Literal["ray", "serial"] = "ray", address: str | None = None, num_cpus: int | None = None,
+              resume: bool = False, retry_failed: bool = False, progress: ProgressFn | None = None):  # type: ignore[no-untyped-def]
+    """Run a study (a study file, or a plan from `load_study`) and return its runs table as a pandas
+    DataFrame (`runs_frame`), as Mesa's `batch_run` returns its runs. `out`: the study folder
+    (runs.parquet, aggregate.csv, plots, study.json; `resume` goes on from it); None: a temporary
+    folder, removed afterwards (no aggregate or plots are drawn). `executor`: "ray" (a local Ray
+    instance, or the cluster at `address`, default $RAY_ADDRESS) or "serial" (this process, one run at
+    a time). Raises StudyError for a bad study file, StudyRunError when it cannot start (Ray
+    unreachable, another sweep writing into `out`), KeyboardInterrupt if interrupted (what finished
+    is recorded in `out`)."""
+    import shutil
+    import tempfile
+
+    plan = study if isinstance(study, StudyPlan) else load_study(study)
+    if executor == "ray":
+        address = address or os.environ.get("RAY_ADDRESS") or None
+    scratch = None if out is not None else tempfile.mkdtemp(prefix="cluster-sim-sweep-")
+    try:
+        outcome = run_study(plan, out if out is not None else scratch, resume=resume, retry_failed=retry_failed,
+                            executor=executor, address=address, num_cpus=num_cpus, progress=progress,
+                            outputs=out is not None)
+        if outcome.interrupted:
+            raise KeyboardInterrupt
+        return runs_frame(plan, outcome.rows)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+class _CallableModule(types.ModuleType):
+    """`cluster_sim.sweep` is this module and, called, `run_table`: `cluster_sim.sweep("study.yaml")`."""
+
+    def __call__(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        return run_table(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

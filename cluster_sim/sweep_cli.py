@@ -10,7 +10,6 @@ there).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,9 +31,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def sweep(
+        ctx: typer.Context,
         study: Annotated[Path, typer.Argument(help="study YAML file")],
         address: Annotated[str | None, typer.Option(
-            "--address", help="run on this existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)")] = None,
+            "--address", envvar="RAY_ADDRESS", show_envvar=True,
+            help="run on this existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)")] = None,
         out_dir: Annotated[Path | None, typer.Option("--out", help="output folder (default results/<study>)")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="skip runs already recorded in DIR/runs.parquet")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="with --resume: run again the runs that recorded an error")] = False,
@@ -45,18 +46,27 @@ def register(app: typer.Typer) -> None:
             "run_timeout_s, else from the run's size); a run past it is cancelled and run once more")] = None,
     ) -> None:
         """Run a load study: every grid point x seed x generation as a Ray task; runs.parquet, aggregate.csv, plots."""
-        from cluster_sim.sweep import StudyError, StudyRunError, is_valid, load_study, run_study
+        from cluster_sim.sweep import (
+            StudyError,
+            StudyRunError,
+            identical_reasons,
+            is_valid,
+            load_study,
+            run_study,
+        )
 
         try:
             plan = load_study(study)
         except StudyError as exc:
             _error(str(exc))
             raise typer.Exit(EXIT_BAD_INPUT) from None
-        if address and serial:
-            _error("--address and --serial: choose one")
-            raise typer.Exit(EXIT_BAD_INPUT)
-        if not serial:
-            address = address or os.environ.get("RAY_ADDRESS") or None
+        if serial:
+            source = ctx.get_parameter_source("address")
+            if address and source is not None and source.name == "COMMANDLINE":
+                _error("--address and --serial: choose one")
+                raise typer.Exit(EXIT_BAD_INPUT)
+            address = None  # (a $RAY_ADDRESS of the shell does not stop a serial sweep)
+        address = address or None
         if retry_failed and not resume:
             _error("--retry-failed goes with --resume")
             raise typer.Exit(EXIT_BAD_INPUT)
@@ -67,28 +77,25 @@ def register(app: typer.Typer) -> None:
             _error(f"--out: {dest} exists and is not a folder")
             raise typer.Exit(EXIT_BAD_INPUT)
 
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         where = "in process" if serial else (f"on Ray at {address}" if address else "on a local Ray instance")
+        identical = len(plan.duplicates())
+        same = (f" ({identical} identical to another run, copied instead of run: "
+                f"{'; '.join(identical_reasons(plan))})" if identical else "")
         out.print(Text(f"{plan.name}: {len(plan.points)} points x {len(plan.seeds)} seeds x "
-                       f"{len(plan.generations)} generations = {plan.total_runs} runs, {where}"), soft_wrap=True)
+                       f"{len(plan.generations)} generations = {plan.total_runs} runs{same}, {where}"), soft_wrap=True)
         with Progress(TextColumn("{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} done"),
                       TextColumn("[red]{task.fields[failed]} failed[/] [yellow]{task.fields[invalid]} invalid[/] "
                                  "[cyan]{task.fields[running]} running[/]"),
-                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                      TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
                       console=err, transient=True, disable=not err.is_terminal) as prog:
-            task = prog.add_task(plan.name, total=plan.total_runs, failed=0, invalid=0, running=0)
-
-            first = [True]
+            task = prog.add_task(plan.name, total=plan.total_runs, failed=0, invalid=0, running=0, eta="-:--:--")
 
             def progress(state: Any, row: Any) -> None:
-                if first[0]:  # runs recorded before (--resume) are not progress: keep them out of the ETA
-                    first[0] = False
-                    prog.reset(task, completed=state.done, failed=state.failed, invalid=state.invalid,
-                               running=state.running)
                 prog.update(task, completed=state.done, failed=state.failed, invalid=state.invalid,
-                            running=state.running)
+                            running=state.running, eta=_clock(state.eta_s))
                 if state.done == state.total:
                     prog.update(task, description=f"{plan.name}: writing aggregate.csv and plots")
 
@@ -103,6 +110,8 @@ def register(app: typer.Typer) -> None:
         ok = outcome.total - outcome.failed - outcome.invalid
         notes = [f"{outcome.executed} run now", f"{outcome.skipped} already recorded"] if resume else \
                 [f"{outcome.executed} run"]
+        if outcome.identical:
+            notes.append(f"{outcome.copied} identical to another run, not run again")
         if outcome.retried:
             notes.append(f"{outcome.retried} run a second time after an error or a timeout")
         if outcome.took_over:
@@ -134,6 +143,14 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
+def _clock(seconds: float | None) -> str:
+    """An ETA as h:mm:ss (`-:--:--` while there is none)."""
+    if seconds is None or math.isnan(seconds):
+        return "-:--:--"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def _fmt(v: float) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -144,6 +161,8 @@ def _fmt(v: float) -> str:
 def _print_table(plan: Any, agg: list[dict[str, Any]], limit: int = 40) -> None:
     from rich.table import Table
 
+    from cluster_sim.sweep import is_duration, metric_label
+
     room = max(1, (out.width - 12 * len(plan.axes) - 12 - 8) // 17)  # metrics that fit the terminal
     metrics = plan.metrics[:room]
     t = Table(title=f"{plan.name}: mean ± 95 % CI half-width over seeds", title_justify="left")
@@ -152,13 +171,15 @@ def _print_table(plan: Any, agg: list[dict[str, Any]], limit: int = 40) -> None:
     t.add_column("generation", no_wrap=True)
     t.add_column("runs", justify="right")  # runs in the means; invalid and failed ones beside
     for m in metrics:
-        t.add_column(m, justify="right", overflow="fold")
+        t.add_column(metric_label(m), justify="right", overflow="fold")
     for rec in agg[:limit]:
         left_out = [f"{rec[k]} {k}" for k in ("invalid", "failed") if rec.get(k)]
         cells = [str(rec[a]) for a in plan.axes] + [rec["generation"],
                                                     f"{rec['runs']}" + (f" (+{', '.join(left_out)})" if left_out else "")]
         for m in metrics:
             mean, lo, hi = rec[f"{m}.mean"], rec[f"{m}.ci95_low"], rec[f"{m}.ci95_high"]
+            if is_duration(m):  # in hours, as `run` shows durations
+                mean, lo, hi = mean / 3600, lo / 3600, hi / 3600
             half = (hi - lo) / 2
             cells.append(_fmt(mean) if math.isnan(half) or half == 0 else f"{_fmt(mean)} ± {_fmt(half)}")
         t.add_row(*cells)

@@ -184,8 +184,8 @@ def test_cli_validate_of_a_missing_file_exits_2(tmp_path):
         (["--set", "fleet.7.count=2"], "fleet.7.count", "'7' is not an index of a list of 3"),
         (["--set", "cluster.nodes.max=2"], "cluster.nodes.max", "cluster.nodes is a value, not a section"),
         (["--set", "no-equals-sign"], "", "expected dotted.path=value"),
-        (["--backend", "slurm"], "run.backend", "'local' or 'ray'"),
-        (["--seed", "-1"], "seed", "greater than or equal to 0"),
+        (["--backend", "slurm"], "'--backend'", "'slurm' is not one of 'local'"),  # (checked by the option)
+        (["--seed", "-1"], "--seed -1 (on ", "seed: Input should be greater than or equal to 0"),
     ],
     ids=["set-range", "set-missing-index", "set-through-scalar", "set-no-equals", "backend", "seed"],
 )
@@ -197,6 +197,8 @@ def test_cli_run_refuses_bad_options_with_exit_2_and_writes_nothing(args, path, 
     assert path in err
     assert reason in err
     assert not out.exists()
+    if args[0] in ("--backend", "--seed"):
+        assert f"{SMALL}:" not in err  # an option's mistake is not the file's
 
 
 def test_console_script_exits_2_on_a_bad_file(tmp_path):

@@ -53,7 +53,8 @@ def test_run_json_is_written_last_and_records_the_run(tmp_path: Path) -> None:
     assert info["sim_version"].startswith("0.1.0+") and len(info["sim_version"]) == len("0.1.0+") + 12
     assert isinstance(info["argv"], list) and info["argv"]
     assert (info["seed"], info["backend"], info["scenario"]) == (3, "local", "small-4node")
-    assert info["overrides"] == {"set": ["backup.retries=1"], "generations": ["ws2016", "ws2012"]}
+    assert info["overrides"] == {"set": ["backup.retries=1"], "file": None, "generations": ["ws2016", "ws2012"]}
+    assert info["scenario_path"] == str(SMALL.resolve())
     assert info["generations"] == ["ws2016", "ws2012"] and info["audit_ok"] is True
     assert info["scenario_resolved"] == "scenario.resolved.yaml"
     start, end = datetime.fromisoformat(info["started_at"]), datetime.fromisoformat(info["ended_at"])
@@ -66,13 +67,17 @@ def test_run_json_is_written_last_and_records_the_run(tmp_path: Path) -> None:
 
 def test_the_resolved_scenario_reproduces_the_run_byte_for_byte(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
-    res = run_cli(str(SMALL), "--out", str(first), "--set", "backup.vms_per_snapshot=3",
+    over = tmp_path / "best.yaml"  # an override file (as a plan's best.yaml) is part of the effective scenario
+    over.write_text("backup.concurrent_vms_per_node: 2\nbackup.retries: 1\n")
+    res = run_cli(str(SMALL), "--out", str(first), "--overrides", str(over), "--set", "backup.vms_per_snapshot=3",
                   "--set", "cluster.migration.max_concurrent_per_node=1", "--seed", "9", "-g", "ws2012r2",
-                  "-g", "ws2008r2", "--no-report")
+                  "-g", "ws2008r2", "--workers", "2", "--no-report")
     assert res.exit_code == 0, res.output
     resolved = yaml.safe_load((first / "scenario.resolved.yaml").read_text())
     assert (resolved["seed"], resolved["backup"]["vms_per_snapshot"]) == (9, 3)
+    assert (resolved["backup"]["concurrent_vms_per_node"], resolved["backup"]["retries"]) == (2, 1)
     assert resolved["backup"]["generations"] == ["ws2012r2", "ws2008r2"]
+    assert json.loads((first / "run.json").read_text())["overrides"]["file"] == str(over.resolve())
     res = run_cli(str(first / "scenario.resolved.yaml"), "--out", str(second), "--no-report")
     assert res.exit_code == 0, res.output
     a, b = files(first), files(second)
@@ -81,6 +86,9 @@ def test_the_resolved_scenario_reproduces_the_run_byte_for_byte(tmp_path: Path) 
     assert sorted(a) == sorted(b)
     assert "ws2012r2/summary.json" in a and "ws2008r2/trace.jsonl" in a
     assert a == b
+    # resolving a resolved scenario changes nothing but the comment naming its source
+    body = [(f / "scenario.resolved.yaml").read_text().split("\n", 2)[2] for f in (first, second)]
+    assert body[0] == body[1]
 
 
 @pytest.mark.parametrize("where", ["under-a-file", "proc"])
@@ -113,17 +121,73 @@ def test_a_folder_that_does_not_hold_results_is_not_replaced(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "two-renames"])
-def test_a_rerun_replaces_the_whole_folder(tmp_path: Path, monkeypatch, exchange: bool) -> None:
+def test_force_replaces_the_whole_folder_of_another_run(tmp_path: Path, monkeypatch, exchange: bool) -> None:
     out = tmp_path / "out"
     assert run_cli(str(SMALL), "--out", str(out), "--no-report").exit_code == 0
     (out / "ws2008r2" / "stale.txt").write_text("from before")
     if not exchange:
         monkeypatch.setattr(cli, "_exchange", lambda a, b: False)  # a system without renameat2
-    res = run_cli(str(SMALL), "--out", str(out), "-g", "ws2016", "--no-report")
+    res = run_cli(str(SMALL), "--out", str(out), "-g", "ws2016", "--no-report", "--force")
     assert res.exit_code == 0, res.output
     # the old generations are gone with the old folder (they were kept item by item before)
     assert sorted(p.name for p in out.iterdir()) == sorted(TOP + ["ws2016"])
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize(("again", "difference"), [
+    (["--seed", "99"], "seed 7 there, 99 now"),
+    (["-g", "ws2016"], "generations ws2012r2, ws2008r2 there, ws2016 now"),
+    (["--set", "backup.retries=1"], "--set none there, backup.retries=1 now"),
+    (["--scenario", "10vm-2node.yaml"], "scenario small-4node there, 10vm-2node now; scenario file "),
+], ids=["seed", "generations", "set", "scenario"])
+def test_an_out_holding_another_run_is_refused_without_force_and_left_as_it_was(tmp_path: Path, again, difference):
+    out = tmp_path / "out"
+    assert run_cli(str(SMALL), "--out", str(out), "-g", "ws2012r2", "-g", "ws2008r2", "--no-report").exit_code == 0
+    before = files(out)
+    if again[0] == "--scenario":
+        res = run_cli(str(SCENARIOS / again[1]), "--out", str(out), "-g", "ws2012r2", "-g", "ws2008r2", "--no-report")
+    else:
+        gens = [] if "-g" in again else ["-g", "ws2012r2", "-g", "ws2008r2"]
+        res = run_cli(str(SMALL), "--out", str(out), *gens, *again, "--no-report")
+    assert res.exit_code == 2, res.output
+    message = " ".join(res.stderr.split())
+    assert message.startswith(f"error: --out: {out} holds the results of another run (")
+    assert difference in message and message.endswith("--force replaces them, or choose another --out")
+    assert files(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_the_same_run_again_replaces_its_own_folder_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = [str(SMALL), "--out", str(out), "-g", "ws2016", "--seed", "4", "--set", "backup.retries=1", "--no-report"]
+    assert run_cli(*args).exit_code == 0
+    first = json.loads((out / "run.json").read_text())["started_at"]
+    (out / "ws2016" / "stale.txt").write_text("from before")
+    res = run_cli(*args, "--backend", "local", "--workers", "1")  # (how it runs does not make it another run)
+    assert res.exit_code == 0, res.output
+    assert not (out / "ws2016" / "stale.txt").exists()
+    assert json.loads((out / "run.json").read_text())["started_at"] >= first
+
+
+def test_results_that_no_run_json_describes_are_refused_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_cli(str(SMALL), "--out", str(out), "-g", "ws2016", "--no-report").exit_code == 0
+    (out / "run.json").unlink()  # (as an older cluster-sim left it)
+    res = run_cli(str(SMALL), "--out", str(out), "-g", "ws2016", "--no-report")
+    assert res.exit_code == 2, res.output
+    assert "holds results that no run.json describes" in " ".join(res.stderr.split())
+    res = run_cli(str(SMALL), "--out", str(out), "-g", "ws2016", "--no-report", "--force")
+    assert res.exit_code == 0, res.output
+    assert (out / "run.json").is_file()
+
+
+def test_force_never_replaces_a_folder_that_does_not_hold_results(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    res = run_cli(str(SMALL), "--out", str(out), "--no-report", "--force")
+    assert res.exit_code == 2, res.output
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
 def test_a_run_that_fails_while_writing_leaves_the_old_results_intact(tmp_path: Path, monkeypatch) -> None:
@@ -141,8 +205,8 @@ def test_a_run_that_fails_while_writing_leaves_the_old_results_intact(tmp_path: 
         return real(g, folder)
 
     monkeypatch.setattr(results, "write_generation", second_one_fails)
-    res = run_cli(str(SMALL), "--out", str(out), "--seed", "8", "--no-report")
-    assert res.exit_code != 0
+    res = run_cli(str(SMALL), "--out", str(out), "--seed", "8", "--no-report", "--force")
+    assert res.exit_code != 0 and isinstance(res.exception, OSError)
     assert files(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # its scratch folder is gone too
 
@@ -169,7 +233,8 @@ def test_a_killed_run_leaves_no_worker_behind_and_the_old_results_intact(tmp_pat
     script = Path(sys.executable).parent / "cluster-sim"
     # two generations of the 800-VM scenario side by side: seconds of work per worker
     proc = subprocess.Popen([str(script), "run", str(SCENARIOS / "800vm-8node.yaml"), "--backend", "local",
-                             "--workers", "2", "-g", "ws2012r2", "-g", "ws2016", "--no-report", "--out", str(out)],
+                             "--workers", "2", "-g", "ws2012r2", "-g", "ws2016", "--no-report", "--out", str(out),
+                              "--force"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []
     give_up = time.monotonic() + 300
@@ -189,7 +254,7 @@ def test_a_killed_run_leaves_no_worker_behind_and_the_old_results_intact(tmp_pat
     scratch = [p.name for p in tmp_path.iterdir() if p.name != "out"]
     assert len(scratch) == 1 and scratch[0].startswith(f".out.cluster-sim-{proc.pid}-")
     # the next run clears what the killed one left
-    assert run_cli(str(SMALL), "--out", str(out), "-g", "ws2016", "--no-report").exit_code == 0
+    assert run_cli(str(SMALL), "--out", str(out), "-g", "ws2016", "--no-report", "--force").exit_code == 0
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
@@ -199,4 +264,4 @@ def test_every_shipped_scenario_survives_the_resolved_yaml_round_trip(path: Path
     from cluster_sim.scenario import scenario_from_dict
 
     sc = cluster_sim.load_scenario(path)
-    assert scenario_from_dict(yaml.safe_load(cli.scenario_yaml(sc, path))) == sc
+    assert scenario_from_dict(yaml.safe_load(cli.scenario_yaml(sc, str(path)))) == sc

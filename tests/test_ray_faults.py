@@ -225,7 +225,8 @@ def test_run_with_a_ray_address_nobody_answers_on_exits_2_at_once(tmp_path) -> N
     res = runner.invoke(app, ["run", str(_scenario_file(tmp_path)), "--backend", "ray",
                               "--ray-address", f"127.0.0.1:{port}", "--out", str(out)])
     assert res.exit_code == 2, res.output
-    assert f"error: --ray-address 127.0.0.1:{port}: cannot connect to 127.0.0.1:{port}" in " ".join(res.stderr.split())
+    # (--ray-address is an alias of --address, the name every command uses)
+    assert f"error: --address 127.0.0.1:{port}: cannot connect to 127.0.0.1:{port}" in " ".join(res.stderr.split())
     assert not out.exists()
     assert time.monotonic() - t0 < 60  # (ray.init alone retries for minutes)
 
@@ -265,7 +266,7 @@ def test_run_and_sweep_explain_a_head_that_wants_an_authentication_token(token_h
                               "--out", str(tmp_path / "out")])
     assert res.exit_code == 2, res.output
     err = " ".join(res.stderr.split())
-    assert f"error: --ray-address {address}: the Ray cluster at {address} uses token authentication" in err
+    assert f"error: --address {address}: the Ray cluster at {address} uses token authentication" in err
     assert "Set RAY_AUTH_MODE=token and give the cluster's token: RAY_AUTH_TOKEN=<token>" in err
     study = tmp_path / "study.yaml"
     study.write_text(f"scenario: {_scenario_file(tmp_path).name}\ngrid: {{backup.retries: [0, 1]}}\n")

@@ -344,17 +344,22 @@ def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedP
 
 
 @pytest.mark.slow
-def test_report_html_loads_in_headless_chromium_without_errors(ten, tmp_path):
+def test_report_html_loads_in_headless_chromium_at_1400_px_without_errors_or_debug_text(ten, tmp_path):
     chromium = _chromium()
     url = (ten / "report.html").resolve().as_uri()
-    dom = _headless(chromium, tmp_path / "profile-dom", "--enable-logging=stderr", "--v=0", "--dump-dom", url)
+    dom = _headless(chromium, tmp_path / "profile-dom", "--enable-logging=stderr", "--v=0", "--window-size=1400,2400",
+                    "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = dom.stdout
-    status = re.search(r'<p id="page-status"([^>]*)>', page)
+    status = re.search(r'<p id="page-status"([^>]*)>(.*?)</p>', page, re.S)
     assert status, page[-2000:]
     attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', status.group(1)))
     assert attrs.get("data-loaded") == "1", attrs
     assert attrs.get("data-images") == str(len(GENERATIONS)) and attrs.get("data-broken-images") == "0", attrs
+    # no debug text on the page (it said "page loaded: 4 images")
+    assert status.group(2) == "" and "page loaded" not in page
+    # at 1400 px the timelines show unscaled: their smallest label (9 pt at 100 dpi) is 12.5 px on screen
+    assert float(attrs["data-min-image-scale"]) == 1.0, attrs
     errors = re.search(r'<pre id="console-errors" data-count="(\d+)">(.*?)</pre>', page, re.S)
     assert errors and errors.group(1) == "0" and errors.group(2).strip() == "", errors and errors.group(2)
     assert not re.search(r"CONSOLE.*(Uncaught|Error)", dom.stderr), dom.stderr[-2000:]

@@ -193,7 +193,7 @@ def test_a_run_that_raises_is_recorded_the_study_goes_on_exit_1(tmp_path, monkey
     real = simulation.run
 
     def flaky(sc, *a, seed=None, generations=None, **kw):
-        if seed == 2 and generations == ["ws2016"] and sc.backup.vms_per_snapshot == 3:
+        if seed == 2 and generations == ["ws2012r2"] and sc.backup.vms_per_snapshot == 3:
             raise RuntimeError("simulated model bug")
         return real(sc, *a, seed=seed, generations=generations, **kw)
 
@@ -208,13 +208,14 @@ def test_a_run_that_raises_is_recorded_the_study_goes_on_exit_1(tmp_path, monkey
     assert all("RuntimeError: simulated model bug" in r["error"] and r["backup_window_s"] is None for r in failed)
     assert "14 ok, 2 failed, 0 invalid of 16" in " ".join(res.output.split())
     with open(out / "aggregate.csv", newline="") as fh:
-        agg = [a for a in csv.DictReader(fh) if a["backup.vms_per_snapshot"] == "3" and a["generation"] == "ws2016"]
+        agg = [a for a in csv.DictReader(fh) if a["backup.vms_per_snapshot"] == "3" and a["generation"] == "ws2012r2"]
     assert all(a["runs"] == "1" and a["failed"] == "1" for a in agg)
     # --resume --retry-failed runs exactly the failed ones again (now fixed)
     monkeypatch.setattr(simulation, "run", real)
     res = runner.invoke(app, ["sweep", str(study), "--out", str(out), "--serial", "--resume", "--retry-failed"])
     assert res.exit_code == 0, res.output
-    assert "2 run now, 14 already recorded" in " ".join(res.output.split())
+    # (the 4 ws2016 runs with 3 VMs per snapshot are copies of those with 1: ws2016 has no batches)
+    assert "2 run now, 10 already recorded" in " ".join(res.output.split())
     assert not any(r["error"] for r in rows_of(out))
 
 
@@ -232,12 +233,18 @@ class Interrupt:
 def test_resume_after_interruption_runs_only_what_is_missing(tmp_path):
     plan = load_study(make_study(tmp_path, seeds="3"))
     out = tmp_path / "out"
+    # 24 runs, 6 of them copies (ws2016 ignores vms_per_snapshot: 3 VMs per snapshot = 1)
+    identical = len(plan.duplicates())
+    assert (plan.total_runs, identical) == (24, 6)
+    # seed 1: (1, 1) ws2012r2; (1, 1) ws2016 and its copy (3, 1) ws2016; (1, 2) ws2012r2; (1, 2) ws2016 and
+    # its copy (3, 2) ws2016: 6 done after 4 runs
     first = run_study(plan, out, executor="serial", progress=Interrupt(5))
-    assert first.interrupted and first.executed == 5
+    assert first.interrupted and first.executed == 4
     before = {r["run_id"]: r for r in rows_of(out)}
-    assert len(before) == 5 and not (out / "aggregate.csv").exists()
+    assert len(before) == 6 and not (out / "aggregate.csv").exists()
+    assert sum(1 for r in before.values() if r["duplicate_of"] in before) == 2
     second = run_study(plan, out, executor="serial", resume=True, outputs=False)
-    assert not second.interrupted and (second.skipped, second.executed) == (5, plan.total_runs - 5)
+    assert not second.interrupted and (second.skipped, second.executed) == (4, plan.total_runs - identical - 4)
     after = rows_of(out)
     assert len(after) == plan.total_runs == len({r["run_id"] for r in after})
     for r in after:  # the recorded runs were not run again
@@ -245,17 +252,18 @@ def test_resume_after_interruption_runs_only_what_is_missing(tmp_path):
             assert r["finished_at"] == before[r["run_id"]]["finished_at"]
     # resuming a finished study runs nothing
     third = run_study(plan, out, executor="serial", resume=True, outputs=False)
-    assert (third.executed, third.skipped) == (0, plan.total_runs)
-    # a changed grid keeps the runs it shares and drops the others
+    assert (third.executed, third.skipped) == (0, plan.total_runs - identical)
+    # a changed grid keeps the runs it shares and drops the others: concurrency 2 is kept (3 runs a seed
+    # and a copy), concurrency 1 dropped (4 rows a seed, its copy included), concurrency 3 run (3 a seed)
     plan2 = load_study(make_study(tmp_path, conc="[2, 3]", seeds="3"))
     fourth = run_study(plan2, out, executor="serial", resume=True, outputs=False)
-    assert (fourth.skipped, fourth.dropped, fourth.executed) == (12, 12, 12)
+    assert (fourth.skipped, fourth.dropped, fourth.executed) == (9, 12, 9)
 
 
 def test_rows_in_the_journal_of_a_killed_driver_count_as_recorded(tmp_path):
     plan = load_study(make_study(tmp_path))
     out = tmp_path / "out"
-    run_study(plan, out, executor="serial", progress=Interrupt(3))
+    first = run_study(plan, out, executor="serial", progress=Interrupt(3))
     rows = rows_of(out)
     # as if the driver died between two Parquet rewrites: rows only in the journal, a torn last line
     (out / RUNS_FILE).unlink()
@@ -264,7 +272,8 @@ def test_rows_in_the_journal_of_a_killed_driver_count_as_recorded(tmp_path):
         fh.write('{"run_id": "abc", "seed"')
     assert {r["run_id"] for r in read_runs(out)} == {r["run_id"] for r in rows}
     res = run_study(plan, out, executor="serial", resume=True, outputs=False)
-    assert (res.skipped, res.executed) == (3, plan.total_runs - 3)
+    assert len(rows) == 3 and first.executed == 2  # (and the copy of the second)
+    assert (res.skipped, res.executed) == (2, plan.total_runs - len(plan.duplicates()) - 2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,7 +310,8 @@ def _alive_node_ids() -> set[str]:
 def test_two_node_ray_cluster_runs_tasks_on_both_nodes(ray_cluster, tmp_path):
     plan = load_study(make_study(tmp_path, count=30, conc="[2]", seeds="3"))
     res = run_study(plan, tmp_path / "out", address=ray_cluster.address, outputs=False)
-    assert res.failed == 0 and res.executed == plan.total_runs == 12
+    # (3 of the 12 are ws2016 with 3 VMs per snapshot: copies of those with 1)
+    assert res.failed == 0 and res.executed == plan.total_runs - len(plan.duplicates()) == 12 - 3
     rows = rows_of(tmp_path / "out")
     assert len({r["run_id"] for r in rows}) == 12
     nodes = {r["node_id"] for r in rows}
@@ -359,7 +369,9 @@ def test_resume_on_ray_after_interruption_does_not_repeat_runs(ray_cluster, tmp_
     res = runner.invoke(app, ["sweep", str(study), "--out", str(out), "--resume", "--address", ray_cluster.address])
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
-    assert f"{plan.total_runs - len(before)} run now, {len(before)} already recorded" in text, text
+    ran = [r for r in before.values() if not r["duplicate_of"]]  # (copies are made again from what they copy)
+    identical = len(plan.duplicates())
+    assert f"{plan.total_runs - identical - len(ran)} run now, {len(ran)} already recorded" in text, text
     rows = rows_of(out)
     assert len(rows) == plan.total_runs == len({r["run_id"] for r in rows})
     assert all(r["finished_at"] == before[r["run_id"]]["finished_at"] for r in rows if r["run_id"] in before)

@@ -5,8 +5,9 @@
 wrote (summary.json, vms.csv, csvs.csv, latency.csv, trace.jsonl) and never re-runs anything.
 
 The page records its own script errors and failed loads into `#console-errors` and, once
-loaded, sets `data-loaded`, `data-images` and `data-broken-images` on `#page-status`, so a
-headless browser's `--dump-dom` tells whether it rendered cleanly.
+loaded, sets `data-loaded`, `data-images`, `data-broken-images` and `data-min-image-scale` (the
+smallest shown width / drawn width of its pictures) on `#page-status` (which shows no text), so a
+headless browser's `--dump-dom` tells whether it rendered cleanly and at what scale.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ EXPLAIN = {
                                "redirected I/O.",
     "copied (TiB)": "Bytes read and sent to the backup target.",
     "on AVHDX (VM-h)": "VM-hours running on a differencing disk (checkpoint) because of the backup.",
-    "verified consistent": "Restores that verified as consistent (application- or crash-consistent).",
+    "verified consistent": "Restores that verified as consistent (application- or crash-consistent); offline and "
+                           "saved-state VMs verify as consistent too (see Restore verification).",
     "verified torn": "Restores that verified as torn: blocks from different instants.",
     "verified lost writes": "Restores missing a write that was on disk before the capture point.",
     "claim mismatches": "Backups whose verified state differs from the outcome claimed for them.",
@@ -114,11 +116,15 @@ _ERROR_CAPTURE = """
       if (!imgs[i].complete || imgs[i].naturalWidth === 0) { broken++; }
     }
     if (broken) { errors.push(broken + ' image(s) did not render'); }
+    var scale = 1;
+    for (var j = 0; j < imgs.length; j++) {
+      if (imgs[j].naturalWidth) { scale = Math.min(scale, imgs[j].clientWidth / imgs[j].naturalWidth); }
+    }
     var st = document.getElementById('page-status');
     st.setAttribute('data-loaded', '1');
     st.setAttribute('data-images', String(imgs.length));
     st.setAttribute('data-broken-images', String(broken));
-    st.textContent = 'page loaded: ' + imgs.length + ' images';
+    st.setAttribute('data-min-image-scale', scale.toFixed(3));
     show();
   });
 })();
@@ -178,8 +184,11 @@ class ReportError(Exception):
 # building
 # ----------------------------------------------------------------------------------------------
 def generation_folders(folder: Path) -> list[Path]:
-    """Subfolders holding a summary.json, in comparison.csv's order (else the generations' order)."""
+    """Subfolders holding a summary.json, in comparison.csv's order (else the generations' order);
+    where the folder has a run.json, only the generations of that run (the report never mixes runs:
+    see `left_out`)."""
     found = {p.name: p for p in folder.iterdir() if p.is_dir() and (p / "summary.json").is_file()}
+    found = {n: p for n, p in found.items() if n not in left_out(folder, found)}
     order: list[str] = []
     comp = folder / "comparison.csv"
     if comp.is_file():
@@ -233,6 +242,36 @@ def _draw_all(gens: list[Generation]) -> None:
         g.timeline_png, g.perfetto_json, g.error = png, pj, error
 
 
+RUN_JSON = "run.json"  # written last by `cluster-sim run`: the run the folder holds
+
+
+def left_out(folder: Path, found: dict[str, Path] | None = None) -> dict[str, str]:
+    """Generation folders that are not of the run the folder's run.json describes, and why: not among
+    its generations, or a summary.json of another scenario or seed (copied in by hand). Empty without
+    a readable run.json."""
+    try:
+        info = json.loads((folder / RUN_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(info, dict) or not isinstance(info.get("generations"), list):
+        return {}
+    if found is None:
+        found = {p.name: p for p in folder.iterdir() if p.is_dir() and (p / "summary.json").is_file()}
+    why: dict[str, str] = {}
+    for name, gf in found.items():
+        if name not in info["generations"]:
+            why[name] = f"not a generation of the run in {RUN_JSON} ({', '.join(map(str, info['generations']))})"
+            continue
+        try:
+            s = json.loads((gf / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # (build_report says it is unreadable)
+        if (s.get("scenario"), s.get("seed")) != (info.get("scenario"), info.get("seed")):
+            why[name] = (f"summary.json of scenario {s.get('scenario')} seed {s.get('seed')}, not of the run in "
+                         f"{RUN_JSON} ({info.get('scenario')} seed {info.get('seed')})")
+    return why
+
+
 def build_report(folder: str | Path) -> Report:
     """Write timeline.png and trace.perfetto.json into every generation folder, then report.html
     (a plan folder, with a plan.json and no generation folders, gets the plan's page)."""
@@ -243,7 +282,7 @@ def build_report(folder: str | Path) -> Report:
     if (folder / PLAN_JSON).is_file() and not generation_folders(folder):
         return build_plan_report(folder)
     gens: list[Generation] = []
-    errors: list[str] = []
+    errors: list[str] = [f"{name}: left out: {why}" for name, why in sorted(left_out(folder).items())]
     for gf in generation_folders(folder):
         try:
             summary = json.loads((gf / "summary.json").read_text(encoding="utf-8"))
@@ -396,6 +435,14 @@ def verification_section(gens: list[Generation]) -> str:
              'capture point (from <code>verification</code> in summary.json). Torn images, lost writes and '
              'claims that do not match what the restore shows are marked red.</p>']
     dicts = {g.name: g.summary["verification"] for g in have}
+    why = consistent_count_notes(have)
+    if why:
+        parts.append('<p id="consistent-counts">Why <i>verified app-consistent</i> can be higher than the '
+                     "comparison's <i>app-consistent</i>: a VM backed up offline (not running: its disk does not "
+                     "change) or in saved state (memory and disk saved together) restores to an application-"
+                     "consistent image, so verification counts it there; the comparison counts it under "
+                     "<i>offline</i> or <i>saved-state</i>.</p>")
+        parts.append('<ul class="key">' + "".join(f"<li>{_e(line)}</li>" for line in why) + "</ul>")
     if all(isinstance(v, dict) for v in dicts.values()):
         keys: list[str] = []
         for v in dicts.values():
@@ -416,6 +463,37 @@ def verification_section(gens: list[Generation]) -> str:
     return "\n".join(parts)
 
 
+def consistent_count_notes(gens: list[Generation]) -> list[str]:
+    """Per generation whose counts differ: how the comparison's outcomes add up to the verified
+    app-consistent count (with a schedule: the last job's, as the comparison shows)."""
+    lines = []
+    for g in gens:
+        s = g.summary
+        jobs = s.get("jobs") or []
+        last = jobs[-1] if len(jobs) > 1 and isinstance(jobs[-1], dict) else s
+        o, v = last.get("outcomes") or {}, last.get("verification") or {}
+        if not isinstance(o, dict) or not isinstance(v, dict) or "app_consistent" not in v:
+            continue
+        app, off, saved = o.get("app_consistent", 0), o.get("offline", 0), o.get("saved_state", 0)
+        verified = v["app_consistent"]
+        if verified == app:
+            continue
+        job = f" (last job of {len(jobs)})" if last is not s else ""
+        line = (f"{g.name}{job}: {app:,} app-consistent + {off:,} offline + {saved:,} saved-state = "
+                f"{app + off + saved:,}; verified app-consistent: {verified:,}")
+        if verified != app + off + saved:
+            line += " (the difference: see torn, lost writes and claim mismatches)"
+        lines.append(line)
+    return lines
+
+
+def _png_size(png: Path) -> tuple[int, int]:
+    """Width and height in pixels, from the PNG's IHDR chunk (the page shows it at most that wide)."""
+    with open(png, "rb") as fh:
+        head = fh.read(24)
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 def _data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
@@ -433,9 +511,10 @@ def generation_section(g: Generation) -> str:
                     for a, b, c in key_lines(s))
     parts.append(f'<ul class="key">{lines}</ul>')
     if g.timeline_png is not None and g.timeline_png.is_file():
+        w, h = _png_size(g.timeline_png)
         parts.append(
             f'<figure><img src="{_data_uri(g.timeline_png)}" alt="timeline of the {_e(g.name)} backup" '
-            f'width="1600"><figcaption>Timeline: each node\'s VMs by backup phase over simulated time '
+            f'width="{w}" height="{h}"><figcaption>Timeline: each node\'s VMs by backup phase over simulated time '
             f'(one lane per VM with few VMs, phase counts per node with many), then per-CSV redirected '
             f'access, storage snapshots and VM I/O latency. File: <code>{_e(g.name)}/timeline.png</code>.'
             f'</figcaption></figure>')

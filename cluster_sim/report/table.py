@@ -150,14 +150,22 @@ def _plain(v: float | int | str | None) -> str | float | int:
     return v
 
 
+def comparison_rows(summaries: list[Summary]) -> list[dict[str, str | float | int | None]]:
+    """The comparison as data: one dict per generation, header (unit included) -> plain number
+    (None where a value does not apply); `audit violations` counts the auditor's findings (0 = ok)."""
+    cols = columns_for(summaries)
+    return [{("audit violations" if c.header == "audit" else c.header):
+             (len(s.audit.violations) if c.header == "audit" else c.get(s)) for c in cols} for s in summaries]
+
+
 def comparison_csv(summaries: list[Summary]) -> str:
     """Plain numbers, units in the headers; `audit` is the number of violations (0 = ok)."""
-    cols = columns_for(summaries)
+    rows = comparison_rows(summaries)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([("audit violations" if c.header == "audit" else c.header) for c in cols])
-    for s in summaries:
-        w.writerow([len(s.audit.violations) if c.header == "audit" else _plain(c.get(s)) for c in cols])
+    w.writerow(list(rows[0]) if rows else [])
+    for r in rows:
+        w.writerow([_plain(v) for v in r.values()])
     return buf.getvalue()
 
 

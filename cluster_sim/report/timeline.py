@@ -37,13 +37,21 @@ from cluster_sim.report.spans import (  # noqa: E402
 
 PER_VM_LIMIT = 48  # more VMs than this: aggregate lanes per node
 BINS = 480
-WIDTH_IN = 16.0
+# [P] The picture is WIDTH_IN x DPI = 1300 px wide: the width of report.html's column in a 1400 px
+# window, so the page shows it unscaled there (narrower windows scale it down; the page never scales
+# it up). Type sizes in points at DPI 100 (1 pt = 1.39 px): nothing smaller than FONT_SMALL, 12.5 px.
+WIDTH_IN = 13.0
 DPI = 100
+FONT_SMALL = 9.0  # lane, tick and annotation labels, legends
+FONT_LABEL = 10.0  # node names, axis labels
+FONT_TITLE = 11.0  # panel titles
+FONT_HEAD = 13.0  # the picture's title
+TITLE_LINE_CHARS = 95  # [P] characters of the title (bold, FONT_HEAD) that fit the width
 HOLD_COLOURS = {"backup_pin": "#e6550d", "metadata": "#fd8d3c", "backup_in_progress": "#a50f15"}
 CRASH_COLOUR = "#d62728"
 RETRY_LINE = "#c2185b"
-LEFT, RIGHT = 0.12, 0.885  # axes edges (figure fraction); per-panel legends go right of RIGHT
-LEGEND_COLS = 5
+LEFT, RIGHT = 0.14, 0.865  # axes edges (figure fraction); per-panel legends go right of RIGHT
+LEGEND_COLS = 4
 
 
 def time_unit(t_end: float) -> tuple[float, str]:
@@ -63,14 +71,29 @@ def _fmt_s(s: float) -> str:
 
 
 def title_of(tl: Timeline) -> str:
+    """Two lines: the run and its window; then the headline counts (storage snapshots, sets,
+    hold-writes overruns, retries) and the outcomes."""
     s = tl.summary
     o = s.get("outcomes") or {}
     head = f"{s.get('scenario', '')} - {tl.generation}: {s.get('vm_count', len(tl.vms))} VMs on " \
            f"{s.get('node_count', len(tl.nodes))} nodes, {s.get('csv_count', len(tl.csvs))} CSVs"
     if not tl.jobs and not tl.spans:
         return head + " (no backup)"
-    outs = ", ".join(f"{v} {k.replace('_', '-')}" for k, v in o.items() if v)
-    return f"{head}; backup window {_fmt_s(float(s.get('backup_window_s') or 0.0))}; {outs}"
+    counts = [f"{_plural(s.get('hw_snapshots_created'), 'storage snapshot')} in {_plural(s.get('snapshot_sets'), 'set')}"]
+    if s.get("hold_writes_overruns"):
+        counts.append(_plural(s["hold_writes_overruns"], "hold-writes overrun"))
+    if s.get("retries"):
+        counts.append(_plural(s["retries"], "retry", "retries"))
+    outs = ", ".join(f"{v:,} {k.replace('_', '-')}" for k, v in o.items() if v)
+    tail = f"{', '.join(counts)}; {outs}"
+    if len(tail) > TITLE_LINE_CHARS:
+        tail = f"{', '.join(counts)}\n{outs}"
+    return f"{head}; backup window {_fmt_s(float(s.get('backup_window_s') or 0.0))}\n{tail}"
+
+
+def _plural(n: object, one: str, many: str | None = None) -> str:
+    """`1 set`, `8 sets` (`? sets` for a count summary.json lacks)."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}" if isinstance(n, int) else f"? {many or one + 's'}"
 
 
 def _legend_handles(per_vm: bool) -> list:  # type: ignore[type-arg]
@@ -127,12 +150,14 @@ def render(tl: Timeline, path: str | Path) -> Path:
     # ---- layout: every height in inches, axes placed by hand ----
     lanes = _vm_lanes(tl) if per_vm else []
     node_heights = [max(1.0, 0.2 * len(lanes)) if per_vm else 0.75 * len(tl.nodes) * (1 + BAND_GAP)]
-    panels = [(h, 0.35) for h in node_heights]
+    panels = [(h, 0.35 if per_vm else 0.6) for h in node_heights]  # (room for the panel's title)
     panels += [(max(0.7, 0.2 * len(tl.csvs)), 0.45), (1.2, 0.45), (1.2, 0.45)]
     n_handles = len(_legend_handles(per_vm))
     legend_rows = -(-n_handles // LEGEND_COLS)
-    top_in = 0.45 + 0.2 * legend_rows + 0.15
-    bottom_in = 0.55
+    title = title_of(tl)
+    legend_at_in = 0.12 + 0.26 * (title.count("\n") + 1) + 0.08  # below the title's lines
+    top_in = legend_at_in + 0.21 * legend_rows + 0.2
+    bottom_in = 0.6
     fig_h = top_in + sum(h + g for h, g in panels) + bottom_in
     fig = plt.figure(figsize=(WIDTH_IN, fig_h), dpi=DPI)
     axes = []
@@ -143,7 +168,7 @@ def render(tl: Timeline, path: str | Path) -> Path:
     node_axes = axes[: len(node_heights)]
     ax_csv, ax_snap, ax_lat = axes[len(node_heights):]
 
-    fig.suptitle(title_of(tl), fontsize=12, fontweight="bold", y=1 - 0.12 / fig_h, va="top")
+    fig.suptitle(title, fontsize=FONT_HEAD, fontweight="bold", y=1 - 0.12 / fig_h, va="top")
     if per_vm:
         _draw_per_vm(tl, node_axes[0], lanes, unit, min_w)
     else:
@@ -168,8 +193,10 @@ def render(tl: Timeline, path: str | Path) -> Path:
     axes[-1].xaxis.set_major_locator(FixedLocator(xticks))
     ax_lat.set_xlabel(f"simulated time ({uname}); dashed lines: backup job start and end")
 
-    fig.legend(handles=_legend_handles(per_vm), loc="upper center", ncol=LEGEND_COLS, fontsize=8.5,
-               frameon=False, bbox_to_anchor=(0.5, 1 - 0.42 / fig_h), columnspacing=1.5, handlelength=1.6)
+    axes[-1].tick_params(axis="x", labelsize=FONT_SMALL)
+    ax_lat.xaxis.label.set_fontsize(FONT_LABEL)
+    fig.legend(handles=_legend_handles(per_vm), loc="upper center", ncol=LEGEND_COLS, fontsize=FONT_SMALL,
+               frameon=False, bbox_to_anchor=(0.5, 1 - legend_at_in / fig_h), columnspacing=1.5, handlelength=1.6)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -221,7 +248,7 @@ def _draw_per_vm(tl: Timeline, ax, lanes: list[tuple[str, str]], unit: float, mi
                             linewidth=0)
             ax.axvline(a / unit, ymin=1 - (r1 - 0.5 + 0.5) / n, ymax=1 - (r0 - 0.5 + 0.5) / n,
                        color=CRASH_COLOUR, linewidth=1.2)
-            ax.text(a / unit, r0, f" {node} crashed ({how})", color=CRASH_COLOUR, fontsize=7.5,
+            ax.text(a / unit, r0, f" {node} crashed ({how})", color=CRASH_COLOUR, fontsize=FONT_SMALL,
                     va="center", ha="left", fontweight="bold", zorder=6)
     # phases, one vectorised barh
     ys, lefts, widths, colours = [], [], [], []
@@ -238,7 +265,7 @@ def _draw_per_vm(tl: Timeline, ax, lanes: list[tuple[str, str]], unit: float, mi
     # failures, restarts, outcomes, migrations
     for a in tl.attempts:
         if a.vm in y_of and a.node and a.node != tl.vm_home.get(a.vm):
-            ax.text(a.start / unit, y_of[a.vm] - 0.36, f"attempt {a.attempt} on {a.node}", fontsize=6.5,
+            ax.text(a.start / unit, y_of[a.vm] - 0.36, f"attempt {a.attempt} on {a.node}", fontsize=FONT_SMALL,
                     va="bottom", ha="left", zorder=6, color="#333333")
     reasons: dict[str, list[tuple[float, str]]] = {}
     for t, vm, _node, reason in tl.failures:
@@ -251,7 +278,7 @@ def _draw_per_vm(tl: Timeline, ax, lanes: list[tuple[str, str]], unit: float, mi
         mine = [s for s in tl.spans if s.vm == vm] + [a for a in tl.attempts if a.vm == vm]
         first, last = min(s.start for s in mine), max(s.end for s in mine)
         text = "failed: " + ", ".join(dict.fromkeys(r for _t, r in rs))
-        style = {"fontsize": 7, "color": "#8a1010", "zorder": 7}
+        style = {"fontsize": FONT_SMALL, "color": "#8a1010", "zorder": 7}
         if last < x_lo + 0.75 * (x_hi - x_lo):
             ax.text(last / unit, y_of[vm], "   " + text, va="center", ha="left", **style)
         elif first > x_lo + 0.25 * (x_hi - x_lo):
@@ -273,7 +300,7 @@ def _draw_per_vm(tl: Timeline, ax, lanes: list[tuple[str, str]], unit: float, mi
         ax.plot([m.start / unit, end / unit], [y, y], color="black", linewidth=1.4, zorder=6)
         ax.plot(end / unit, y, marker=">", color="black", markersize=5, zorder=6)
         label = f"migrated {m.src} -> {m.dst}" + ("" if m.status == "done" else f" ({m.status})")
-        ax.text(end / unit, y - 0.05, "  " + label, fontsize=7, va="center", ha="left", zorder=6,
+        ax.text(end / unit, y - 0.05, "  " + label, fontsize=FONT_SMALL, va="center", ha="left", zorder=6,
                 bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 0.5})
     for t, vm, _node in tl.refusals:
         if vm in y_of:
@@ -287,17 +314,17 @@ def _draw_per_vm(tl: Timeline, ax, lanes: list[tuple[str, str]], unit: float, mi
             o = tl.outcomes.get(name)
             labels.append(f"{name}  {_short_outcome(o[0]) if o else '?'}")
     ax.set_yticks(range(n))
-    ax.set_yticklabels(labels, fontsize=7.5)
+    ax.set_yticklabels(labels, fontsize=FONT_SMALL)
     for tick, (kind, _name) in zip(ax.get_yticklabels(), lanes, strict=True):
         if kind == "node":
             tick.set_fontweight("bold")
-            tick.set_fontsize(9)
+            tick.set_fontsize(FONT_LABEL)
     ax.set_ylim(n - 0.5, -0.5)
     ax.tick_params(axis="y", length=0)
     if tl.jobs:
-        ax.set_title("Each VM's backup phases, grouped by the node its first attempt ran on", fontsize=10, loc="left")
+        ax.set_title("Each VM's backup phases, grouped by the node its first attempt ran on", fontsize=FONT_TITLE, loc="left")
     else:
-        ax.set_title("VMs per node (no backup job in this run)", fontsize=10, loc="left")
+        ax.set_title("VMs per node (no backup job in this run)", fontsize=FONT_TITLE, loc="left")
 
 
 def _short_outcome(outcome: str) -> str:
@@ -388,13 +415,13 @@ def _draw_aggregate(tl: Timeline, ax, unit: float, t_lo: float) -> None:  # type
         for v in _few_ticks(top_r):
             right_ticks.append(base + v * kr)
             right_labels.append(f"{v:g}")
-        ax.text(-0.032, base + 0.5, node, transform=label_tf, ha="right", va="center", fontsize=9.5,
+        ax.text(-0.032, base + 0.5, node, transform=label_tf, ha="right", va="center", fontsize=FONT_LABEL,
                 fontweight="bold")
         for a, z, how in _down_spans(tl, node):
             ax.fill_between([a / unit, z / unit], base, base + 1, color=CRASH_COLOUR, alpha=0.18, linewidth=0,
                             zorder=2)
             ax.plot([a / unit] * 2, [base, base + 1], color=CRASH_COLOUR, linewidth=1.2, zorder=5)
-            ax.text(a / unit, base + 0.92, f" {node} crashed ({how})", color=CRASH_COLOUR, fontsize=7.5, va="top",
+            ax.text(a / unit, base + 0.92, f" {node} crashed ({how})", color=CRASH_COLOUR, fontsize=FONT_SMALL, va="top",
                     fontweight="bold", zorder=6)
         fails = [t / unit for t, _vm, n, _r in tl.failures if n == node]
         if fails:
@@ -407,21 +434,22 @@ def _draw_aggregate(tl: Timeline, ax, unit: float, t_lo: float) -> None:  # type
             ax.plot(ins, [base + 1.0] * len(ins), "^", color="#777777", markersize=4, zorder=6, clip_on=False)
     ax.set_ylim(-0.05, n * (1 + BAND_GAP) - BAND_GAP + 0.08)
     ax.yaxis.set_major_locator(FixedLocator(left_ticks))
-    ax.set_yticklabels(left_labels, fontsize=7)
+    ax.set_yticklabels(left_labels, fontsize=FONT_SMALL)
     ax2 = ax.twinx()
     ax2.set_ylim(ax.get_ylim())
     ax2.yaxis.set_major_locator(FixedLocator(right_ticks))
-    ax2.set_yticklabels(right_labels, fontsize=7, color="#333333")
+    ax2.set_yticklabels(right_labels, fontsize=FONT_SMALL, color="#333333")
     ax2.xaxis.set_major_locator(NullLocator())
-    ax2.set_ylabel("VMs hosted without an outcome yet", fontsize=8, color="#333333")
+    ax2.set_ylabel("VMs hosted without an outcome yet", fontsize=FONT_SMALL, color="#333333")
     title = (f"Per node: mean number of VMs in each backup phase ({_fmt_s(edges[1] - edges[0])} bins, left scale) "
-             "and VMs it hosts that still have no outcome (right scale); short phases (freeze, snapshot) show in the Perfetto trace")
+             "and VMs it hosts that still have no outcome (right scale);\nshort phases (freeze, snapshot) show in the "
+             "Perfetto trace")
     peak_node = max(totals, key=lambda n: float(totals[n].max()), default=None)
     if peak_node is not None and totals[peak_node].max() > top * 1.08:
         j = int(np.argmax(totals[peak_node]))
         title += (f"\nBursts above the scale are cut off: up to {totals[peak_node][j]:.0f} VMs at once "
                   f"({peak_node}, {x_edges[j]:.1f}-{x_edges[j + 1]:.1f} {time_unit(tl.t_end)[1]})")
-    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_title(title, fontsize=FONT_TITLE, loc="left")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -444,11 +472,11 @@ def _draw_csvs(tl: Timeline, ax, unit: float, min_w: float) -> None:  # type: ig
         _bars(ax, ys, lefts, widths, [HOLD_COLOURS.get(kind, "#fd8d3c")] * len(ys), 0.6)
     secs = {c: sum(z - a for a, z, _k in total.get(c, [])) for c in tl.csvs}
     ax.set_yticks(range(len(tl.csvs)))
-    ax.set_yticklabels([f"{c}  {_fmt_s(secs[c])}" for c in tl.csvs], fontsize=7.5)
+    ax.set_yticklabels([f"{c}  {_fmt_s(secs[c])}" for c in tl.csvs], fontsize=FONT_SMALL)
     ax.set_ylim(len(tl.csvs) - 0.5, -0.5)
     ax.tick_params(axis="y", length=0)
     what = ", ".join(f"{k.replace('_', ' ')} ({_colour_name(HOLD_COLOURS.get(k, ''))})" for k in kinds) or "none"
-    ax.set_title(f"CSV redirected access (label: total time redirected); holds: {what}", fontsize=10, loc="left")
+    ax.set_title(f"CSV redirected access (label: total time redirected); holds: {what}", fontsize=FONT_TITLE, loc="left")
 
 
 def _colour_name(c: str) -> str:
@@ -463,14 +491,14 @@ def _draw_snapshots(tl: Timeline, ax, unit: float) -> None:  # type: ignore[no-u
                     label=f"{label}\n(peak {int(v.max())})")
             plotted = True
     ax.set_ylim(bottom=0)
-    ax.set_ylabel("snapshots", fontsize=8)
+    ax.set_ylabel("snapshots", fontsize=FONT_LABEL)
     ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
-    ax.tick_params(axis="y", labelsize=7)
+    ax.tick_params(axis="y", labelsize=FONT_SMALL)
     if plotted:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=FONT_SMALL, frameon=False)
     else:
-        ax.text(0.5, 0.5, "no storage snapshots", transform=ax.transAxes, ha="center", va="center", fontsize=9)
-    ax.set_title("Storage snapshots over time (all LUNs)", fontsize=10, loc="left")
+        ax.text(0.5, 0.5, "no storage snapshots", transform=ax.transAxes, ha="center", va="center", fontsize=FONT_SMALL)
+    ax.set_title("Storage snapshots over time (all LUNs)", fontsize=FONT_TITLE, loc="left")
 
 
 def _draw_latency(tl: Timeline, ax, unit: float) -> None:  # type: ignore[no-untyped-def]
@@ -481,15 +509,15 @@ def _draw_latency(tl: Timeline, ax, unit: float) -> None:  # type: ignore[no-unt
         ax.step(tx, np.r_[p99, p99[-1]], where="post", color="#d62728", linewidth=2.2, label="p99", alpha=0.85)
         ax.step(tx, np.r_[p50, p50[-1]], where="post", color="#1f77b4", linewidth=1.1, linestyle=(0, (4, 2)),
                 label="p50")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=FONT_SMALL, frameon=False)
         hi = float(np.nanmax(p99)) if np.any(np.isfinite(p99)) else 1.0
         ax.set_ylim(0, hi * 1.15 if hi > 0 else 1.0)
     else:
-        ax.text(0.5, 0.5, "no latency samples", transform=ax.transAxes, ha="center", va="center", fontsize=9)
-    ax.set_ylabel("ms", fontsize=8)
+        ax.text(0.5, 0.5, "no latency samples", transform=ax.transAxes, ha="center", va="center", fontsize=FONT_SMALL)
+    ax.set_ylabel("ms", fontsize=FONT_LABEL)
     ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
-    ax.tick_params(axis="y", labelsize=7)
-    ax.set_title("VM I/O latency over VMs (p50, p99)", fontsize=10, loc="left")
+    ax.tick_params(axis="y", labelsize=FONT_SMALL)
+    ax.set_title("VM I/O latency over VMs (p50, p99)", fontsize=FONT_TITLE, loc="left")
 
 
 def render_folder(folder: str | Path) -> Path:
