@@ -35,7 +35,7 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 import cluster_sim
 from cluster_sim.cluster.nodes import LocalBackend, RayBackend
-from cluster_sim.cluster.topology import node_name
+from cluster_sim.scenario.placement import node_name
 from cluster_sim.simulation import RaySession, run, run_generation
 kind, backend, gen, path, repeat = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 sc = cluster_sim.load_scenario(path, ["backup.verify=false"] if kind == "noverify" else [])

@@ -24,7 +24,6 @@ from cluster_sim.cluster.events import schedule_events
 from cluster_sim.cluster.faults import QUORUM_RULES
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.nodes import LocalBackend, RayBackend
-from cluster_sim.cluster.topology import node_name, place_fleet
 from cluster_sim.kernel.rng import Streams
 from cluster_sim.results import (
     CsvRow,
@@ -42,6 +41,7 @@ from cluster_sim.results import (
     r6,
 )
 from cluster_sim.scenario import Scenario
+from cluster_sim.scenario.placement import node_name, place_fleet
 
 Progress = Callable[[str, str], None]  # (generation, "start" | "done")
 

@@ -14,8 +14,8 @@ import pytest
 from backup_helpers import ALL_GENS, assert_clean, build, run_gens, template
 
 from cluster_sim.backup.eligibility import Plan, plan
-from cluster_sim.cluster.topology import VmSpec, place_fleet
 from cluster_sim.results import GenerationResult, write_generation
+from cluster_sim.scenario.placement import VmSpec, place_fleet
 
 VMS = 4  # 2 nodes x 2 VMs
 SAVED_STATE_DOWNTIME_S = 20.0  # Backup.saved_state_downtime_s default [V/P]

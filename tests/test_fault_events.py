@@ -547,8 +547,8 @@ def test_a_vm_without_its_fabric_goes_over_smb_and_stalls_when_the_cut_separates
     from cluster_sim.cluster.events import schedule_events
     from cluster_sim.cluster.model import ClusterModel
     from cluster_sim.cluster.nodes import LocalBackend
-    from cluster_sim.cluster.topology import place_fleet
     from cluster_sim.kernel.rng import Streams
+    from cluster_sim.scenario.placement import place_fleet
 
     d = scenario_dict(fleet=[template("win", count=3)], nodes=3)
     d.pop("backup")

@@ -19,10 +19,11 @@ import cluster_sim
 from cluster_sim.cluster.migration import precopy
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.nodes import LocalBackend
-from cluster_sim.cluster.topology import cluster_nic, place_fleet
+from cluster_sim.cluster.topology import cluster_nic
 from cluster_sim.kernel.rng import Streams
 from cluster_sim.results import GenerationResult
 from cluster_sim.scenario import scenario_from_dict
+from cluster_sim.scenario.placement import place_fleet
 
 NIC = 1150.0  # default cluster and live-migration NIC capacity, MiB/s
 MEM = 2048.0  # backup_helpers.template: memory_gib 2

@@ -28,9 +28,9 @@ from cluster_sim import simulation
 from cluster_sim.cli import app
 from cluster_sim.cluster import nodes
 from cluster_sim.cluster.nodes import BackendFailure, RayBackend
-from cluster_sim.cluster.topology import node_name
 from cluster_sim.results import summary_json
 from cluster_sim.scenario import scenario_from_dict
+from cluster_sim.scenario.placement import node_name
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

@@ -12,8 +12,8 @@ from test_parallel_generations import GENS, scenario
 import cluster_sim
 from cluster_sim import simulation
 from cluster_sim.cluster.nodes import LocalBackend
-from cluster_sim.cluster.topology import node_name
 from cluster_sim.results import summary_json
+from cluster_sim.scenario.placement import node_name
 from cluster_sim.simulation import SimProgress
 
 

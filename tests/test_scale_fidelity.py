@@ -14,7 +14,6 @@ import simpy
 from backup_helpers import run_gens, scenario_dict, template
 
 from cluster_sim.cluster.storage import StorageArray
-from cluster_sim.cluster.topology import place_fleet
 from cluster_sim.cluster.writes import (
     DAY_S,
     changed_mib,
@@ -25,6 +24,7 @@ from cluster_sim.cluster.writes import (
 )
 from cluster_sim.results import GenerationResult
 from cluster_sim.scenario import Array, scenario_from_dict
+from cluster_sim.scenario.placement import place_fleet
 
 # Array defaults used in the hand computations below
 BASE, PER_LUN, PER_PENDING, PER_EXISTING = 0.5, 0.05, 0.25, 0.02

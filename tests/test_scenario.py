@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster_sim.cluster.topology import initial_coordinator, place_fleet
 from cluster_sim.scenario import GENERATIONS, ScenarioError, load_scenario
+from cluster_sim.scenario.placement import initial_coordinator, place_fleet
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
 SMALL = SCENARIOS / "small-4node.yaml"

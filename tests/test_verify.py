@@ -17,10 +17,10 @@ from backup_helpers import build, template
 
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.nodes import LocalBackend
-from cluster_sim.cluster.topology import node_name, place_fleet
 from cluster_sim.data.plane import DataPlane
 from cluster_sim.data.verify import EXPECTED, VERDICTS, Capture, restore, verify
 from cluster_sim.kernel.rng import Streams
+from cluster_sim.scenario.placement import node_name, place_fleet
 
 
 def vec(*values: int) -> np.ndarray:

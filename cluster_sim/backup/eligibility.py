@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster_sim.cluster.topology import VmSpec
+from cluster_sim.scenario.placement import VmSpec
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ from cluster_sim.backup.eligibility import Plan, plan
 from cluster_sim.backup.tracking import ChangeTracker
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.storage import Checkpoint, SnapshotFailure, StorageSnapshot
-from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, BACKUP_TARGET, VmSpec, cluster_nic, fabric
+from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, BACKUP_TARGET, cluster_nic, fabric
 from cluster_sim.cluster.writes import changed_mib
 from cluster_sim.scenario import Backup
+from cluster_sim.scenario.placement import VmSpec
 
 Proc = Generator[simpy.Event, Any, Any]
 

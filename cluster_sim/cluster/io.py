@@ -34,10 +34,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cluster_sim.cluster.csv import CsvTable
-from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, VmSpec, cluster_nic, fabric
+from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, cluster_nic, fabric
 from cluster_sim.cluster.writes import cow_decay_s, cow_share
 from cluster_sim.kernel.fluid import Flow, FluidNetwork
 from cluster_sim.scenario import Scenario
+from cluster_sim.scenario.placement import VmSpec
 
 if TYPE_CHECKING:
     from cluster_sim.cluster.storage import StorageArray

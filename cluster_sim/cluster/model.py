@@ -20,19 +20,14 @@ from cluster_sim.cluster.io import IoModel
 from cluster_sim.cluster.migration import Migrations
 from cluster_sim.cluster.nodes import NodeDown, NodeGateway
 from cluster_sim.cluster.storage import StorageArray
-from cluster_sim.cluster.topology import (
-    VmSpec,
-    csv_name,
-    initial_coordinator,
-    link_capacities,
-    node_name,
-)
+from cluster_sim.cluster.topology import link_capacities
 from cluster_sim.data.plane import DataPlane
 from cluster_sim.kernel.fluid import FluidNetwork
 from cluster_sim.kernel.instant import CountingEnvironment, InstantHooks
 from cluster_sim.kernel.rng import Streams
 from cluster_sim.kernel.trace import Trace
 from cluster_sim.scenario import Scenario
+from cluster_sim.scenario.placement import VmSpec, csv_name, initial_coordinator, node_name
 
 
 @dataclass

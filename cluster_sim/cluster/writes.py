@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from cluster_sim.cluster.topology import VmSpec
+from cluster_sim.scenario.placement import VmSpec
 
 DAY_S = 86400.0
 

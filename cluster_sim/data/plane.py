@@ -27,9 +27,9 @@ import math
 
 import numpy as np
 
-from cluster_sim.cluster.topology import VmSpec
 from cluster_sim.cluster.writes import write_model
 from cluster_sim.kernel.rng import Streams
+from cluster_sim.scenario.placement import VmSpec
 
 
 class VmDisk:

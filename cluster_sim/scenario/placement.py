@@ -1,0 +1,127 @@
+"""Placement: node and CSV names, each VM's specification and where the fleet starts (which
+node runs it, which CSV holds its disks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cluster_sim.scenario.model import Scenario, Template
+
+MIB_PER_GIB = 1024.0
+
+
+def node_name(i: int) -> str:
+    return f"node-{i + 1}"
+
+
+def csv_name(i: int) -> str:
+    return f"csv-{i + 1}"
+
+
+def initial_coordinator(csv_index: int, nodes: int) -> str:
+    """csv-i is first coordinated by node-((i-1) % nodes + 1)."""
+    return node_name(csv_index % nodes)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSpec:
+    index: int
+    size_mib: float
+    used_mib: float
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class VmSpec:
+    name: str
+    template: str
+    index: int  # position in the fleet, 0-based
+    node: str  # initial host
+    csv: str  # the CSV holding its disks
+    guest_os: str
+    memory_mib: float
+    disks: tuple[DiskSpec, ...]
+    scsi_controller: bool
+    integration_services: bool
+    integration_services_backup: bool
+    dynamic_disks: bool
+    filesystem: str
+    config_version: str
+    running: bool
+    read_mib_s: float
+    write_mib_s: float
+    read_iops: float
+    write_iops: float
+    dirty_mib_s: float
+    working_set_fraction: float
+    daily_change_fraction: float = 0.05
+    write_skew_zipf_s: float = 1.0
+
+    @property
+    def used_mib(self) -> float:
+        return sum(d.used_mib for d in self.disks)
+
+    @property
+    def has_rct(self) -> bool:
+        """RCT needs VHDX/VHDS disks and a configuration version above 5.0 [seeds]."""
+        return self.config_version != "5.0" and all(d.format != "vhd" for d in self.disks)
+
+
+def _vm(t: Template, k: int, index: int, node: str, csv: str) -> VmSpec:
+    w = t.workload
+    return VmSpec(
+        name=f"{t.template}-{k + 1:04d}",
+        template=t.template,
+        index=index,
+        node=node,
+        csv=csv,
+        guest_os=t.guest_os,
+        memory_mib=t.memory_gib * MIB_PER_GIB,
+        disks=tuple(
+            DiskSpec(i, d.size_gib * MIB_PER_GIB, d.size_gib * MIB_PER_GIB * d.used_fraction, d.format)
+            for i, d in enumerate(t.disks)
+        ),
+        scsi_controller=t.scsi_controller,
+        integration_services=t.integration_services,
+        integration_services_backup=t.integration_services_backup,
+        dynamic_disks=t.dynamic_disks,
+        filesystem=t.filesystem,
+        config_version=t.config_version,
+        running=t.running,
+        read_mib_s=w.read_iops * w.io_size_kib / 1024.0,
+        write_mib_s=w.write_iops * w.io_size_kib / 1024.0,
+        read_iops=w.read_iops,
+        write_iops=w.write_iops,
+        dirty_mib_s=w.dirty_mib_s,
+        working_set_fraction=w.working_set_fraction,
+        daily_change_fraction=w.daily_change_fraction,
+        write_skew_zipf_s=w.write_skew_zipf_s,
+    )
+
+
+def place_fleet(sc: Scenario) -> list[VmSpec]:
+    """VMs over nodes round-robin in fleet order.
+
+    round_robin: a VM's disks go on a CSV its node coordinates (round-robin among them).
+    spread: a VM's disks go on CSVs round-robin independently of its node, so most VMs run on
+    a node that does not coordinate their CSV (the common layout of a real cluster).
+    """
+    n, c = sc.cluster.nodes, sc.storage.csvs
+    owned: dict[int, list[int]] = {k: [i for i in range(c) if i % n == k] for k in range(n)}
+    per_node_count = [0] * n
+    out: list[VmSpec] = []
+    index = 0
+    for t in sc.fleet:
+        for k in range(t.count):
+            node_i = index % n
+            if sc.placement == "round_robin":
+                mine = owned[node_i]
+                csv_i = mine[per_node_count[node_i] % len(mine)] if mine else index % c
+            else:
+                csv_i = (index // n + index) % c
+            per_node_count[node_i] += 1
+            out.append(_vm(t, k, index, node_name(node_i), csv_name(csv_i)))
+            index += 1
+    return out
