@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster_sim.audit import account_fault_leaks, audit, count_leaks
-from cluster_sim.backup import BODIES
 from cluster_sim.backup.capture import expected_verdict
+from cluster_sim.backup.context import BackupContext
 from cluster_sim.backup.job import BackupJob
-from cluster_sim.backup.server import BackupServer
-from cluster_sim.backup.tracking import ChangeTracker, tracking_kind
+from cluster_sim.backup.registry import REGISTRY, quorum_rule_of
+from cluster_sim.backup.tracking import ChangeTracker
 from cluster_sim.cluster.events import schedule_events
-from cluster_sim.cluster.faults import QUORUM_RULES
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.nodes import LocalBackend, RayBackend
+from cluster_sim.data.plane import DataPlane
 from cluster_sim.kernel.rng import Streams
 from cluster_sim.results import (
     CsvRow,
@@ -91,9 +91,13 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     is (for a progress display sampling it from another thread: it only reads, so results stay the same)."""
     wall0 = time.perf_counter()
     vms = place_fleet(sc)
-    cm = ClusterModel(sc, vms, backend, Streams(sc.seed))
-    cm.faults.quorum_rule = QUORUM_RULES.get(generation or "", "dynamic_tiebreak")
-    tracker = _change_tracking(cm, generation) if generation is not None else None
+    streams = Streams(sc.seed)
+    cm = ClusterModel(sc, vms, backend, streams)
+    cm.faults.quorum_rule = quorum_rule_of(generation)
+    ctx = None
+    if generation is not None:
+        assert sc.backup is not None
+        ctx = BackupContext(cm, generation, sc.backup, _data_plane(sc, cm, streams))
     cm.start()
     schedule_events(cm)
     for node, at_s in kill_actors or []:
@@ -101,10 +105,15 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     jobs: list[BackupJob] = []
     if watch is not None:
         watch(lambda: _where(cm, jobs))
-    if generation is not None:
-        assert sc.backup is not None and tracker is not None
+    if ctx is not None:
+        assert sc.backup is not None and generation is not None
         all_done = cm.env.event()
-        cm.env.process(_run_jobs(cm, generation, jobs, all_done, tracker))
+        ctx.jobs = jobs
+
+        def new_job(mode: str, start_s: float, index: int) -> BackupJob:
+            return BackupJob(cm, generation, sc.backup, mode=mode, start_s=start_s, index=index, ctx=ctx)
+
+        cm.env.process(ctx.run_schedule(all_done, new_job))
         cm.env.run(until=all_done | cm.env.timeout(sc.run.until_s))
         if not all_done.triggered and jobs:
             job = jobs[-1]
@@ -126,7 +135,7 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     if fault_violations:
         result_audit = result_audit.model_copy(update={"ok": False,
                                                        "violations": result_audit.violations + fault_violations})
-    summary = _summary(sc, generation, cm, jobs, leaks, result_audit, tracker)
+    summary = _summary(sc, generation, cm, jobs, leaks, result_audit, ctx.tracker if ctx else None)
     if fault_leaks is not None:
         summary = summary.model_copy(update={"fault_leaks": fault_leaks})
     rows = _vm_rows(sc, generation, cm, jobs)
@@ -198,43 +207,17 @@ class _Sampler:
             self._thread.join(timeout=5.0)
 
 
-def _change_tracking(cm: ClusterModel, generation: str) -> ChangeTracker:
-    """The generation's change tracking for the whole run (every job of a schedule). A vendor's
-    filter driver is on every host from the start (its write overhead too). A schedule that starts
-    with an incremental assumes a previous backup `incremental_interval_s` before t=0: the data
-    plane writes that much history, and each tracked VM's reference point is that backup."""
-    cfg = cm.sc.backup
-    assert cfg is not None
-    tracker = ChangeTracker(cm, generation, cfg)
-    if tracking_kind(generation, True, cfg) == "filter":
-        cm.io.write_overhead = cfg.change_tracking_write_overhead
-    first = cfg.schedule[0].mode if cfg.schedule else cfg.mode
-    if first == "incremental":
-        for v in cm.vms:
-            if cm.plane is not None:
-                cm.chains[v.name] = cm.plane.pre_age(v.name, cfg.incremental_interval_s)
-            tracker.previous_backup(v.name, -cfg.incremental_interval_s)
-    return tracker
-
-
-def _run_jobs(cm: ClusterModel, generation: str, jobs: list[BackupJob], all_done, tracker: ChangeTracker):  # type: ignore[no-untyped-def]
-    """The backup schedule: each job starts at its time (or when the previous one is done),
-    and its backups are restored and verified when it is done."""
-    cfg = cm.sc.backup
-    plan = [(r.at_s, r.mode) for r in cfg.schedule] if cfg.schedule else [(cfg.start_s, cfg.mode)]
-    server = BackupServer(cm, BODIES[generation])
-    for i, (at_s, mode) in enumerate(plan):
-        job = BackupJob(cm, generation, cfg, mode=mode, start_s=at_s, index=i, tracker=tracker, server=server)
-        jobs.append(job)
-        job.spawn(job.run(BODIES[generation]))
-        yield job.quiesced
-        job.verify()
-    # let the cluster settle (failure detection, failover boots, migrations under way) so that
-    # the summary counts what the backup set in motion
-    step = cm.sc.cluster.heartbeat_interval_s
-    while cm.busy():
-        yield cm.env.timeout(step)
-    all_done.succeed()
+def _data_plane(sc: Scenario, cm: ClusterModel, streams: Streams) -> DataPlane | None:
+    """The data plane (every VM's disk as block versions) when the run verifies its backups; it
+    follows what the cluster does to the VMs (a VM lost stops writing, its guest cache gone; a
+    failed-over VM that boots writes again)."""
+    if sc.backup is None or not sc.backup.verify:
+        return None
+    tpl = {t.template: t.workload for t in sc.fleet}
+    plane = DataPlane(cm.vms, streams, sc.storage.block_size_mib,
+                      flush={v.name: tpl[v.template].guest_flush_interval_s for v in cm.vms})
+    plane.follow(cm)
+    return plane
 
 
 def _kill_later(cm: ClusterModel, backend: LocalBackend | RayBackend, node: str, at_s: float):  # type: ignore[no-untyped-def]
@@ -531,7 +514,7 @@ class RaySession:
 # Relative cost of one generation on the local backend, to hand out the longest first when
 # generations run side by side ([P] from the 800-VM scenario's profile; a wrong guess only costs
 # balance, never results).
-GENERATION_COST = {"ws2012r2": 4, "ws2012": 3, "ws2008r2": 2, "ws2016": 1}
+GENERATION_COST = {name: g.cost for name, g in REGISTRY.items()}
 
 
 def local_workers(sc: Scenario, n_generations: int, workers: int | None = None) -> int:

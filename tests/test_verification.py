@@ -21,7 +21,7 @@ from backup_helpers import ALL_GENS, LEGACY, run_gens, scenario_dict
 from backup_helpers import template as _template
 
 import cluster_sim.simulation as simulation
-from cluster_sim.cluster.model import ClusterModel
+from cluster_sim.data.plane import DataPlane
 from cluster_sim.data.verify import EXPECTED
 from cluster_sim.results import GenerationResult, summary_json
 
@@ -448,21 +448,21 @@ def test_retry_after_a_crash_mid_incremental_copy_still_restores_every_write() -
 def test_a_saved_vm_whose_attempt_fails_writes_again_after_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
     """ws2008r2 saves the Linux VM, then the snapshot set is vetoed every time: the VM is put
     back to running (control plane) and must write again (data plane)."""
-    made: list[ClusterModel] = []
+    made: list[DataPlane | None] = []
+    real = simulation._data_plane
 
-    class Recording(ClusterModel):
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            super().__init__(*a, **kw)
-            made.append(self)
+    def recording(*a: Any, **kw: Any) -> DataPlane | None:
+        made.append(real(*a, **kw))
+        return made[-1]
 
-    monkeypatch.setattr(simulation, "ClusterModel", Recording)
+    monkeypatch.setattr(simulation, "_data_plane", recording)
     d = scenario_dict(fleet=[template("lin", count=2, guest_os="linux", size_gib=2)], nodes=2,
                       backup={"retries": 0})
     d = with_events(d, [{"kind": "snapshot_fault", "at_s": 0, "csv": "csv-1", "code": "provider_veto"}])
     g = run_one(d, "ws2008r2")
     assert {r.vm: (r.outcome, r.reason) for r in g.vms} == {
         "lin-0001": ("failed", "provider_veto"), "lin-0002": ("saved_state", "linux_guest")}
-    plane = made[-1].plane
+    plane = made[-1]
     assert plane is not None
     for vm in ("lin-0001", "lin-0002"):
         down = plane.disks[vm].down

@@ -21,6 +21,7 @@ from cluster_sim.data.plane import DataPlane
 from cluster_sim.data.verify import EXPECTED, VERDICTS, Capture, restore, verify
 from cluster_sim.kernel.rng import Streams
 from cluster_sim.scenario.placement import node_name, place_fleet
+from cluster_sim.simulation import _data_plane
 
 
 def vec(*values: int) -> np.ndarray:
@@ -407,7 +408,9 @@ def test_a_vm_that_is_not_running_never_writes_to_its_disk() -> None:
     busy = workload(daily_change_fraction=0.3)  # changes its working set daily: writes show in an hour
     sc = build(fleet=[template("off", count=1, running=False, **busy), template("on", count=1, **busy)], nodes=2)
     vms = place_fleet(sc)
-    cm = ClusterModel(sc, vms, LocalBackend([node_name(i) for i in range(2)]), Streams(sc.seed))
-    assert cm.plane is not None
-    assert cm.plane.durable("on-0001", 3600.0).any()  # a running VM does write
-    assert not cm.plane.durable("off-0001", 3600.0).any(), "the off VM's disk changed while it was off"
+    streams = Streams(sc.seed)
+    cm = ClusterModel(sc, vms, LocalBackend([node_name(i) for i in range(2)]), streams)
+    plane = _data_plane(sc, cm, streams)
+    assert plane is not None
+    assert plane.durable("on-0001", 3600.0).any()  # a running VM does write
+    assert not plane.durable("off-0001", 3600.0).any(), "the off VM's disk changed while it was off"

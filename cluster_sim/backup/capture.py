@@ -51,7 +51,7 @@ class Pending:
 class Captures:
     def __init__(self, job: BackupJob):
         self.job = job
-        self.plane = job.cm.plane
+        self.plane = job.ctx.plane
         self.pending: dict[str, Pending] = {}
         self.done: dict[str, Capture] = {}
 
@@ -73,7 +73,7 @@ class Captures:
         p = self.pending[vm]
         self._materialised(p, t)
         plan = self.job.tracker.plan(vm, self.job.mode)
-        if plan.kind != "full" and self.on and vm not in self.job.cm.chains:
+        if plan.kind != "full" and self.on and vm not in self.job.ctx.chains:
             plan = CopyPlan("full", "no_previous_backup")  # nothing restored to apply changes to
         p.plan = plan
         if self.on and plan.kind != "full" and p.image is not None:
@@ -191,14 +191,14 @@ class Captures:
             self.job.tracker.commit(vm, p.reference or 0, p.capture_s)
         if not self.on or p.image is None:
             return
-        changed = p.changed if vm in self.job.cm.chains else None
+        changed = p.changed if vm in self.job.ctx.chains else None
         self.done[vm] = Capture(image=p.image, claim_t=p.claim_t, meta_t=p.meta_t, truth_app=p.app,
                                 truth_durable=p.durable, changed=changed)
 
     def verify_all(self) -> dict[str, str]:
         """Restore every backed-up VM from its chain and classify it."""
         verdicts: dict[str, str] = {}
-        chains = self.job.cm.chains
+        chains = self.job.ctx.chains
         for vm in sorted(self.done):
             cap = self.done[vm]
             restored = restore(chains.get(vm), cap)

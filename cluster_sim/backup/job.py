@@ -21,8 +21,8 @@ from typing import Any
 import simpy
 
 from cluster_sim.backup.capture import Captures
+from cluster_sim.backup.context import BackupContext
 from cluster_sim.backup.eligibility import Plan, plan
-from cluster_sim.backup.tracking import ChangeTracker
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.storage import Checkpoint, SnapshotFailure, StorageSnapshot
 from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, BACKUP_TARGET, cluster_nic, fabric
@@ -90,11 +90,11 @@ class SetResult:
 
 class BackupJob:
     def __init__(self, cm: ClusterModel, generation: str, cfg: Backup, mode: str | None = None,
-                 start_s: float | None = None, index: int = 0, tracker: ChangeTracker | None = None,
-                 server: Any = None):
+                 start_s: float | None = None, index: int = 0, ctx: BackupContext | None = None):
         self.cm = cm
-        self.server = server  # backup/server.py BackupServer: the application running the job
-        self.tracker = tracker or ChangeTracker(cm, generation, cfg)
+        self.ctx = ctx or BackupContext(cm, generation, cfg, None)  # what the generation's jobs share
+        self.server = self.ctx.server  # backup/server.py BackupServer: the application running the job
+        self.tracker = self.ctx.tracker
         self.mode = mode or cfg.mode
         self.start_at = cfg.start_s if start_s is None else start_s
         self.index = index
@@ -145,9 +145,11 @@ class BackupJob:
         self.hot_added_vms: dict[str, str] = {}  # vm -> node: AutoRecovery disk hot-added now
         self.frozen_vms: dict[str, str] = {}  # vm -> node: guest frozen for VSS now
         self.saved_vms: dict[str, tuple[str, float]] = {}  # vm -> (node, saved at): in saved state now
-        cm.migrations.gate = self.gate
-        cm.migrations.on_moved = self._moved
-        cm.restart_listeners.append(self._restarted)
+        # signals of the cluster this job hears (disconnected by close(); the restart one once no
+        # checkpoint a crash left behind waits for its VM to boot)
+        self._disconnect = [cm.on_migration_requested.connect(self.gate), cm.on_vm_migrated.connect(self._moved)]
+        self._disconnect_restart = cm.on_vm_restarted.connect(self._restarted)
+        self.closed = False
         self.cap = Captures(self)
 
     # -- outcomes ----------------------------------------------------------------------------------
@@ -230,11 +232,11 @@ class BackupJob:
     def begin(self, vm: str) -> None:
         rec = self.records[vm]
         rec.attempts += 1
-        rec.incarnation = self.cm.incarnation[self.cm.host[vm]]
+        rec.incarnation = self.cm.incarnation_of(self.cm.host_of(vm))
         self.cap.begin(vm)
         if rec.start_s is None:
             rec.start_s = self.env.now
-        self.trace("vm_attempt", vm=vm, attempt=rec.attempts, node=self.cm.host[vm])
+        self.trace("vm_attempt", vm=vm, attempt=rec.attempts, node=self.cm.host_of(vm))
 
     # -- migration policy and moves --------------------------------------------------------------
     def gate(self, vm: str) -> str:
@@ -258,6 +260,18 @@ class BackupJob:
         """A VM failed over and booted: Hyper-V merges what a crash left behind."""
         for cp in self.orphans.pop(vm, []):
             self.discard_checkpoint(cp)
+        if self.closed and not self.orphans:
+            self._disconnect_restart()
+
+    def close(self) -> None:
+        """The job is over (every VM has its outcome, every process has ended): it stops hearing
+        migration requests and moves; it hears VM restarts until the checkpoints a host crash left
+        behind are merged."""
+        self.closed = True
+        for disconnect in self._disconnect:
+            disconnect()
+        if not self.orphans:
+            self._disconnect_restart()
 
     def fail(self, vm: str, reason: str) -> None:
         """This attempt failed: retry later if allowed, else the VM's outcome is `failed`."""
@@ -283,9 +297,7 @@ class BackupJob:
 
     def settled(self, vm: str) -> bool:
         """The VM can be backed up where the cluster says it is: host alive and up, not moving."""
-        host = self.cm.host[vm]
-        return (host in self.cm.alive and host in self.cm.up and vm not in self.cm.migrations.migrating
-                and vm not in self.cm.booting)
+        return self.cm.is_settled(vm)
 
     def wait_for_host(self, vm: str) -> Proc:
         """Wait until the VM is settled on a live node (after a failover or a migration)."""
@@ -466,18 +478,18 @@ class BackupJob:
         cm = self.cm
         if node in cm.faults.quorum_lost:  # alive, but its side of a partition lost quorum
             raise StepFailed("quorum_lost", node)
-        if node not in cm.alive or node not in cm.up or cm.incarnation[node] != self.records[vm].incarnation:
+        if not cm.is_alive(node) or not cm.is_up(node) or cm.incarnation_of(node) != self.records[vm].incarnation:
             raise StepFailed("node_failed", node)
         if vm in self.aborted:
             raise StepFailed("aborted_by_migration", node)
-        if not cm.on_host(vm, node) or vm in cm.migrations.migrating:
+        if not cm.runs_on(vm, node) or cm.is_migrating(vm):
             raise StepFailed("vm_moved", node)
 
     def vm_op(self, vm: str, node: str, method: str, *args: Any) -> bool:
         """Send a node operation about a VM only if that node (the incarnation this attempt
         began on) still runs it; a host never hears of VMs it does not run."""
-        if self.cm.on_host(vm, node, self.records[vm].incarnation):
-            self.cm.gateway.cast(node, method, vm, *args)
+        if self.cm.runs_on(vm, node, self.records[vm].incarnation):
+            self.cm.node_op(node, method, vm, *args)
             return True
         return False
 
@@ -536,13 +548,10 @@ class BackupJob:
             yield self.env.timeout(cfg.writer_enumeration_base_s)
             return
         inventory = cm.node_inventory()
-        checkpoints: dict[str, int] = {}
-        for vm, k in cm.array.live_checkpoints.items():
-            h = cm.host[vm]
-            checkpoints[h] = checkpoints.get(h, 0) + k
+        checkpoints = cm.checkpoints_by_node()
         t = 0.0
         for n in cm.nodes:
-            if n in cm.up and n in cm.alive:
+            if cm.is_up(n) and cm.is_alive(n):
                 vms, vhds = inventory.get(n, (0, 0))
                 t = max(t, cfg.writer_enumeration_base_s + cfg.writer_enumeration_per_vm_s * vms
                         + cfg.writer_enumeration_per_vhd_s * vhds
@@ -568,7 +577,7 @@ class BackupJob:
         t0 = self.env.now
         owners = {lun: self.cm.csvs[lun].coordinator for lun in luns}
         self.trace("snapshot_set_start", node=node, set=set_id, luns=len(luns), vms=len(vms), members=list(vms))
-        if node not in self.cm.alive:  # asked of a host that has died (the cluster may not know yet)
+        if not self.cm.is_alive(node):  # asked of a host that has died (the cluster may not know yet)
             self.trace("snapshot_set_failed", node=node, set=set_id, code="node_failed")
             raise StepFailed("node_failed", node)
         cut = self._cut_off(node, luns)
@@ -598,8 +607,8 @@ class BackupJob:
             self.vms_in_sets += len(vms)
         self.held_snaps.update((s.sid, s) for s in snaps.values())
         moved = [lun for lun in luns if self.cm.csvs[lun].coordinator != owners[lun]
-                 or owners[lun] not in self.cm.alive]
-        if node not in self.cm.alive or moved:  # a failover during the snapshot: the set fails
+                 or not self.cm.is_alive(owners[lun])]
+        if not self.cm.is_alive(node) or moved:  # a failover during the snapshot: the set fails
             for s in snaps.values():
                 if leak_on_failover:
                     self.trace("snapshot_leaked", csv=s.csv, snapshot=s.sid, node=node)  # KB2878635
@@ -608,7 +617,7 @@ class BackupJob:
                         self.cm.faults.ledger.left("storage_path_loss", "snapshots", s.sid)
                 else:
                     self.track(self.dispose(node, [s], surfaced=False))
-            code = "node_failed" if node not in self.cm.alive else "csv_failover"
+            code = "node_failed" if not self.cm.is_alive(node) else "csv_failover"
             self.trace("snapshot_set_failed", node=node, set=set_id, code=code)
             raise StepFailed(code, node)
         cut = self._cut_off(node, luns)
@@ -667,7 +676,7 @@ class BackupJob:
             self.deleting[s.sid] = s
         if surfaced and hw:
             self.surfaced[node] = max(0, self.surfaced.get(node, 0) - len(hw))
-            if node in self.cm.alive:
+            if self.cm.is_alive(node):
                 yield self.env.timeout(self.cm.array.cfg.snapshot_remove_per_lun_s * len(hw))
         yield from self.cm.array.delete(snaps)
         for s in snaps:
@@ -697,7 +706,7 @@ class BackupJob:
         return ""
 
     def copy(self, vm: str, reader: str, snap: StorageSnapshot | None, mib: float) -> Proc:
-        if reader not in self.cm.alive or (snap is not None and snap.software and snap.host not in self.cm.alive):
+        if not self.cm.is_alive(reader) or (snap is not None and snap.software and not self.cm.is_alive(snap.host)):
             raise StepFailed("node_failed", reader)
         arr = self.cm.array.cfg
         csv = self.records[vm].spec.csv
@@ -739,8 +748,8 @@ class BackupJob:
         spec = self.records[vm].spec
         left = changed_mib(spec, self.cm.sc.storage.block_size_mib, self.env.now - cp.created_s)
         while True:
-            node = self.cm.host[vm]
-            if node not in self.cm.alive or vm in self.cm.booting or vm in self.cm.unplaced:
+            node = self.cm.host_of(vm)
+            if not self.cm.is_alive(node) or self.cm.is_booting(vm) or self.cm.is_unplaced(vm):
                 self.orphans.setdefault(vm, []).append(cp)
                 return
             path = self.cm.faults.csv_path(node, spec.csv)  # redirected while the host has no fabric
@@ -759,7 +768,7 @@ class BackupJob:
     def discard_checkpoint(self, cp: Checkpoint) -> None:
         """A failed attempt's checkpoint is merged away at once (Hyper-V cleans it up), or,
         if the VM's host is dead, when the VM boots again after failover."""
-        if self.cm.host[cp.vm] not in self.cm.alive:
+        if not self.cm.is_alive(self.cm.host_of(cp.vm)):
             self.orphans.setdefault(cp.vm, []).append(cp)
             return
         if cp.merged_s is None:
@@ -778,11 +787,10 @@ class BackupJob:
         snapshot, dismount. Each mount costs more the more VHDs the host has mounted at once
         [seeds]. Returns {vm: reason} for VMs whose step failed (the others go on)."""
         base, exp = self.cfg.host_mount_base_s, self.cfg.host_mount_exponent
-        gw = self.cm.gateway
         disks = {vm: len(self.records[vm].spec.disks) for vm in vms}
         self.trace("auto_recovery_start", node=node, vms=len(vms), members=list(vms))
         for vm, n in disks.items():
-            gw.cast(node, "mount", vm, n)
+            self.cm.node_op(node, "mount", vm, n)
             self.mounted_vms[(node, vm)] = self.mounted_vms.get((node, vm), 0) + n
         # The node keeps the mounts (a crash loses them); the cost follows the count of VHDs
         # this host has mounted at once, which the driver knows from its own mount requests.
@@ -798,8 +806,8 @@ class BackupJob:
             self.mounted[node] = start
             if not self.dead:  # a dead backup leaves its mounts behind
                 for vm, n in disks.items():
-                    if node in self.cm.alive:
-                        gw.cast(node, "dismount", vm, n)
+                    if self.cm.is_alive(node):
+                        self.cm.node_op(node, "dismount", vm, n)
                     left = self.mounted_vms.pop((node, vm), 0) - n
                     if left > 0:
                         self.mounted_vms[(node, vm)] = left
@@ -834,8 +842,7 @@ class BackupJob:
         self.ensure_host(vm, node)
         self.vm_op(vm, node, "set_state", "saved")
         self.saved_vms[vm] = (node, self.env.now)
-        self.cm.saved.add(vm)
-        self.cm.io.stop_vm(vm)
+        self.cm.save_vm(vm)
         self.cap.save(vm, self.env.now)
         self.trace("vm_saved", vm=vm, node=node)
         yield self.env.timeout(self.cfg.saved_state_downtime_s / 2)
@@ -848,10 +855,11 @@ class BackupJob:
     def resume_saved(self, vm: str, node: str, saved_at: float) -> None:
         """The saved VM runs again where it was saved (if its host died, failover boots it)."""
         self.saved_vms.pop(vm, None)
-        self.cm.saved.discard(vm)
         if self.vm_op(vm, node, "set_state", "running"):
-            self.cm.io.start_vm(vm, node)
+            self.cm.unsave_vm(vm, node)
             self.cap.resume(vm, self.env.now)
+        else:
+            self.cm.unsave_vm(vm, None)
         self.records[vm].downtime_s += self.env.now - saved_at
         self.trace("vm_resumed", vm=vm, node=node)
 
@@ -876,7 +884,7 @@ class BackupJob:
         self.begin(vm)
         self.cap.offline(vm, self.env.now)
         try:
-            yield from self.copy_in_slot(vm, self.cm.host[vm], None)
+            yield from self.copy_in_slot(vm, self.cm.host_of(vm), None)
         except StepFailed as exc:
             self.fail(vm, exc.reason)
             return

@@ -31,7 +31,7 @@ class BackupServer:
         self.killed: BackupJob | None = None  # a job that died with it and waits for its restart
         self.autorecovery_leftover: set[str] = set()  # VMs with a leftover AutoRecovery.avhdx
         self.crashes = 0
-        cm.backup_server_listeners.append(self.crash)
+        cm.on_backup_server_crash.connect(self.crash)
 
     def crash(self, restart_after_s: float | None) -> None:
         cm = self.cm

@@ -75,8 +75,8 @@ class ChangeTracker:
         self.event_status: dict[str, str] = {}  # ... and what it became
         self.trace = cm.trace
         self.now = lambda: cm.env.now
-        cm.move_listeners.append(self._moved)
-        cm.crash_listeners.append(self._crashed)
+        cm.on_vm_moved.connect(self._moved)
+        cm.on_host_crashed.connect(self._crashed)
 
     # -- what happens to the maps ----------------------------------------------------------------
     def previous_backup(self, vm: str, at_s: float) -> None:

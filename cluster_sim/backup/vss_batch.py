@@ -55,7 +55,7 @@ def run_pipeline(job: BackupJob, flavor: Flavor) -> Proc:
     queues = {n: simpy.Store(env) for n in job.cm.nodes}
     per_node: dict[str, list[str]] = {n: [] for n in job.cm.nodes}
     for vm in job.online_vms():
-        per_node[job.cm.host[vm]].append(vm)
+        per_node[job.cm.host_of(vm)].append(vm)
     # interleave nodes' batches so that the array sees requests from every node early
     for node in job.cm.nodes:
         for batch in batches_for(job, node, per_node[node]):
@@ -66,7 +66,7 @@ def run_pipeline(job: BackupJob, flavor: Flavor) -> Proc:
             job.spawn(_worker(job, flavor, node, queues[node]))
 
     def retry(vm: str) -> None:
-        node = job.cm.host[vm]
+        node = job.cm.host_of(vm)
         queues[node].put((job.records[vm].spec.csv, [vm]))
 
     job.retry_hook = retry
@@ -78,7 +78,7 @@ def _worker(job: BackupJob, flavor: Flavor, node: str, queue: simpy.Store) -> Pr
     while True:
         csv, vms = yield queue.get()
         # VMs that moved (migration, failover) or whose node is gone go to their host's queue
-        gone = [vm for vm in vms if cm.host[vm] != node or not job.settled(vm)]
+        gone = [vm for vm in vms if cm.host_of(vm) != node or not job.settled(vm)]
         for vm in gone:
             job.track(job.requeue_when_hosted(vm))
         vms = [vm for vm in vms if vm not in gone]
@@ -241,7 +241,7 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
         job.critical.difference_update(vms)
         if job.dead:  # a dead job leaves what it holds (BackupJob.kill says what becomes of it)
             frozen, saved_at, checkpoints, lock_held, snap, pin = [], {}, {}, False, None, None
-        node_dead = node not in cm.alive
+        node_dead = not cm.is_alive(node)
         for vm in frozen:
             job.thaw(vm, node)
         for vm, t in list(saved_at.items()):

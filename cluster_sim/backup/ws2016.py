@@ -48,7 +48,7 @@ def _start_round_after_instant(job: BackupJob, pool: list[str]) -> Proc:
 def set_node(job: BackupJob, luns: list[str]) -> str:
     # the backup application knows the cluster service's view, not which host just died; it takes
     # the set on a node that reaches the storage if one does (README "Fault events")
-    up = [n for n in job.cm.nodes if n in job.cm.up]
+    up = [n for n in job.cm.nodes if job.cm.is_up(n)]
     if any(n in job.cm.faults.no_fabric for n in up):
         up = [n for n in up if n not in job.cm.faults.no_fabric] or up
     if job.cfg.ws2016_set_node == "first" or not up:
@@ -71,7 +71,7 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
 
     # ---- 1. checkpoints for the whole set ----
     def make_checkpoint(vm: str) -> Proc:
-        node = cm.host[vm]
+        node = cm.host_of(vm)
         rec = job.records[vm]
         job.begin(vm)
         with slots[node].request() as req:
@@ -182,7 +182,7 @@ def _fail_members(job: BackupJob, members: list[str], checkpoints: dict[str, Che
 
 
 def _after_snapshot(job: BackupJob, vm: str, snap: StorageSnapshot, cp: Checkpoint, kind: str) -> Proc:
-    node = job.cm.host[vm]
+    node = job.cm.host_of(vm)
     merge = job.spawn(job.merge(vm, cp))
     try:
         yield from job.copy_in_slot(vm, node, snap)

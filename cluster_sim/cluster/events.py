@@ -57,8 +57,7 @@ def _at(cm, i: int, ev):  # type: ignore[no-untyped-def]
     elif isinstance(ev, TargetSlowdown):
         yield from cm.faults.target_slowdown(ev.factor, ev.duration_s)
     elif isinstance(ev, BackupServerCrash):
-        for fn in cm.backup_server_listeners:
-            fn(ev.restart_after_s)
+        cm.on_backup_server_crash.emit(ev.restart_after_s)
 
 
 def _drain(cm, ev: DrainNode):  # type: ignore[no-untyped-def]

@@ -36,9 +36,6 @@ from cluster_sim.kernel.fluid import Flow
 if TYPE_CHECKING:
     from cluster_sim.cluster.model import ClusterModel
 
-# how quorum counts votes, by generation (see the module docstring) [MS]
-QUORUM_RULES = {"ws2008r2": "static", "ws2012": "dynamic", "ws2012r2": "dynamic_tiebreak",
-                "ws2016": "dynamic_tiebreak"}
 LEAK_KINDS = ("snapshots", "checkpoints", "mounts", "redirected_holds", "hot_adds")
 
 
@@ -252,10 +249,8 @@ class Faults:
                     cm.saved.discard(vm)
                     cm.gateway.cast(n, "evict", vm)
                 for vm in running:
-                    if cm.plane is not None:
-                        cm.plane.stop_writes(vm, now, crashed=True)
-                    for fn in cm.crash_listeners:
-                        fn(vm, n)
+                    cm.on_vm_lost.emit(vm, now)
+                    cm.on_host_crashed.emit(vm, n)
                 cm.trace("quorum_lost", node=n, vms=len(hosted),
                          quorum=sorted(quorum, key=cm.nodes.index))
             for n in nodes:

@@ -117,8 +117,6 @@ class Migrations:
         self.heading: dict[str, str] = {}  # requested migrations with a chosen destination
         self.slots = {n: simpy.Resource(cm.env, capacity=self.cfg.max_concurrent_per_node) for n in cm.nodes}
         # set by a backup job: vm -> "ok" | "refuse" | "abort"
-        self.gate = None
-        self.on_moved = None  # callback(vm, src, dst)
 
     def request(self, vm: str, dst: str | None, why: str):  # type: ignore[no-untyped-def]
         """Start a migration process; returns it (its value: True if the VM moved)."""
@@ -162,7 +160,8 @@ class Migrations:
                 asked = env.now
                 aborted = False
                 # refusals while the VM is in its snapshot critical section
-                while self.gate is not None or vm in cm.saved or vm in cm.booting:
+                gate = cm.on_migration_requested  # the backup's veto (block_and_retry, abort_backup)
+                while gate or vm in cm.saved or vm in cm.booting:
                     # a migration that cannot go anywhere fails before the backup is asked: it
                     # must not abort (or hold up) a backup for nothing
                     _, cannot = self._destination(vm, dst)
@@ -171,7 +170,7 @@ class Migrations:
                         return self._fail(vm, cannot)
                     # a VM in saved state for its backup, or still booting after a failover, cannot
                     # be live-migrated: wait as for a refusal
-                    verdict = "refuse" if vm in cm.saved or vm in cm.booting else self.gate(vm)
+                    verdict = "refuse" if vm in cm.saved or vm in cm.booting else gate.ask(vm)
                     if verdict == "refuse":
                         self.stats.refused += 1
                         cm.trace("migration_refused", vm=vm, node=cm.host[vm])
@@ -198,8 +197,7 @@ class Migrations:
                     cm.trace("vm_config_moved", vm=vm, node=src, to=dst, why=why)
                     cm.move_vm_ownership(vm, src, dst)
                     self.stats.completed += 1
-                    if self.on_moved:
-                        self.on_moved(vm, src, dst)
+                    cm.on_vm_migrated.emit(vm, src, dst)
                     return True
                 with self.slots[src].request() as slot:
                     yield slot
@@ -207,7 +205,7 @@ class Migrations:
                         return self._fail(vm, "node_down")
                     # it may have entered a critical section meanwhile: ask again (unless this
                     # migration has aborted the backup already: the answer stands)
-                    verdict = "ok" if aborted or self.gate is None else self.gate(vm)
+                    verdict = "ok" if aborted or not gate else gate.ask(vm)
                     if verdict != "refuse":
                         if verdict == "abort":
                             self.stats.aborted += 1
@@ -217,8 +215,7 @@ class Migrations:
                         if not moved:
                             return self._fail(vm, "interrupted")
                         self.stats.completed += 1
-                        if self.on_moved:
-                            self.on_moved(vm, src, dst)
+                        cm.on_vm_migrated.emit(vm, src, dst)
                         return True
                 # refused now: ask again from the start, towards the destination chosen
                 self.heading[vm] = dst

@@ -1,7 +1,12 @@
 """The cluster control plane on the driver: one object the backup layer talks to.
 
 It owns the fluid network, the CSVs, the storage array, the VM I/O model, the node gateway and
-the cluster service's view of membership. The cluster service polls every node every
+the cluster service's view of membership. Components above it (the backup, the data plane) use
+its API only: queries (`host_of`, `is_settled`, `runs_on`, ...), commands (`node_op`, `save_vm`,
+...), its public components (`env`, `trace`, `net`, `array`, `csvs`, `io`, `faults`) and its
+signals (`on_vm_lost`, `on_host_crashed`, `on_vm_restarted`, `on_vm_moved`, `on_vm_migrated`,
+`on_node_failed`, `on_migration_requested` with vetoes, `on_backup_server_crash`), which they
+connect to and disconnect from; the cluster imports none of them and reads no backup setting. The cluster service polls every node every
 `cluster.node_poll_interval_s` (a batched heartbeat call, whose answer the next poll reads); a
 node that did not answer (its actor died) is declared failed at that poll. Crashes the
 simulation itself causes are detected after `heartbeat_threshold x heartbeat_interval_s`, as
@@ -19,9 +24,9 @@ from cluster_sim.cluster.faults import Faults
 from cluster_sim.cluster.io import IoModel
 from cluster_sim.cluster.migration import Migrations
 from cluster_sim.cluster.nodes import NodeDown, NodeGateway
+from cluster_sim.cluster.signals import Signal
 from cluster_sim.cluster.storage import StorageArray
 from cluster_sim.cluster.topology import link_capacities
-from cluster_sim.data.plane import DataPlane
 from cluster_sim.kernel.fluid import FluidNetwork
 from cluster_sim.kernel.instant import CountingEnvironment, InstantHooks
 from cluster_sim.kernel.rng import Streams
@@ -62,8 +67,17 @@ class ClusterModel:
         self.alive: set[str] = set(self.nodes)  # physical truth: a crashed host is not alive at once
         self.draining: set[str] = set()
         self.failures: list[NodeFailure] = []
-        self.failure_listeners: list[Callable[[str], None]] = []
-        self.restart_listeners: list[Callable[[str], None]] = []
+        # signals (cluster/signals.py): what subscribers hear of
+        self.on_vm_lost = Signal("vm_lost", "(vm, at_s): the VM stopped without a clean shutdown (guest cache lost)")
+        self.on_host_crashed = Signal("host_crashed", "(vm, node): the VM's host died under it while it ran")
+        self.on_vm_restarted = Signal("vm_restarted", "(vm): a failed-over VM booted on its new host")
+        self.on_vm_moved = Signal("vm_moved", "(vm, src, dst): the VM now belongs to another host")
+        self.on_vm_migrated = Signal("vm_migrated", "(vm, src, dst): a live migration (or config move) ended")
+        self.on_node_failed = Signal("node_failed", "(node): the cluster service declared the node failed")
+        self.on_migration_requested = Signal(
+            "migration_requested", "(vm) -> ok | refuse | abort: may this VM move now? (a veto)")
+        self.on_backup_server_crash = Signal("backup_server_crash", "(restart_after_s | None): the backup "
+                                             "application died")
         self.polls = 0
         self.crashed_at: dict[str, float] = {}
         self.vm_downtime: dict[str, float] = {}  # migration blackouts and failover outages
@@ -76,25 +90,13 @@ class ClusterModel:
         self.saved: set[str] = set()  # in saved state for a backup: cannot be moved
         self.incarnation: dict[str, int] = {n: 0 for n in self.nodes}  # bumped when a host dies
         self.migrations = Migrations(self)
-        # the data plane (durable disk contents, with the array) and each VM's restore chain
-        self.plane: DataPlane | None = None
-        if sc.backup is not None and sc.backup.verify:
-            tpl = {t.template: t.workload for t in sc.fleet}
-            self.plane = DataPlane(vms, streams, sc.storage.block_size_mib,
-                                   flush={v.name: tpl[v.template].guest_flush_interval_s for v in vms})
-        self.chains: dict[str, Any] = {}
-        # subscribers: a VM now belongs to another host (vm, src, dst); a VM's host died under it
-        # while it ran (vm, node)
-        self.move_listeners: list[Callable[[str, str, str], None]] = []
         self._inventory: dict[str, tuple[int, int]] | None = None
-        self.crash_listeners: list[Callable[[str, str], None]] = []
-        # the fault events (cluster/faults.py) and who hears of a crash of the backup application
+        # the fault events (cluster/faults.py)
         self.faults = Faults(self)
         self.io.no_fabric = self.faults.no_fabric
         self.io.reachable = self.faults.reachable
         self.array.on_delete_failed = self.faults.delete_failed
-        self.failure_listeners.append(self.faults.membership_changed)
-        self.backup_server_listeners: list[Callable[[float | None], None]] = []
+        self.on_node_failed.connect(self.faults.membership_changed)
 
     # -- set-up ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,10 +154,72 @@ class ClusterModel:
             counts[h] += 1
         return counts
 
+    # -- queries (the API components above the cluster use) ---------------------------------------
+    def host_of(self, vm: str) -> str:
+        """The node the cluster's configuration says owns the VM (it may be dead or booting it)."""
+        return self.host[vm]
+
+    def is_alive(self, node: str) -> bool:
+        """Physically up (a crashed host is not alive at once, before the cluster notices)."""
+        return node in self.alive
+
+    def is_up(self, node: str) -> bool:
+        """A member in the cluster service's view."""
+        return node in self.up
+
+    def incarnation_of(self, node: str) -> int:
+        """Bumped each time the host dies: a restarted host is another incarnation."""
+        return self.incarnation[node]
+
+    def is_booting(self, vm: str) -> bool:
+        return vm in self.booting
+
+    def is_unplaced(self, vm: str) -> bool:
+        return vm in self.unplaced
+
+    def is_migrating(self, vm: str) -> bool:
+        return vm in self.migrations.migrating
+
+    def is_settled(self, vm: str) -> bool:
+        """The VM can be worked on where the cluster says it is: host alive and up, not moving,
+        not booting."""
+        host = self.host[vm]
+        return (host in self.alive and host in self.up and vm not in self.migrations.migrating
+                and vm not in self.booting)
+
+    def coordinator(self, csv: str) -> str:
+        return self.csvs[csv].coordinator
+
+    def checkpoints_by_node(self) -> dict[str, int]:
+        """Live AVHDX checkpoints per node (of the VMs each node owns)."""
+        out: dict[str, int] = {}
+        for vm, k in self.array.live_checkpoints.items():
+            h = self.host[vm]
+            out[h] = out.get(h, 0) + k
+        return out
+
     def on_host(self, vm: str, node: str, incarnation: int | None = None) -> bool:
         """Does `node` (still the same incarnation, if given) run this VM now?"""
         return (self.host.get(vm) == node and node in self.alive and vm not in self.booting
                 and vm not in self.unplaced and (incarnation is None or self.incarnation[node] == incarnation))
+
+    runs_on = on_host
+
+    # -- commands --------------------------------------------------------------------------------
+    def node_op(self, node: str, method: str, *args: Any) -> None:
+        """Queue an operation for a node (its answer is not read; see nodes.py NodeGateway)."""
+        self.gateway.cast(node, method, *args)
+
+    def save_vm(self, vm: str) -> None:
+        """The VM is in saved state (for a backup): it cannot move and does no I/O."""
+        self.saved.add(vm)
+        self.io.stop_vm(vm)
+
+    def unsave_vm(self, vm: str, node: str | None) -> None:
+        """Out of saved state; with `node`, it runs there again (its I/O resumes)."""
+        self.saved.discard(vm)
+        if node is not None:
+            self.io.start_vm(vm, node)
 
     def move_vm_ownership(self, vm: str, src: str, dst: str) -> None:
         """The VM now belongs to `dst` (end of a live migration, or an off VM's move)."""
@@ -167,8 +231,7 @@ class ClusterModel:
         self.gateway.cast(dst, "host", [(vm, "running" if spec.running else "off")])
         if spec.running and dst in self.alive:
             self.io.move_vm(vm, dst)
-        for fn in self.move_listeners:
-            fn(vm, src, dst)
+        self.on_vm_moved.emit(vm, src, dst)
 
     def busy(self) -> bool:
         """Cluster work still under way: failures not yet detected, VMs booting, VMs moving."""
@@ -198,10 +261,8 @@ class ClusterModel:
             self.io.stop_vm(vm)
             self.saved.discard(vm)
             if self.spec[vm].running:
-                if self.plane is not None:
-                    self.plane.stop_writes(vm, self.env.now, crashed=True)
-                for fn in self.crash_listeners:
-                    fn(vm, node)
+                self.on_vm_lost.emit(vm, self.env.now)
+                self.on_host_crashed.emit(vm, node)
         from cluster_sim.cluster.topology import cluster_nic, fabric, lm_nic
 
         links = [fabric(node), cluster_nic(node), lm_nic(node, self.sc.cluster.networks.shared_cluster_and_lm)]
@@ -225,8 +286,8 @@ class ClusterModel:
         hosted = self.vms_on(node)
         for vm in hosted:
             self.io.stop_vm(vm)
-            if self.plane is not None and self.spec[vm].running:  # no-op if the crash already did
-                self.plane.stop_writes(vm, self.crashed_at.get(node, self.env.now), crashed=True)
+            if self.spec[vm].running:  # (a VM already lost with its host stays lost)
+                self.on_vm_lost.emit(vm, self.crashed_at.get(node, self.env.now))
         self.failures.append(NodeFailure(node, self.env.now, how, len(hosted)))
         self.trace("node_failed", node=node, how=how, vms_down=len(hosted))
         self.adopt_orphan_csvs()
@@ -239,8 +300,7 @@ class ClusterModel:
         for vm in hosted:
             self.unplaced.add(vm)
         self.place_unplaced()
-        for fn in self.failure_listeners:
-            fn(node)
+        self.on_node_failed.emit(node)
 
     def adopt_orphan_csvs(self) -> None:
         """Every CSV whose coordinator the cluster holds failed moves to a node that is up: one
@@ -269,8 +329,7 @@ class ClusterModel:
             self._inventory = None
             self.visited[vm].append(target)
             self.booting.add(vm)
-            for fn in self.move_listeners:
-                fn(vm, old, target)
+            self.on_vm_moved.emit(vm, old, target)
             token = self._boot_seq = getattr(self, "_boot_seq", 0) + 1
             self.boot_token[vm] = token
             self.env.process(self._restart_vm(vm, target, self.crashed_at.get(old, self.env.now), token))
@@ -288,13 +347,10 @@ class ClusterModel:
         self.gateway.cast(node, "host", [(vm, "running" if spec.running else "off")])
         if spec.running:
             self.io.start_vm(vm, node)
-            if self.plane is not None:
-                self.plane.resume_writes(vm, self.env.now)
             self.vm_downtime[vm] = self.vm_downtime.get(vm, 0.0) + self.env.now - down_since
             self.vms_restarted += 1
         self.trace("vm_restarted", vm=vm, node=node)
-        for fn in self.restart_listeners:
-            fn(vm)
+        self.on_vm_restarted.emit(vm)
 
     def recover(self, node: str) -> None:
         """The host is back, empty (its VMs failed over), and rejoins the cluster."""

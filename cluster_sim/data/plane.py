@@ -24,6 +24,7 @@ holds a reference version per VM, and `changed_since` lists the blocks newer tha
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -124,6 +125,14 @@ class DataPlane:
                 self.version_time.append(0.0)
                 d.versions[hit] = len(self.version_time) - 1
         return before
+
+    def follow(self, cm: Any) -> None:
+        """Hear of what the cluster (cluster/model.py ClusterModel) does to the VMs: a VM lost (its
+        host died, or its side lost quorum) stops writing and its guest cache is gone; a failed-over
+        running VM that boots writes again."""
+        running = {v.name for v in cm.vms if v.running}
+        cm.on_vm_lost.connect(lambda vm, at_s: self.stop_writes(vm, at_s, crashed=True))
+        cm.on_vm_restarted.connect(lambda vm: self.resume_writes(vm, cm.env.now) if vm in running else None)
 
     # -- run state ----------------------------------------------------------------------------------
     def stop_writes(self, vm: str, t: float, crashed: bool) -> None:
