@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cluster_sim.scenario import Scenario, ScenarioError, load_scenario
+from cluster_sim.version import __version__
 
 if TYPE_CHECKING:
     from cluster_sim import sweep
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
     from cluster_sim.simulation import run
 
 __all__ = ["RunResult", "Scenario", "ScenarioError", "load_scenario", "run", "sweep"]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:

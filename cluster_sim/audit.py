@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cluster_sim.cluster.topology import lower_bound_s
 from cluster_sim.results import Audit, Leaks
 
 if TYPE_CHECKING:
@@ -102,8 +103,6 @@ def _migration_counters(cm: ClusterModel) -> list[str]:
 
 
 def _windows(cm: ClusterModel, jobs: list[BackupJob]) -> list[str]:
-    from cluster_sim.simulation import lower_bound_s
-
     v = []
     for job in jobs:
         if job.started_s is None:

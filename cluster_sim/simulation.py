@@ -18,11 +18,12 @@ from cluster_sim.audit import account_fault_leaks, audit, count_leaks
 from cluster_sim.backup.capture import expected_verdict
 from cluster_sim.backup.context import BackupContext
 from cluster_sim.backup.job import BackupJob
-from cluster_sim.backup.registry import REGISTRY, quorum_rule_of
+from cluster_sim.backup.registry import REGISTRY, body_of, quorum_rule_of
 from cluster_sim.backup.tracking import ChangeTracker
 from cluster_sim.cluster.events import schedule_events
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.nodes import LocalBackend, RayBackend
+from cluster_sim.cluster.topology import lower_bound_s
 from cluster_sim.data.plane import DataPlane
 from cluster_sim.kernel.rng import Streams
 from cluster_sim.results import (
@@ -68,22 +69,6 @@ def _nan_none(x: float) -> float | None:
     return None if x is None or math.isnan(x) else r6(x)
 
 
-def lower_bound_s(sc: Scenario, mib: float) -> float:
-    """Bytes to copy over the bottleneck bandwidth of the copy path."""
-    if mib <= 0:
-        return 0.0
-    n = sc.cluster.nodes
-    b = sc.backup
-    streams = n * (b.concurrent_vms_per_node if b else 1) * (b.copy_stream_mib_s if b else math.inf)
-    bw = min(
-        sc.cluster.networks.backup_target_mib_s,
-        sc.storage.array.read_mib_s,
-        n * sc.cluster.networks.storage_fabric_mib_s_per_node,
-        streams,
-    )
-    return mib / bw
-
-
 def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend | RayBackend,
                    kill_actors: list[tuple[str, float]] | None = None,
                    watch: Callable[[Callable[[], SimProgress]], None] | None = None) -> GenerationResult:
@@ -97,7 +82,7 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     ctx = None
     if generation is not None:
         assert sc.backup is not None
-        ctx = BackupContext(cm, generation, sc.backup, _data_plane(sc, cm, streams))
+        ctx = BackupContext(cm, generation, sc.backup, _data_plane(sc, cm, streams), streams)
     cm.start()
     schedule_events(cm)
     for node, at_s in kill_actors or []:
@@ -113,7 +98,7 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
         def new_job(mode: str, start_s: float, index: int) -> BackupJob:
             return BackupJob(cm, generation, sc.backup, mode=mode, start_s=start_s, index=index, ctx=ctx)
 
-        cm.env.process(ctx.run_schedule(all_done, new_job))
+        cm.env.process(ctx.run_schedule(all_done, new_job, body_of(generation)))
         cm.env.run(until=all_done | cm.env.timeout(sc.run.until_s))
         if not all_done.triggered and jobs:
             job = jobs[-1]

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "cluster_sim"
+__version__ = "0.1.0"  # what a source tree that was not installed calls itself (pyproject.toml's version)
 
 
 def package_version() -> str:
@@ -22,8 +23,6 @@ def package_version() -> str:
     try:
         return version(PACKAGE)
     except PackageNotFoundError:  # run from a source tree that was not installed
-        from cluster_sim import __version__
-
         return __version__
 
 

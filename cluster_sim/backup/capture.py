@@ -146,7 +146,7 @@ class Captures:
         if torn_overrun and p.pre_set is not None:
             moved = np.flatnonzero(p.pre_set != host)
             if len(moved):
-                rng = self.job.cm.streams.get("vm", vm, "torn")
+                rng = self.job.ctx.streams.get("vm", vm, "torn")
                 torn = moved[rng.random(len(moved)) < 0.5]
                 image[torn] = host[torn]  # written while writes were not really held
         p.image = image
@@ -178,7 +178,7 @@ class Captures:
         if plan.kind == "full":
             return spec.used_mib
         since = (p.capture_s if p is not None and p.capture_s is not None else self.job.env.now) - plan.since_s
-        mib = changed_mib(spec, self.job.cm.sc.storage.block_size_mib, since) if spec.running else 0.0
+        mib = changed_mib(spec, self.job.cm.block_size_mib, since) if spec.running else 0.0
         if plan.kind == "incremental_regions":
             mib *= self.job.cfg.rct_region_blocks  # at most every block of each touched region [P]
         return min(mib, spec.used_mib)

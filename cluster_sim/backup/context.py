@@ -23,12 +23,14 @@ if TYPE_CHECKING:
     from cluster_sim.backup.job import BackupJob, Proc
     from cluster_sim.cluster.model import ClusterModel
     from cluster_sim.data.plane import DataPlane
+    from cluster_sim.kernel.rng import Streams
     from cluster_sim.scenario import Backup
 
 
 class BackupContext:
-    def __init__(self, cm: ClusterModel, generation: str, cfg: Backup, plane: DataPlane | None):
+    def __init__(self, cm: ClusterModel, generation: str, cfg: Backup, plane: DataPlane | None, streams: Streams):
         self.cm = cm
+        self.streams = streams  # the run's random streams (guest freeze times, torn captures)
         self.generation = generation
         self.cfg = cfg
         self.plane = plane
@@ -48,15 +50,13 @@ class BackupContext:
                     self.chains[v.name] = plane.pre_age(v.name, cfg.incremental_interval_s)
                 self.tracker.previous_backup(v.name, -cfg.incremental_interval_s)
 
-    def run_schedule(self, all_done: Any, new_job: Callable[..., BackupJob]) -> Proc:
+    def run_schedule(self, all_done: Any, new_job: Callable[..., BackupJob], body: Callable[[BackupJob], Proc]) -> Proc:
         """The jobs of the schedule (a full, then incrementals; or one job), then the cluster settles
         (failure detection, failover boots, migrations under way) so that the summary counts what the
-        backup set in motion. `new_job(mode=, start_s=, index=)` makes a job."""
+        backup set in motion. `new_job(mode=, start_s=, index=)` makes a job; `body(job)` is the
+        generation's work (backup/registry.py body_of)."""
         cm, cfg = self.cm, self.cfg
         plan = [(r.at_s, r.mode) for r in cfg.schedule] if cfg.schedule else [(cfg.start_s, cfg.mode)]
-        from cluster_sim.backup.registry import body_of  # the generations' modules import the job, which imports this
-
-        body = body_of(self.generation)
         self.server = BackupServer(cm, body)
         for i, (at_s, mode) in enumerate(plan):
             job = new_job(mode=mode, start_s=at_s, index=i)
@@ -65,7 +65,7 @@ class BackupContext:
             yield job.quiesced
             job.verify()
             job.close()
-        step = cm.sc.cluster.heartbeat_interval_s
+        step = cm.heartbeat_interval_s
         while cm.busy():
             yield cm.env.timeout(step)
         all_done.succeed()

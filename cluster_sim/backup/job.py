@@ -16,18 +16,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import simpy
 
 from cluster_sim.backup.capture import Captures
-from cluster_sim.backup.context import BackupContext
 from cluster_sim.backup.eligibility import Plan, plan
 from cluster_sim.cluster.model import ClusterModel
 from cluster_sim.cluster.storage import Checkpoint, SnapshotFailure, StorageSnapshot
 from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, BACKUP_TARGET, cluster_nic, fabric
 from cluster_sim.cluster.writes import changed_mib
 from cluster_sim.scenario import Backup
+
+if TYPE_CHECKING:
+    from cluster_sim.backup.context import BackupContext
 from cluster_sim.scenario.placement import VmSpec
 
 Proc = Generator[simpy.Event, Any, Any]
@@ -90,9 +92,9 @@ class SetResult:
 
 class BackupJob:
     def __init__(self, cm: ClusterModel, generation: str, cfg: Backup, mode: str | None = None,
-                 start_s: float | None = None, index: int = 0, ctx: BackupContext | None = None):
+                 start_s: float | None = None, index: int = 0, *, ctx: BackupContext):
         self.cm = cm
-        self.ctx = ctx or BackupContext(cm, generation, cfg, None)  # what the generation's jobs share
+        self.ctx = ctx  # what the generation's jobs share (backup/context.py)
         self.server = self.ctx.server  # backup/server.py BackupServer: the application running the job
         self.tracker = self.ctx.tracker
         self.mode = mode or cfg.mode
@@ -301,7 +303,7 @@ class BackupJob:
 
     def wait_for_host(self, vm: str) -> Proc:
         """Wait until the VM is settled on a live node (after a failover or a migration)."""
-        step = self.cm.sc.cluster.heartbeat_interval_s * self.cm.sc.cluster.heartbeat_threshold
+        step = self.cm.failure_detection_s
         while not self.settled(vm):
             yield self.env.timeout(step)
 
@@ -374,7 +376,6 @@ class BackupJob:
 
     def _leave_behind(self) -> None:
         cm, cause = self.cm, KILLED
-        ledger = cm.faults.ledger
         # VSS aborts the dead requester's session: the guests thaw and the Hyper-V writer resumes the
         # VMs it saved [MS]
         for vm, node in sorted(self.frozen_vms.items()):
@@ -391,25 +392,25 @@ class BackupJob:
                 cm.array.release(snap)
             else:
                 self.trace("snapshot_leaked", csv=snap.csv, snapshot=sid, node=snap.requester, why=cause)
-                ledger.left(cause, "snapshots", sid)
+                cm.leave_behind(cause, "snapshots", sid)
         self.held_snaps.clear()
         # deletions already asked of the array are completed by the array
         asked = [s for _sid, s in sorted(self.deleting.items()) if s.released_s is None]
         if asked:
-            cm.faults.cluster_work(cm.array.delete(asked))
+            cm.cluster_work(cm.array.delete(asked))
         self.deleting.clear()
         # checkpoints the job made and had not merged stay (an orphan of a host crash is merged when
         # its VM boots, as before)
         orphans = {cp.cid for cps in self.orphans.values() for cp in cps}
         for cid, cp in sorted(self.held_cps.items()):
             if cp.merged_s is None and cid not in orphans:
-                ledger.left(cause, "checkpoints", cid)
+                cm.leave_behind(cause, "checkpoints", cid)
         self.held_cps.clear()
         for (node, vm), n in sorted(self.mounted_vms.items()):
-            ledger.left(cause, "mounts", (node, vm), n)
+            cm.leave_behind(cause, "mounts", (node, vm), n)
         self.mounted_vms.clear()
         for vm, node in sorted(self.hot_added_vms.items()):
-            ledger.left(cause, "hot_adds", vm)
+            cm.leave_behind(cause, "hot_adds", vm)
             if self.server is not None:
                 self.server.autorecovery_leftover.add(vm)
             self.trace("autorecovery_disk_left", vm=vm, node=node)
@@ -428,10 +429,10 @@ class BackupJob:
             elif hold.kind == "backup_pin":
                 vol.release(hold)
                 stale = vol.hold("backup_in_progress", hold.node)
-                ledger.left(cause, "redirected_holds", stale.hid)
-                cm.faults.release_later(vol, stale, self.env.now + self.cfg.stale_backup_hold_s)
-            elif hold.kind == "backup_in_progress" and hold.hid not in cm.faults.timed_holds:
-                cm.faults.release_later(vol, hold, hold.taken_s + self.cfg.stale_backup_hold_s)
+                cm.leave_behind(cause, "redirected_holds", stale.hid)
+                cm.release_later(vol, stale, self.env.now + self.cfg.stale_backup_hold_s)
+            elif hold.kind == "backup_in_progress" and not cm.releases_by_itself(hold.hid):
+                cm.release_later(vol, hold, hold.taken_s + self.cfg.stale_backup_hold_s)
 
     def restart(self, body: Callable[[BackupJob], Proc]) -> None:
         """The backup application is back: the job starts again for the VMs without an outcome,
@@ -476,7 +477,7 @@ class BackupJob:
         """The cluster service's view decides whether a step on `node` can go on: the node
         must be up and still own the VM (a crash or a move fails the step)."""
         cm = self.cm
-        if node in cm.faults.quorum_lost:  # alive, but its side of a partition lost quorum
+        if not cm.has_quorum(node):  # alive, but its side of a partition lost quorum
             raise StepFailed("quorum_lost", node)
         if not cm.is_alive(node) or not cm.is_up(node) or cm.incarnation_of(node) != self.records[vm].incarnation:
             raise StepFailed("node_failed", node)
@@ -512,7 +513,7 @@ class BackupJob:
         self.ensure_host(vm, node)
         self.vm_op(vm, node, "freeze")
         self.frozen_vms[vm] = node
-        rng = self.cm.streams.get("vm", vm, "guest_freeze")
+        rng = self.ctx.streams.get("vm", vm, "guest_freeze")
         if spec.guest_os == "linux":
             d = float(self.cfg.linux_freeze_median_s * math.exp(self.cfg.guest_freeze_sigma * rng.standard_normal()))
             limit, code = self.cfg.linux_freeze_limit_s, "linux_freeze_timeout"
@@ -613,8 +614,8 @@ class BackupJob:
                 if leak_on_failover:
                     self.trace("snapshot_leaked", csv=s.csv, snapshot=s.sid, node=node)  # KB2878635
                     self.held_snaps.pop(s.sid, None)
-                    if any(t >= t0 for t in self.cm.faults.path_loss_moves.get(s.csv, ())):
-                        self.cm.faults.ledger.left("storage_path_loss", "snapshots", s.sid)
+                    if self.cm.coordinator_lost_fabric_since(s.csv, t0):
+                        self.cm.leave_behind("storage_path_loss", "snapshots", s.sid)
                 else:
                     self.track(self.dispose(node, [s], surfaced=False))
             code = "node_failed" if not self.cm.is_alive(node) else "csv_failover"
@@ -636,10 +637,9 @@ class BackupJob:
     def _cut_off(self, node: str, luns: list[str]) -> str:
         """Why a set on `node` cannot be taken now ("" if it can): its side of a partition lost
         quorum, or it cannot reach a LUN's coordinator over the cluster network."""
-        faults = self.cm.faults
-        if node in faults.quorum_lost:
+        if not self.cm.has_quorum(node):
             return "quorum_lost"
-        if any(not faults.reachable(node, self.cm.csvs[lun].coordinator) for lun in luns):
+        if any(not self.cm.reachable(node, self.cm.csvs[lun].coordinator) for lun in luns):
             return "cluster_partition"
         return ""
 
@@ -651,7 +651,7 @@ class BackupJob:
         hw = [s for s in snaps if not s.software]
         if not hw:
             return
-        if node in self.cm.faults.no_fabric:  # the snapshot LUNs cannot be mapped to a host without its fabric
+        if not self.cm.has_fabric(node):  # the snapshot LUNs cannot be mapped to a host without its fabric
             raise StepFailed("storage_path_lost", node)
         arr = self.cm.array.cfg
         on_host = self.surfaced.get(node, 0)
@@ -686,22 +686,22 @@ class BackupJob:
         if snap is not None and snap.software and snap.host != reader:
             # software provider: the shadow copy lives on the coordinator; others read over SMB [MS]
             return [ARRAY_READ, fabric(snap.host), cluster_nic(snap.host), cluster_nic(reader), BACKUP_TARGET]
-        if snap is None and csv is not None and reader in self.cm.faults.no_fabric:
+        if snap is None and csv is not None and not self.cm.has_fabric(reader):
             # an offline VM's files are read from its CSV, redirected over SMB while the reader has no fabric
-            return [ARRAY_READ] + self.cm.faults.csv_path(reader, csv)[::-1] + [BACKUP_TARGET]
+            return [ARRAY_READ] + self.cm.csv_path(reader, csv)[::-1] + [BACKUP_TARGET]
         return [ARRAY_READ, fabric(reader), BACKUP_TARGET]
 
     def _copy_blocked(self, reader: str, snap: StorageSnapshot | None, path: list[str]) -> str:
         """Why a copy on this path cannot run now ("" if it can): README "Fault events"."""
-        faults = self.cm.faults
-        if faults.target_outages:
+        cm = self.cm
+        if not cm.target_reachable():
             return "target_unreachable"
-        if reader in faults.quorum_lost:
+        if not cm.has_quorum(reader):
             return "quorum_lost"
-        if any(link.startswith("fabric:") and link[len("fabric:"):] in faults.no_fabric for link in path):
+        if any(link.startswith("fabric:") and not cm.has_fabric(link[len("fabric:"):]) for link in path):
             return "storage_path_lost"
         nodes = [link[len("cluster:"):] for link in path if link.startswith("cluster:")]
-        if any(not faults.reachable(a, b) for a, b in zip(nodes, nodes[1:], strict=False)):
+        if any(not cm.reachable(a, b) for a, b in zip(nodes, nodes[1:], strict=False)):
             return "cluster_partition"
         return ""
 
@@ -721,7 +721,7 @@ class BackupJob:
         )
         nodes = [link[len("cluster:"):] for link in path if link.startswith("cluster:")]
         if len(nodes) == 2:
-            self.cm.faults.pair(flow, nodes[0], nodes[1])
+            self.cm.pair(flow, nodes[0], nodes[1])
         self._flows.add(flow)
         self.trace("copy_start", vm=vm, node=reader, mib=round(mib, 3))
         finished = yield flow.done
@@ -746,13 +746,13 @@ class BackupJob:
         its size is what the VM wrote meanwhile. If that host dies, the merge goes on where the
         VM runs next (after a move it runs at once; after a failover, when it boots)."""
         spec = self.records[vm].spec
-        left = changed_mib(spec, self.cm.sc.storage.block_size_mib, self.env.now - cp.created_s)
+        left = changed_mib(spec, self.cm.block_size_mib, self.env.now - cp.created_s)
         while True:
             node = self.cm.host_of(vm)
             if not self.cm.is_alive(node) or self.cm.is_booting(vm) or self.cm.is_unplaced(vm):
                 self.orphans.setdefault(vm, []).append(cp)
                 return
-            path = self.cm.faults.csv_path(node, spec.csv)  # redirected while the host has no fabric
+            path = self.cm.csv_path(node, spec.csv)  # redirected while the host has no fabric
             flow = self.cm.net.start(path + [ARRAY_READ, ARRAY_WRITE], size_mib=left,
                                      cap_mib_s=self.cfg.merge_mib_s, tag=("merge", vm))
             self._flows.add(flow)

@@ -100,7 +100,7 @@ def process_batch(job: BackupJob, flavor: Flavor, node: str, csv: str, vms: list
     vol = cm.csvs[csv]
     pin = None
     if flavor.pins_csv:
-        if node in cm.faults.no_fabric:  # a node without its storage fabric cannot own the CSV
+        if not cm.has_fabric(node):  # a node without its storage fabric cannot own the CSV
             for vm in list(live):
                 drop(vm, "storage_path_lost")
             return

@@ -49,8 +49,8 @@ def set_node(job: BackupJob, luns: list[str]) -> str:
     # the backup application knows the cluster service's view, not which host just died; it takes
     # the set on a node that reaches the storage if one does (README "Fault events")
     up = [n for n in job.cm.nodes if job.cm.is_up(n)]
-    if any(n in job.cm.faults.no_fabric for n in up):
-        up = [n for n in up if n not in job.cm.faults.no_fabric] or up
+    if not all(job.cm.has_fabric(n) for n in up):
+        up = [n for n in up if job.cm.has_fabric(n)] or up
     if job.cfg.ws2016_set_node == "first" or not up:
         return up[0] if up else job.cm.nodes[0]
     owned = {n: sum(1 for lun in luns if job.cm.csvs[lun].coordinator == n) for n in up}

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cluster_sim.cluster.api import ClusterApi
 from cluster_sim.cluster.csv import CsvTable
 from cluster_sim.cluster.faults import Faults
 from cluster_sim.cluster.io import IoModel
@@ -43,7 +44,7 @@ class NodeFailure:
     vms_down: int
 
 
-class ClusterModel:
+class ClusterModel(ClusterApi):
     def __init__(self, sc: Scenario, vms: list[VmSpec], backend, streams: Streams):  # type: ignore[no-untyped-def]
         self.sc = sc
         self.env = CountingEnvironment()
@@ -153,73 +154,6 @@ class ClusterModel:
         for h in self.host.values():
             counts[h] += 1
         return counts
-
-    # -- queries (the API components above the cluster use) ---------------------------------------
-    def host_of(self, vm: str) -> str:
-        """The node the cluster's configuration says owns the VM (it may be dead or booting it)."""
-        return self.host[vm]
-
-    def is_alive(self, node: str) -> bool:
-        """Physically up (a crashed host is not alive at once, before the cluster notices)."""
-        return node in self.alive
-
-    def is_up(self, node: str) -> bool:
-        """A member in the cluster service's view."""
-        return node in self.up
-
-    def incarnation_of(self, node: str) -> int:
-        """Bumped each time the host dies: a restarted host is another incarnation."""
-        return self.incarnation[node]
-
-    def is_booting(self, vm: str) -> bool:
-        return vm in self.booting
-
-    def is_unplaced(self, vm: str) -> bool:
-        return vm in self.unplaced
-
-    def is_migrating(self, vm: str) -> bool:
-        return vm in self.migrations.migrating
-
-    def is_settled(self, vm: str) -> bool:
-        """The VM can be worked on where the cluster says it is: host alive and up, not moving,
-        not booting."""
-        host = self.host[vm]
-        return (host in self.alive and host in self.up and vm not in self.migrations.migrating
-                and vm not in self.booting)
-
-    def coordinator(self, csv: str) -> str:
-        return self.csvs[csv].coordinator
-
-    def checkpoints_by_node(self) -> dict[str, int]:
-        """Live AVHDX checkpoints per node (of the VMs each node owns)."""
-        out: dict[str, int] = {}
-        for vm, k in self.array.live_checkpoints.items():
-            h = self.host[vm]
-            out[h] = out.get(h, 0) + k
-        return out
-
-    def on_host(self, vm: str, node: str, incarnation: int | None = None) -> bool:
-        """Does `node` (still the same incarnation, if given) run this VM now?"""
-        return (self.host.get(vm) == node and node in self.alive and vm not in self.booting
-                and vm not in self.unplaced and (incarnation is None or self.incarnation[node] == incarnation))
-
-    runs_on = on_host
-
-    # -- commands --------------------------------------------------------------------------------
-    def node_op(self, node: str, method: str, *args: Any) -> None:
-        """Queue an operation for a node (its answer is not read; see nodes.py NodeGateway)."""
-        self.gateway.cast(node, method, *args)
-
-    def save_vm(self, vm: str) -> None:
-        """The VM is in saved state (for a backup): it cannot move and does no I/O."""
-        self.saved.add(vm)
-        self.io.stop_vm(vm)
-
-    def unsave_vm(self, vm: str, node: str | None) -> None:
-        """Out of saved state; with `node`, it runs there again (its I/O resumes)."""
-        self.saved.discard(vm)
-        if node is not None:
-            self.io.start_vm(vm, node)
 
     def move_vm_ownership(self, vm: str, src: str, dst: str) -> None:
         """The VM now belongs to `dst` (end of a live migration, or an off VM's move)."""

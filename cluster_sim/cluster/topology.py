@@ -3,6 +3,7 @@ node's storage fabric, cluster NIC and live-migration NIC."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from cluster_sim.scenario.placement import node_name
@@ -38,3 +39,19 @@ def link_capacities(sc: Scenario) -> dict[str, float]:
         if not net.shared_cluster_and_lm:
             caps[lm_nic(nd, False)] = net.live_migration_mib_s
     return caps
+
+
+def lower_bound_s(sc: Scenario, mib: float) -> float:
+    """Bytes to copy over the bottleneck bandwidth of the copy path."""
+    if mib <= 0:
+        return 0.0
+    n = sc.cluster.nodes
+    b = sc.backup
+    streams = n * (b.concurrent_vms_per_node if b else 1) * (b.copy_stream_mib_s if b else math.inf)
+    bw = min(
+        sc.cluster.networks.backup_target_mib_s,
+        sc.storage.array.read_mib_s,
+        n * sc.cluster.networks.storage_fabric_mib_s_per_node,
+        streams,
+    )
+    return mib / bw
