@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from cluster_sim.results import RunResult
     from cluster_sim.simulation import run
 
-__all__ = ["RunResult", "Scenario", "ScenarioError", "load_scenario", "run", "sweep"]
+__all__ = ["RunResult", "Scenario", "ScenarioError", "__version__", "load_scenario", "run", "sweep"]
 
 
 def __getattr__(name: str) -> Any:

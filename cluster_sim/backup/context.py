@@ -20,7 +20,8 @@ from cluster_sim.backup.tracking import ChangeTracker, tracking_kind
 if TYPE_CHECKING:
     import numpy as np
 
-    from cluster_sim.backup.job import BackupJob, Proc
+    from cluster_sim.backup.job import BackupJob
+    from cluster_sim.backup.ledger import Proc
     from cluster_sim.cluster.model import ClusterModel
     from cluster_sim.data.plane import DataPlane
     from cluster_sim.kernel.rng import Streams

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import simpy
 
-    from cluster_sim.backup.job import BackupJob, Proc
+    from cluster_sim.backup.job import BackupJob
+    from cluster_sim.backup.ledger import Proc
     from cluster_sim.cluster.model import ClusterModel
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import simpy
 
-from cluster_sim.backup.job import BackupJob, Proc, StepFailed
+from cluster_sim.backup.job import BackupJob
+from cluster_sim.backup.ledger import Proc, StepFailed
 from cluster_sim.cluster.storage import Checkpoint, StorageSnapshot
 
 

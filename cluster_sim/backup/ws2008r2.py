@@ -7,7 +7,8 @@ capture is claimed consistent but is silently torn [MS]. VMs that cannot be back
 (no backup integration service, dynamic disks, non-NTFS, Linux) are put in saved state.
 """
 
-from cluster_sim.backup.job import BackupJob, Proc
+from cluster_sim.backup.job import BackupJob
+from cluster_sim.backup.ledger import Proc
 from cluster_sim.backup.vss_batch import Flavor, run_pipeline
 
 FLAVOR = Flavor(

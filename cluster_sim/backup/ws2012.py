@@ -4,7 +4,8 @@ auto-recovery still mounts, reverts and dismounts every VHD on the host [MS, see
 hold-writes overrun is now detected (VSS_E_HOLD_WRITES_TIMEOUT).
 """
 
-from cluster_sim.backup.job import BackupJob, Proc
+from cluster_sim.backup.job import BackupJob
+from cluster_sim.backup.ledger import Proc
 from cluster_sim.backup.vss_batch import Flavor, run_pipeline
 
 FLAVOR = Flavor(

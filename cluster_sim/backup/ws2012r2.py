@@ -7,7 +7,8 @@ taking the snapshot must coordinate with the CSV owner [seeds]. VMs without the 
 service, and Linux guests, are backed up online, crash-consistent [seeds].
 """
 
-from cluster_sim.backup.job import BackupJob, Proc
+from cluster_sim.backup.job import BackupJob
+from cluster_sim.backup.ledger import Proc
 from cluster_sim.backup.vss_batch import Flavor, run_pipeline
 
 FLAVOR = Flavor(

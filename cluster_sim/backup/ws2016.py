@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import simpy
 
-from cluster_sim.backup.job import BackupJob, Proc, StepFailed
+from cluster_sim.backup.job import BackupJob
+from cluster_sim.backup.ledger import Proc, StepFailed
 from cluster_sim.cluster.storage import Checkpoint, StorageSnapshot
 
 
@@ -88,7 +89,6 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
                 except StepFailed as exc:
                     if exc.reason == "node_failed" or not job.cfg.allow_standard_checkpoint_fallback:
                         raise
-                    rec.history.append(exc.reason + "->standard_checkpoint")
             yield env.timeout(job.cfg.checkpoint_create_s)
             if kind == "production":
                 job.thaw(vm, node)

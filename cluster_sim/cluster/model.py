@@ -15,9 +15,7 @@ the cluster service would [MS].
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from cluster_sim.cluster.api import ClusterApi
 from cluster_sim.cluster.csv import CsvTable
