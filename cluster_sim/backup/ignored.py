@@ -25,19 +25,19 @@ _WS2016_SET = frozenset({"max_luns_per_set", "ws2016_set_node"})
 _RCT = frozenset({"rct_survives_crash", "rct_region_blocks"})
 # tracking.py, simulation.py: a vendor's change-tracking filter driver (before 2016)
 _FILTER = frozenset({"change_tracking", "change_tracking_write_overhead"})
-# vss_batch.py: batches of VMs per storage snapshot and saved-state VMs (the pipeline of 2008 R2-2012 R2)
+# phases.py: batches of VMs per storage snapshot and saved-state VMs (the pipeline of 2008 R2-2012 R2)
 _BATCH_PIPELINE = frozenset({"vms_per_snapshot", "saved_state_downtime_s"})
-# vss_batch.py with pins_csv (ws2008r2): the CSV pinned in redirected access, left marked by a dead backup
+# phases.py pin_csv (ws2008r2): the CSV pinned in redirected access, left marked by a dead backup
 _CSV_PIN = frozenset({"stale_backup_hold_s", "clear_stale_redirect"})
-# vss_batch.py with host_mounts (ws2008r2, ws2012): host auto-recovery mounts
+# phases.py host_auto_recovery (ws2008r2, ws2012): host auto-recovery mounts
 _HOST_MOUNTS = frozenset({"auto_recovery", "host_mount_base_s", "host_mount_exponent"})
-# vss_batch.py with scsi_fixup (ws2012r2): the AutoRecovery disk hot-added over SCSI
+# phases.py scsi_fixup (ws2012r2): the AutoRecovery disk hot-added over SCSI
 _SCSI_FIXUP = frozenset({"scsi_fixup_s"})
-# vss_batch.py with checkpoints (ws2012r2), ws2016.py: AVHDX checkpoints and their merge
+# phases.py prepare_vms(avhdx_checkpoint) (ws2012r2), ws2016.py: AVHDX checkpoints and their merge
 _CHECKPOINTS = frozenset({"checkpoint_create_s", "merge_mib_s"})
-# vss_batch.py with metadata_redirect / coordinate_owner (ws2012, ws2012r2), ws2016.py
+# phases.py commit_snapshot(metadata_redirect), coordinate_with_owner (ws2012, ws2012r2), ws2016.py
 _CSV_METADATA = frozenset({"csv_metadata_redirect_s", "csv_owner_coordination_s"})
-# job.py writer_enumeration(per_vm=True): ws2016's RCT-based set pays the base only
+# snapshots.py writer_enumeration(per_vm=True): ws2016's RCT-based set pays the base only
 _WRITER_PER_VM = frozenset({"writer_enumeration_per_vm_s", "writer_enumeration_per_vhd_s",
                             "writer_enumeration_per_checkpoint_s"})
 
