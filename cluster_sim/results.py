@@ -284,6 +284,7 @@ def write_generation(g: GenerationResult, folder: Path) -> None:
             fh.write(f"{t:.6f},{a:.6f},{b:.6f}\n")
     if g.trace is not None:
         g.trace.write_jsonl(folder / "trace.jsonl")
+        g.trace.write_spans_jsonl(folder / "spans.jsonl")
 
 
 def scenario_yaml(sc: Any, what: str) -> str:

@@ -110,6 +110,7 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     else:
         cm.env.run(until=min(sc.run.steady_duration_s, sc.run.until_s))
     cm.finish()
+    cm.trace.close_open_spans()
     node_state = cm.collect_node_state()
     leaks = count_leaks(cm, node_state)
     faults = bool(cm.failures) or any(ev.kind in ("crash_node", "snapshot_fault") for ev in sc.events)

@@ -98,6 +98,7 @@ class VmRecord:
     copy: str = ""  # what the last copy read: full | incremental | incremental_regions
     copy_reason: str = ""  # why a copy in an incremental job was not a plain incremental
     attempt_base: int = 0  # attempts before the job was restarted (its retries start again)
+    node: str = ""  # where the current attempt began
 
 
 @dataclass
@@ -119,6 +120,8 @@ class Ledger:
         rec.outcome = outcome
         rec.reason = reason
         rec.end_s = self.env.now
+        self.trace.close_span(("retry_wait", vm))
+        self.trace.close_span(("attempt", vm), outcome + (f": {reason}" if reason else ""))
         if outcome != "failed":
             self.cap.succeeded(vm)
         self.trace("vm_outcome", vm=vm, outcome=outcome, reason=reason, attempts=rec.attempts)
@@ -138,7 +141,29 @@ class Ledger:
         self.cap.begin(vm)
         if rec.start_s is None:
             rec.start_s = self.env.now
-        self.trace("vm_attempt", vm=vm, attempt=rec.attempts, node=self.cm.host_of(vm))
+        node = rec.node = self.cm.host_of(vm)
+        self.trace("vm_attempt", vm=vm, attempt=rec.attempts, node=node)
+        self.trace.close_span(("retry_wait", vm))
+        self.trace.open_span(("attempt", vm), "attempt", vm, node, rec.attempts)
+
+    def span(self, phase: str, vm: str, node: str) -> Any:
+        """`with job.span(phase, vm, node):` the block is that phase of the VM's current attempt
+        (report/spans.py draws them)."""
+        return self.trace.span(phase, vm, node, self.records[vm].attempts)
+
+    def open_spans(self, phase: str, vms: Any) -> list[Any]:
+        """Open a span of `phase` for each VM (on the node its attempt began on); returns the keys."""
+        keys = []
+        for vm in vms:
+            rec = self.records[vm]
+            key = (phase, vm, object())
+            self.trace.open_span(key, phase, vm, rec.node, rec.attempts)
+            keys.append(key)
+        return keys
+
+    def close_spans(self, keys: list[Any]) -> None:
+        for key in keys:
+            self.trace.close_span(key)
 
     def fail(self, vm: str, reason: str) -> None:
         """This attempt failed: retry later if allowed, else the VM's outcome is `failed`."""
@@ -148,7 +173,9 @@ class Ledger:
         if rec.outcome is not None:
             return
         self.trace("vm_attempt_failed", vm=vm, reason=reason, attempt=rec.attempts)
+        self.trace.close_span(("attempt", vm), f"failed: {reason}")
         if reason not in PERMANENT and rec.attempts - rec.attempt_base <= self.cfg.retries:
+            self.trace.open_span(("retry_wait", vm), "retry_wait", vm, self.cm.host_of(vm), rec.attempts)
             self.track(self._retry_later(vm))
         else:
             self.finalize(vm, "failed", reason)

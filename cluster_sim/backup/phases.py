@@ -147,7 +147,8 @@ def prepare_vms(avhdx_checkpoint: bool = False, refuse_autorecovery_leftover: bo
             yield from job.guest_freeze(vm, node, app=(mode == "app"))
             b.frozen.append(vm)
         if avhdx_checkpoint:
-            yield env.timeout(job.cfg.checkpoint_create_s)
+            with job.span("checkpoint", vm, node):
+                yield env.timeout(job.cfg.checkpoint_create_s)
             b.checkpoints[vm] = job.create_checkpoint(vm, "backup")
             job.cap.checkpoint(vm, env.now, flushed=vm in b.frozen)
 

@@ -49,7 +49,16 @@ class SnapshotSteps:
         wait behind other requests at the array counts against the hold-writes limit) [MS, V].
         The set fails whole if one LUN fails [MS], and if its requester dies or a LUN's CSV fails
         over while it is being created; then the snapshots are released, or leaked where the
-        generation leaks them (ws2012, KB2878635). Returns SetResult; raises StepFailed."""
+        generation leaks them (ws2012, KB2878635). Returns SetResult; raises StepFailed.
+        For its members it is their `snapshot` phase."""
+        spans = self.open_spans("snapshot", vms)
+        try:
+            return (yield from self._snapshot_set(node, luns, vms, set_id, leak_on_failover))
+        finally:
+            self.close_spans(spans)
+
+    def _snapshot_set(self, node: str, luns: list[str], vms: tuple[str, ...], set_id: str,
+                      leak_on_failover: bool) -> Proc:
         self.snapshot_sets += 1
         t0 = self.env.now
         owners = {lun: self.cm.csvs[lun].coordinator for lun in luns}

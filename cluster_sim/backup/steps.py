@@ -65,13 +65,14 @@ class Steps:
         else:
             d = float(self.cfg.guest_freeze_median_s * math.exp(self.cfg.guest_freeze_sigma * rng.standard_normal()))
             limit, code = self.cfg.writer_freeze_limit_s, "vss_writer_timeout"
-        if d > limit:
-            yield self.env.timeout(limit)
+        with self.span("freeze", vm, node):
+            if d > limit:
+                yield self.env.timeout(limit)
+                self.ensure_host(vm, node)
+                self.thaw(vm, node)
+                raise StepFailed(code, f"guest took {d:.1f} s")
+            yield self.env.timeout(d)
             self.ensure_host(vm, node)
-            self.thaw(vm, node)
-            raise StepFailed(code, f"guest took {d:.1f} s")
-        yield self.env.timeout(d)
-        self.ensure_host(vm, node)
         self.cap.freeze(vm, self.env.now, app)  # the guest flushed its cache: this is its capture point
         self.trace("guest_frozen", vm=vm, node=node, freeze_s=round(d, 6), app=app)
         return d
@@ -122,7 +123,8 @@ class Steps:
             self.cm.pair(flow, nodes[0], nodes[1])
         self._flows.add(flow)
         self.trace("copy_start", vm=vm, node=reader, mib=round(mib, 3))
-        finished = yield flow.done
+        with self.span("copy", vm, reader):
+            finished = yield flow.done
         self._flows.discard(flow)
         self.records[vm].bytes_copied_mib += flow.transferred if not finished else mib
         if not finished:
@@ -145,11 +147,21 @@ class Steps:
         VM runs next (after a move it runs at once; after a failover, when it boots)."""
         spec = self.records[vm].spec
         left = changed_mib(spec, self.cm.block_size_mib, self.env.now - cp.created_s)
+        with self.span("merge", vm, self.cm.host_of(vm)):
+            merged = yield from self._merge_flows(vm, spec, cp, left)
+        if not merged:
+            return
+        self.cm.array.merge_checkpoint(cp)
+        self.held_cps.pop(cp.cid, None)
+        self.avhdx_vm_s += self.env.now - cp.created_s
+
+    def _merge_flows(self, vm: str, spec: Any, cp: Checkpoint, left: float) -> Proc:
+        """The merge's I/O, moved along with the VM; False if its host died (an orphan then)."""
         while True:
             node = self.cm.host_of(vm)
             if not self.cm.is_alive(node) or self.cm.is_booting(vm) or self.cm.is_unplaced(vm):
                 self.orphans.setdefault(vm, []).append(cp)
-                return
+                return False
             path = self.cm.csv_path(node, spec.csv)  # redirected while the host has no fabric
             flow = self.cm.net.start(path + [ARRAY_READ, ARRAY_WRITE], size_mib=left,
                                      cap_mib_s=self.cfg.merge_mib_s, tag=("merge", vm))
@@ -157,11 +169,8 @@ class Steps:
             finished = yield flow.done
             self._flows.discard(flow)
             if finished:
-                break
+                return True
             left = flow.remaining
-        self.cm.array.merge_checkpoint(cp)
-        self.held_cps.pop(cp.cid, None)
-        self.avhdx_vm_s += self.env.now - cp.created_s
 
     def discard_checkpoint(self, cp: Checkpoint) -> None:
         """A failed attempt's checkpoint is merged away at once (Hyper-V cleans it up), or,
@@ -184,9 +193,16 @@ class Steps:
         """ws2008r2/ws2012: mount every VHD of the set on the host, revert it to the guest
         snapshot, dismount. Each mount costs more the more VHDs the host has mounted at once
         [seeds]. Returns {vm: reason} for VMs whose step failed (the others go on)."""
+        self.trace("auto_recovery_start", node=node, vms=len(vms), members=list(vms))
+        spans = self.open_spans("auto_recovery", vms)
+        try:
+            return (yield from self._mount_revert_dismount(node, vms))
+        finally:
+            self.close_spans(spans)
+
+    def _mount_revert_dismount(self, node: str, vms: list[str]) -> Proc:
         base, exp = self.cfg.host_mount_base_s, self.cfg.host_mount_exponent
         disks = {vm: len(self.records[vm].spec.disks) for vm in vms}
-        self.trace("auto_recovery_start", node=node, vms=len(vms), members=list(vms))
         for vm, n in disks.items():
             self.cm.node_op(node, "mount", vm, n)
             self.mounted_vms[(node, vm)] = self.mounted_vms.get((node, vm), 0) + n
@@ -228,8 +244,9 @@ class Steps:
         self.hot_added_vms[vm] = node
         self.scsi_hot_adds += 1
         try:
-            yield self.env.timeout(self.cfg.scsi_fixup_s)
-            self.ensure_host(vm, node)
+            with self.span("auto_recovery", vm, node):
+                yield self.env.timeout(self.cfg.scsi_fixup_s)
+                self.ensure_host(vm, node)
         finally:
             if not self.dead:  # a dead backup leaves the AutoRecovery disk attached
                 self.hot_added_vms.pop(vm, None)
@@ -243,6 +260,7 @@ class Steps:
         self.cm.save_vm(vm)
         self.cap.save(vm, self.env.now)
         self.trace("vm_saved", vm=vm, node=node)
+        self.trace.open_span(("paused", vm), "paused", vm, node, self.records[vm].attempts)
         yield self.env.timeout(self.cfg.saved_state_downtime_s / 2)
         self.ensure_host(vm, node)
 
@@ -260,6 +278,7 @@ class Steps:
             self.cm.unsave_vm(vm, None)
         self.records[vm].downtime_s += self.env.now - saved_at
         self.trace("vm_resumed", vm=vm, node=node)
+        self.trace.close_span(("paused", vm))
 
     def bytes_to_copy(self, vm: str) -> float:
         """What the copy reads: every block (full), or the blocks change tracking says changed

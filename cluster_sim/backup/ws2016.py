@@ -89,7 +89,8 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
                 except StepFailed as exc:
                     if exc.reason == "node_failed" or not job.cfg.allow_standard_checkpoint_fallback:
                         raise
-            yield env.timeout(job.cfg.checkpoint_create_s)
+            with job.span("checkpoint", vm, node):
+                yield env.timeout(job.cfg.checkpoint_create_s)
             if kind == "production":
                 job.thaw(vm, node)
             job.ensure_host(vm, node)

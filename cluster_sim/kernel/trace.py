@@ -2,13 +2,18 @@
 
 Events are recorded cheaply during the run (a tuple each) and rendered through a structlog
 processor chain when written, so tracing an 800-VM run costs little simulated-run wall time.
+
+Beside the events, the trace keeps spans: what a component was doing from when to when (a VM's
+backup phases, its attempts), opened and closed by the component itself (`span`, `open_span`,
+`close_span`) and written as `spans.jsonl`. Spans are not events (`len(trace)` counts events).
 """
 
 from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,59 @@ class Trace:
         except TypeError:
             self._clock = lambda: clock
         self.events: list[tuple[float, str, dict[str, Any]]] = []
+        # (phase, vm, node, start_s, end_s, attempt, note), in the order they closed
+        self.spans: list[tuple[str, str, str, float, float, int, str]] = []
+        self._open: dict[Hashable, tuple[str, str, str, float, int]] = {}
+
+    def _now(self) -> float | None:
+        clock = self._clock() if self._clock is not None else None
+        return None if clock is None else float(clock.now)
+
+    # -- spans -------------------------------------------------------------------------------------
+    def open_span(self, key: Hashable, phase: str, vm: str, node: str, attempt: int) -> None:
+        """Start a span (closed by `close_span(key)`); a span already open under `key` is closed first."""
+        now = self._now()
+        if now is None:
+            return
+        if key in self._open:
+            self.close_span(key)
+        self._open[key] = (phase, vm, node, now, attempt)
+
+    def close_span(self, key: Hashable, note: str = "") -> None:
+        now = self._now()
+        opened = self._open.pop(key, None)
+        if now is None or opened is None:
+            return
+        phase, vm, node, start, attempt = opened
+        self.spans.append((phase, vm, node, start, now, attempt, note))
+
+    def is_open(self, key: Hashable) -> bool:
+        return key in self._open
+
+    @contextmanager
+    def span(self, phase: str, vm: str, node: str, attempt: int) -> Iterator[None]:
+        """The block (a SimPy step, across its yields) is a span of `phase` for the VM; it ends when
+        the block ends, however (a failure, an interrupt)."""
+        key = object()
+        self.open_span(key, phase, vm, node, attempt)
+        try:
+            yield
+        finally:
+            self.close_span(key)
+
+    def close_open_spans(self, note: str = "unfinished") -> None:
+        """At the end of the run: what is still open ends now."""
+        for key in list(self._open):
+            self.close_span(key, note)
+
+    def write_spans_jsonl(self, path: str | Path) -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            for phase, vm, node, start, end, attempt, note in self.spans:
+                row = {"phase": phase, "vm": vm, "node": node, "start_s": round(start, 6),
+                       "end_s": round(end, 6), "attempt": attempt}
+                if note:
+                    row["note"] = note
+                fh.write(json.dumps(row) + "\n")
 
     def __call__(self, event: str, **ids: Any) -> None:
         clock = self._clock() if self._clock is not None else None
@@ -61,7 +119,7 @@ class Trace:
 
     def __getstate__(self) -> dict[str, Any]:
         # a finished trace travels between processes without its clock (a whole simulation)
-        return {"events": self.events, "_clock": None}
+        return {"events": self.events, "spans": self.spans, "_open": {}, "_clock": None}
 
     def lines(self) -> Iterator[str]:
         import structlog  # only when writing (it imports asyncio: a tenth of a second at start-up)

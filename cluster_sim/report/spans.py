@@ -1,18 +1,16 @@
-"""Backup phase spans, derived from a generation's `trace.jsonl` (and its other result files).
+"""Backup phase spans, as the backup emitted them (`spans.jsonl`), and the rest of a generation's
+timeline from its `trace.jsonl` (and its other result files).
 
-Each VM walks through its backup one phase at a time, so its phases never overlap:
+Each VM walks through its backup one phase at a time:
 
     wait -> freeze -> [checkpoint] -> snapshot -> [auto-recovery] -> wait -> copy -> [merge]
 
 with `paused` for VMs put in saved state, and `retry wait` between a failed attempt and the
-next. Boundaries come from the VM's own events (`vm_attempt`, `vm_prepare`, `guest_frozen`,
-`checkpoint_created`, `vm_saved`/`vm_resumed`, `scsi_fixup_start`/`_done`, `copy_start`/`_end`,
-`checkpoint_merged`, `vm_attempt_failed`, `vm_outcome`) and from the events of the shadow-copy
-set (`snapshot_set_start` lists its members) and of host auto-recovery (`auto_recovery_start`
-lists its VMs) they take part in. A stretch between two events whose own name does not say what
-happened is named by the event that ends it: the stretch ending at `guest_frozen` was the freeze,
-the one ending at `checkpoint_merged` the merge, any other one waiting (for the node's VSS lock,
-the CSV pin, the rest of the batch or set, a copy slot).
+next. The backup opens and closes each span itself (backup/steps.py, snapshots.py, phases.py,
+ws2016.py: `job.span(...)`), and each attempt (`attempt`, with how it ended). Inside an attempt,
+time no phase covers is waiting (for the node's VSS lock, the CSV pin, the rest of the batch or
+set, a copy slot); where two phases overlap the one drawn is the first in PRIORITY (a ws2016
+copy runs alongside its AVHDX merge; a saved VM's snapshot happens while it is paused).
 
 Besides the phases: the attempts themselves, failures, live migrations, node crashes, per-CSV
 redirected-access holds, pending and existing storage snapshots, and the latency series.
@@ -144,159 +142,62 @@ class Timeline:
 
 
 # ----------------------------------------------------------------------------------------------
-# the per-VM state machine
+# the emitted spans, laid out one phase at a time
 # ----------------------------------------------------------------------------------------------
-class _Vm:
-    __slots__ = ("name", "label", "gap", "since", "node", "attempt", "attempt_start", "saved", "active")
-
-    def __init__(self, name: str):
-        self.name = name
-        self.label: str | None = None  # explicit phase, "?" for a stretch named by its end, None idle
-        self.gap = "plain"  # "prepare": the stretch after vm_prepare
-        self.since = 0.0
-        self.node = ""
-        self.attempt = 0
-        self.attempt_start = 0.0
-        self.saved = False
-        self.active = False  # inside an attempt
+# where a VM's spans overlap, the first of these is drawn
+PRIORITY = ("copy", "snapshot", "auto_recovery", "checkpoint", "freeze", "merge", "paused")
+_RANK = {p: i for i, p in enumerate(PRIORITY)}
 
 
-_ENDS_AS = {
-    "guest_frozen": "freeze",
-    "checkpoint_created": "checkpoint",
-    "checkpoint_merged": "merge",
-    "auto_recovery_done": "auto_recovery",
-    "scsi_fixup_done": "auto_recovery",
-    "vm_resumed": "paused",
-}
+def read_spans(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "spans.jsonl"
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
 
 
-class _Builder:
-    def __init__(self) -> None:
-        self.vms: dict[str, _Vm] = {}
-        self.spans: list[Span] = []
-        self.attempts: list[Span] = []
-        self.failures: list[tuple[float, str, str, str]] = []
-        self.outcomes: dict[str, tuple[str, str, float]] = {}
-        self.home: dict[str, str] = {}
-
-    def vm(self, name: str) -> _Vm:
-        v = self.vms.get(name)
-        if v is None:
-            v = self.vms[name] = _Vm(name)
-        return v
-
-    def _emit(self, v: _Vm, phase: str, start: float, end: float) -> None:
-        if end > start:
-            self.spans.append(Span(v.name, v.node, phase, start, end, v.attempt))
-
-    def close(self, v: _Vm, t: float, by: str) -> None:
-        """End the current stretch at t; `by` is the event that ends it."""
-        if v.label is None:
-            return
-        if v.label == "?":
-            phase = _ENDS_AS.get(by)
-            if phase is None:
-                phase = "freeze" if (v.gap == "prepare" and by == "vm_attempt_failed") else "wait"
-            if v.saved and phase == "wait":
-                phase = "paused"
+def lay_out(start: float, end: float, spans: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """The window [start, end] as a sequence of phases: at each instant the highest-priority span
+    covering it, else `wait`; adjacent pieces of one phase are joined."""
+    cuts = sorted({start, end} | {t for _p, a, z in spans for t in (a, z) if start < t < end})
+    out: list[tuple[str, float, float]] = []
+    for a, z in zip(cuts, cuts[1:], strict=False):
+        covering = [p for p, s, e in spans if s <= a and e >= z]
+        phase = min(covering, key=_RANK.__getitem__) if covering else "wait"
+        if out and out[-1][0] == phase and out[-1][2] == a:
+            out[-1] = (phase, out[-1][1], z)
         else:
-            phase = v.label
-        self._emit(v, phase, v.since, t)
-        v.label, v.since, v.gap = None, t, "plain"
+            out.append((phase, a, z))
+    return out
 
-    def enter(self, v: _Vm, t: float, label: str, gap: str = "plain") -> None:
-        v.label, v.since, v.gap = label, t, gap
 
-    # -- events ------------------------------------------------------------------------------------
-    def attempt(self, t: float, name: str, node: str, n: int) -> None:
-        v = self.vm(name)
-        if v.label is not None:
-            self.close(v, t, "vm_attempt")
-        if v.active:  # an attempt that never reported its end
-            self.attempts.append(Span(name, v.node, "attempt", v.attempt_start, t, v.attempt, "unfinished"))
-        v.node, v.attempt, v.attempt_start, v.active, v.saved = node, n, t, True, False
-        self.home.setdefault(name, node)
-        self.enter(v, t, "?")
-
-    def end_attempt(self, v: _Vm, t: float, note: str) -> None:
-        if v.active:
-            self.attempts.append(Span(v.name, v.node, "attempt", v.attempt_start, t, v.attempt, note))
-            v.active = False
-
-    def step(self, t: float, name: str, ev: str, ids: dict[str, Any]) -> None:
-        v = self.vm(name)
-        if not v.active:
-            if ev == "vm_outcome":
-                self.outcome(v, t, ids)
-            return  # e.g. a failed attempt's checkpoint merged away during its retry wait
-        if ev == "vm_prepare":
-            self.close(v, t, ev)
-            self.enter(v, t, "?", gap="prepare")
-        elif ev == "guest_frozen":
-            if v.label == "?" and v.gap != "prepare":  # a trace without vm_prepare
-                start = max(v.since, t - float(ids.get("freeze_s") or 0.0))
-                self.close(v, start, "vm_prepare")
-                self.enter(v, start, "freeze")
-            self.close(v, t, ev)
-            self.enter(v, t, "?")
-        elif ev == "checkpoint_created":
-            if v.label in ("?", "freeze"):
-                self.close(v, t, ev)
-                self.enter(v, t, "?")
-        elif ev == "vm_saved":
-            self.close(v, t, ev)
-            v.saved = True
-            self.enter(v, t, "paused")
-        elif ev == "vm_resumed":
-            self.close(v, t, ev)
-            v.saved = False
-            self.enter(v, t, "?")
-        elif ev in ("set_start", "auto_recovery_start", "scsi_fixup_start", "copy_start"):
-            self.close(v, t, ev)
-            phase = {"set_start": "snapshot", "copy_start": "copy"}.get(ev, "auto_recovery")
-            self.enter(v, t, phase)
-        elif ev in ("set_done", "set_failed"):
-            if v.label == "snapshot":
-                self.close(v, t, ev)
-                self.enter(v, t, "paused" if v.saved else "?", gap="after_set")
-        elif ev in ("auto_recovery_done", "scsi_fixup_done"):
-            if v.label in ("auto_recovery", "?"):
-                self.close(v, t, ev)
-                self.enter(v, t, "?")
-        elif ev == "copy_end":
-            if v.label == "copy":
-                self.close(v, t, ev)
-                self.enter(v, t, "?")
-        elif ev == "checkpoint_merged":
-            if v.label == "?":  # a merge running alongside a copy is not a phase of its own
-                self.close(v, t, ev)
-                self.enter(v, t, "?")
-        elif ev == "vm_attempt_failed":
-            reason = str(ids.get("reason", ""))
-            self.close(v, t, ev)
-            self.failures.append((t, name, v.node, reason))
-            self.end_attempt(v, t, f"failed: {reason}")
-            v.saved = False
-            self.enter(v, t, "retry_wait")
-        elif ev == "vm_outcome":
-            self.outcome(v, t, ids)
-
-    def outcome(self, v: _Vm, t: float, ids: dict[str, Any]) -> None:
-        outcome, reason = str(ids.get("outcome", "")), str(ids.get("reason", "") or "")
-        if v.label == "retry_wait":
-            v.label = None  # the last attempt failed: no retry follows
-        else:
-            self.close(v, t, "vm_outcome")
-        self.end_attempt(v, t, outcome + (f": {reason}" if reason else ""))
-        self.outcomes[v.name] = (outcome, reason, t)
-        v.saved = False
-
-    def finish(self, t: float) -> None:
-        for v in self.vms.values():
-            if v.label is not None:
-                self.close(v, t, "end")
-            self.end_attempt(v, t, "unfinished")
+def phase_spans(rows: list[dict[str, Any]]) -> tuple[list[Span], list[Span], list[tuple[float, str, str, str]]]:
+    """(phase spans, attempt spans, failures (t, vm, node, reason)) from spans.jsonl rows."""
+    attempts: list[Span] = []
+    phases: dict[tuple[str, int], list[tuple[str, float, float]]] = {}
+    retry_waits: list[Span] = []
+    for r in rows:
+        vm, node, phase = str(r["vm"]), str(r.get("node", "")), str(r["phase"])
+        a, z, n = float(r["start_s"]), float(r["end_s"]), int(r.get("attempt", 0))
+        if phase == "attempt":
+            attempts.append(Span(vm, node, "attempt", a, z, n, str(r.get("note", ""))))
+        elif phase == "retry_wait":
+            if z > a:
+                retry_waits.append(Span(vm, node, phase, a, z, n))
+        elif phase in _RANK:
+            phases.setdefault((vm, n), []).append((phase, a, z))
+    attempts.sort(key=lambda s: (s.start, natural_key(s.vm)))
+    spans = list(retry_waits)
+    failures = []
+    for att in attempts:
+        for phase, a, z in lay_out(att.start, att.end, phases.get((att.vm, att.attempt), [])):
+            if z > a:
+                spans.append(Span(att.vm, att.node, phase, a, z, att.attempt))
+        if att.note.startswith("failed: "):
+            failures.append((att.end, att.vm, att.node, att.note[len("failed: "):]))
+    spans.sort(key=lambda s: (s.start, natural_key(s.vm)))
+    return spans, attempts, failures
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,9 +248,11 @@ def load(folder: str | Path) -> Timeline:
     folder = Path(folder)
     summary = read_summary(folder)
     events = read_trace(folder)
-    b = _Builder()
-    set_members: dict[str, list[str]] = {}
-    ar_members: dict[str, list[str]] = {}  # node -> VMs of its running host auto-recovery
+    spans, attempts, failures = phase_spans(read_spans(folder))
+    outcomes: dict[str, tuple[str, str, float]] = {}
+    home: dict[str, str] = {}
+    for att in attempts:
+        home.setdefault(att.vm, att.node)
     mig: dict[str, Migration] = {}
     migrations: list[Migration] = []
     refusals: list[tuple[float, str, str]] = []
@@ -365,6 +268,7 @@ def load(folder: str | Path) -> Timeline:
     nodes: set[str] = set()
     csvs: set[str] = set()
     generation = str(summary.get("generation", folder.name))
+    seen_vms: set[str] = set(home)
     t_last = 0.0
     hosts: dict[str, list[tuple[float, str]]] = {}
 
@@ -385,39 +289,12 @@ def load(folder: str | Path) -> Timeline:
         vm = e.get("vm")
         if ev == "vm_attempt":
             host(vm, t, e.get("node"))
-            b.attempt(t, vm, str(e.get("node", "")), int(e.get("attempt", 1)))
-        elif ev in ("vm_prepare", "guest_frozen", "checkpoint_created", "checkpoint_merged", "vm_saved",
-                    "vm_resumed", "scsi_fixup_start", "scsi_fixup_done", "copy_start", "copy_end",
-                    "vm_attempt_failed", "vm_outcome"):
-            if vm is not None:
-                b.step(t, vm, ev, e)
-        elif ev == "snapshot_set_start":
-            members = e.get("members")
-            if members is None:  # an older trace: the VMs waiting for a set (on that node before ws2016)
-                members = [v.name for v in b.vms.values()
-                           if v.active and v.label in ("?", "paused", "freeze") and v.gap == "plain"
-                           and v.attempt_start <= t and (generation == "ws2016" or v.node == e.get("node"))
-                           and v.name not in _members_in_sets(set_members, b)]
-            set_members[e["set"]] = list(members)
-            for m in members:
-                b.step(t, m, "set_start", e)
-        elif ev in ("snapshot_set_done", "snapshot_set_failed"):
-            for m in set_members.pop(e.get("set"), []):
-                b.step(t, m, "set_done" if ev == "snapshot_set_done" else "set_failed", e)
-            if ev == "snapshot_set_failed":
-                instants.append((t, ev, e))
-        elif ev == "auto_recovery_start":
-            members = list(e.get("members") or [])
-            ar_members[e["node"]] = members
-            for m in members:
-                b.step(t, m, "auto_recovery_start", e)
-        elif ev == "auto_recovery_done":
-            members = ar_members.pop(e.get("node"), None)
-            if members is None:  # an older trace: the node's VMs past their snapshot set
-                members = [v.name for v in b.vms.values()
-                           if v.active and v.node == e.get("node") and v.label == "?" and v.gap == "after_set"]
-            for m in members:
-                b.step(t, m, "auto_recovery_done", e)
+            seen_vms.add(vm)
+        elif ev == "vm_outcome" and isinstance(vm, str):
+            outcomes[vm] = (str(e.get("outcome", "")), str(e.get("reason", "") or ""), t)
+            seen_vms.add(vm)
+        elif ev == "snapshot_set_failed":
+            instants.append((t, ev, e))
         elif ev == "snapshot_requested":  # one per LUN of a set (committed together)
             pending.append((t, 1))
         elif ev == "snapshot_created":
@@ -484,7 +361,6 @@ def load(folder: str | Path) -> Timeline:
             instants.append((t, f"scenario: {e.get('kind', '')}", e))
 
     t_end = max(t_last, float(summary.get("sim_end_s") or 0.0))
-    b.finish(t_end)
 
     # lanes: nodes and CSVs as the cluster has them, VMs as vms.csv lists them
     node_count = int(summary.get("node_count") or 0)
@@ -494,31 +370,28 @@ def load(folder: str | Path) -> Timeline:
     csv_count = int(summary.get("csv_count") or 0)
     csvs |= {f"csv-{i}" for i in range(1, csv_count + 1)}
     vm_rows = _read_rows(folder / "vms.csv")
-    vms = [r["vm"] for r in vm_rows if r.get("vm")] or sorted(b.vms)
-    home = dict(b.home)
+    vms = [r["vm"] for r in vm_rows if r.get("vm")] or sorted(seen_vms)
     for r in vm_rows:
         home.setdefault(r["vm"], r.get("node", ""))
-        if r["vm"] not in b.outcomes and r.get("outcome"):
-            b.outcomes[r["vm"]] = (r["outcome"], r.get("reason", ""), float(r.get("end_s") or 0.0))
-    vms = sorted(set(vms) | set(b.vms), key=natural_key)
+        if r["vm"] not in outcomes and r.get("outcome"):
+            outcomes[r["vm"]] = (r["outcome"], r.get("reason", ""), float(r.get("end_s") or 0.0))
+    vms = sorted(set(vms) | seen_vms, key=natural_key)
 
     notes = []
     if not events:
         notes.append("no trace.jsonl in this folder: phases, snapshots and redirected access are not shown")
+    elif not (folder / "spans.jsonl").exists():
+        notes.append("no spans.jsonl in this folder (written by an older cluster_sim): phases are not shown")
     return Timeline(
         folder=folder, generation=generation, summary=summary,
         nodes=sorted(nodes, key=natural_key), csvs=sorted(csvs, key=natural_key), vms=vms, vm_home=home,
         host_changes=hosts,
-        outcomes=b.outcomes, spans=b.spans, attempts=b.attempts, failures=b.failures,
+        outcomes=outcomes, spans=spans, attempts=attempts, failures=failures,
         migrations=migrations, refusals=refusals, downs=down_list, restarts=restarts, holds=holds,
         pending=_step(pending), existing=_step(existing),
         jobs=[(j[0], j[1], j[2]) for j in jobs], instants=instants, latency=read_latency(folder),
         t_end=t_end, has_trace=bool(events), notes=notes,
     )
-
-
-def _members_in_sets(set_members: dict[str, list[str]], _b: _Builder) -> set[str]:
-    return {m for ms in set_members.values() for m in ms}
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
