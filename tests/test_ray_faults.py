@@ -54,13 +54,6 @@ def scenario(**run) -> cluster_sim.Scenario:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def ray_session():  # type: ignore[no-untyped-def]
-    session = simulation.RaySession(num_cpus=2)
-    yield session
-    session.ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def local_run():  # type: ignore[no-untyped-def]
     return cluster_sim.run(scenario(), backend="local")
 
