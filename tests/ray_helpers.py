@@ -9,6 +9,11 @@ import signal
 from cluster_sim.cluster.nodes import RayBackend
 
 
+def actor_pid(backend: RayBackend, node: str) -> int:
+    """The PID of the worker process running this node's actor, asked of the actor itself."""
+    return backend._ray.get(backend.actors[node].__ray_call__.remote(lambda _node: os.getpid()), timeout=60)
+
+
 class KillingBackend(RayBackend):
     """A Ray backend whose `victim` actor's worker process gets `sig` right after the `at_send`-th
     batch of operations sent to it (each generation counts anew), as an OOM killer or a frozen machine
@@ -29,7 +34,7 @@ class KillingBackend(RayBackend):
         mine = node == self.victim and actor is not None and bool(ops)  # (not the backend's own pings)
         pid = None
         if mine and self.sent + 1 == self.at_send:
-            pid = self._ray.get(actor.pid.remote(), timeout=60)  # the PID, from the actor itself
+            pid = actor_pid(self, node)
         out = super().send(node, ops)
         if mine:
             self.sent += 1

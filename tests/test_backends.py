@@ -28,15 +28,6 @@ def small(backup: bool = True, **over) -> cluster_sim.Scenario:
     return scenario_from_dict(d)
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    from cluster_sim.simulation import RaySession
-
-    session = RaySession(num_cpus=2)
-    yield session
-    session.ray.shutdown()
-
-
 @pytest.mark.slow
 def test_local_and_ray_backends_write_byte_identical_summaries(ray_session):
     sc = small()

@@ -346,15 +346,6 @@ def test_ws2016_no_vm_is_backed_up_from_a_set_taken_by_a_crashed_node(when: str)
 
 
 # ---- both backends agree on a crash scenario --------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_session():  # type: ignore[no-untyped-def]
-    from cluster_sim.simulation import RaySession
-
-    s = RaySession(num_cpus=2)
-    yield s
-    s.ray.shutdown()
-
-
 @pytest.mark.slow
 def test_crash_scenario_gives_identical_summaries_on_local_and_ray_backends(ray_session) -> None:
     d = scenario_dict(fleet=[template("win", count=3), template("lnx", count=3, guest_os="linux")], nodes=3)

@@ -23,9 +23,9 @@ LAYERS: list[set[str]] = [
     {"results"},
     {"audit"},
     {"simulation"},
-    {"studies", "sweep", "plan", "plan_tune"},
+    {"studies", "sweep", "plan"},
     {"report"},
-    {"cli", "sweep_cli", "plan_cli", "__main__"},
+    {"cli", "__main__"},
     {"<root>"},  # cluster_sim/__init__.py: the public facade
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

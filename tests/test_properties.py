@@ -128,15 +128,6 @@ def test_a_cluster_that_ends_without_any_available_node_gets_one_back() -> None:
 
 
 # ---- backend equivalence -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_session():  # type: ignore[no-untyped-def]
-    from cluster_sim.simulation import RaySession
-
-    s = RaySession(num_cpus=2)
-    yield s
-    s.ray.shutdown()
-
-
 # small scenarios (at most 3 nodes, 12 VMs): each Ray run starts one actor per node
 EQUIVALENCE = settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck),
                        phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)

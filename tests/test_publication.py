@@ -20,9 +20,8 @@ import yaml
 from proc_helpers import gone, pids_where
 from typer.testing import CliRunner
 
-from cluster_sim import cli
 from cluster_sim import simulation as sim
-from cluster_sim.cli import app
+from cluster_sim.cli import app, publish
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
 SMALL = SCENARIOS / "small-4node.yaml"
@@ -126,7 +125,7 @@ def test_force_replaces_the_whole_folder_of_another_run(tmp_path: Path, monkeypa
     assert run_cli(str(SMALL), "--out", str(out), "--no-report").exit_code == 0
     (out / "ws2008r2" / "stale.txt").write_text("from before")
     if not exchange:
-        monkeypatch.setattr(cli, "_exchange", lambda a, b: False)  # a system without renameat2
+        monkeypatch.setattr(publish, "_exchange", lambda a, b: False)  # a system without renameat2
     res = run_cli(str(SMALL), "--out", str(out), "-g", "ws2016", "--no-report", "--force")
     assert res.exit_code == 0, res.output
     # the old generations are gone with the old folder (they were kept item by item before)
@@ -261,7 +260,8 @@ def test_a_killed_run_leaves_no_worker_behind_and_the_old_results_intact(tmp_pat
 @pytest.mark.parametrize("path", sorted(SCENARIOS.rglob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_scenario_survives_the_resolved_yaml_round_trip(path: Path) -> None:
     import cluster_sim
+    from cluster_sim.results import scenario_yaml
     from cluster_sim.scenario import scenario_from_dict
 
     sc = cluster_sim.load_scenario(path)
-    assert scenario_from_dict(yaml.safe_load(cli.scenario_yaml(sc, str(path)))) == sc
+    assert scenario_from_dict(yaml.safe_load(scenario_yaml(sc, str(path)))) == sc

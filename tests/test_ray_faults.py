@@ -20,14 +20,13 @@ from pathlib import Path
 
 import pytest
 from proc_helpers import gone, pids_where
-from ray_helpers import KillingBackend
+from ray_helpers import KillingBackend, actor_pid
 from typer.testing import CliRunner
 
 import cluster_sim
 from cluster_sim import simulation
 from cluster_sim.cli import app
-from cluster_sim.cluster import nodes
-from cluster_sim.cluster.nodes import BackendFailure, RayBackend
+from cluster_sim.cluster.nodes import BackendFailure, RayBackend, ray_backend
 from cluster_sim.results import summary_json
 from cluster_sim.scenario import scenario_from_dict
 from cluster_sim.scenario.placement import node_name
@@ -51,13 +50,6 @@ def scenario(**run) -> cluster_sim.Scenario:  # type: ignore[no-untyped-def]
                    {"kind": "recover_node", "at_s": 400.0, "node": "node-3"}],
         "run": {"until_s": 20000, **run},
     })
-
-
-@pytest.fixture(scope="module")
-def ray_session():  # type: ignore[no-untyped-def]
-    session = simulation.RaySession(num_cpus=2)
-    yield session
-    session.ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +125,7 @@ def test_a_new_actor_that_dies_before_its_first_answer_is_replaced(ray_session, 
 
 
 def test_an_actor_that_keeps_dying_stops_the_run_with_backend_failure(ray_session, monkeypatch) -> None:
-    monkeypatch.setattr(nodes, "MAX_REBUILDS_PER_NODE", 0)
+    monkeypatch.setattr(ray_backend, "MAX_REBUILDS_PER_NODE", 0)
     be = KillingBackend([node_name(i) for i in range(3)], victim="node-2", at_send=2)
     with pytest.raises(BackendFailure, match="the Ray actor of node-2 failed 1 times"):
         run_with(be, scenario())
@@ -145,7 +137,7 @@ def test_a_later_generation_never_inherits_an_actor_that_died_between_generation
     try:
         be.revive_all()
         first = simulation.run_generation(sc, "ws2012r2", be)
-        pid = be._ray.get(be.actors["node-1"].pid.remote(), timeout=60)
+        pid = actor_pid(be, "node-1")
         os.kill(pid, signal.SIGKILL)
         assert gone(pid, within_s=30)
         be.revive_all()
@@ -199,7 +191,7 @@ def test_cli_run_with_an_actor_killed_mid_run_exits_0_with_local_results_and_a_w
 
 
 def test_cli_run_whose_actor_cannot_be_rebuilt_exits_3_and_writes_nothing(ray_session, monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr(nodes, "MAX_REBUILDS_PER_NODE", 0)
+    monkeypatch.setattr(ray_backend, "MAX_REBUILDS_PER_NODE", 0)
     _cli_with_killer(monkeypatch, victim="node-2", at_send=2)
     out = tmp_path / "out"
     f = _scenario_file(tmp_path)

@@ -36,16 +36,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def ten(tmp_path_factory) -> Path:
-    """10vm-2node on every generation; `run` draws the report at its end."""
-    out = tmp_path_factory.mktemp("ten") / "out"
-    result = runner.invoke(app, ["run", str(TEN), "--out", str(out), "--backend", "local"])
-    assert result.exit_code == 0, result.output
-    assert "report in" in result.stdout
-    return out
-
-
 def _events(folder: Path, name: str) -> list[dict]:
     return [e for e in read_jsonl(folder / "trace.jsonl") if e["event"] == name]
 

@@ -21,17 +21,8 @@ from cluster_sim.report import timeline
 from cluster_sim.report.spans import load
 
 ROOT = Path(__file__).resolve().parent.parent
-TEN = ROOT / "scenarios" / "10vm-2node.yaml"
 SMALL = ROOT / "scenarios" / "small-4node.yaml"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def ten(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ten") / "out"
-    res = runner.invoke(app, ["run", str(TEN), "--out", str(out), "-q"])
-    assert res.exit_code == 0, res.output
-    return out
 
 
 def drawn(folder: Path, monkeypatch) -> matplotlib.figure.Figure:  # type: ignore[no-untyped-def]

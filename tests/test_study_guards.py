@@ -20,7 +20,7 @@ from test_sweep import TINY
 from typer.testing import CliRunner
 
 import cluster_sim.simulation as simulation
-from cluster_sim import sweep
+from cluster_sim import version
 from cluster_sim.cli import app
 from cluster_sim.sweep import (
     LOCK_FILE,
@@ -138,10 +138,10 @@ def test_resume_after_a_simulator_change_runs_everything_again(tmp_path: Path, m
     first = run_study(plan, out, executor="serial", outputs=False)
     assert first.executed == 2
     assert {r["sim_version"] for r in rows_of(out)} == {plan.sim_version}
-    assert plan.sim_version == sweep.sim_version() and "+" in plan.sim_version
+    assert plan.sim_version == version.sim_version() and "+" in plan.sim_version
     again = run_study(load_study(study), out, executor="serial", resume=True, outputs=False)
     assert (again.skipped, again.executed) == (2, 0)  # same simulator: nothing to do
-    monkeypatch.setattr(sweep, "sim_version", lambda: "0.1.0+0123456789ab")  # an upgraded simulator
+    monkeypatch.setattr(version, "sim_version", lambda: "0.1.0+0123456789ab")  # an upgraded simulator
     upgraded = load_study(study)
     assert {s.run_id for s in upgraded.runs()}.isdisjoint({r["run_id"] for r in rows_of(out)})
     res = run_study(upgraded, out, executor="serial", resume=True, outputs=False)

@@ -45,7 +45,7 @@ def swept(tmp_path_factory) -> tuple[Path, Path, object]:
     """The tiny study (2 x 2 points, 2 seeds, ws2012r2 and ws2016) swept in process, through the CLI."""
     from rich.console import Console
 
-    from cluster_sim import sweep_cli
+    from cluster_sim.cli import sweep as sweep_cli
 
     folder = tmp_path_factory.mktemp("study")
     study = make_study(folder)

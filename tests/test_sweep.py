@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 import cluster_sim
 from cluster_sim.cli import app
 from cluster_sim.results import summary_json
+from cluster_sim.studies.runs import _node_id
 from cluster_sim.sweep import (
     JOURNAL_FILE,
     RUNS_FILE,
-    _node_id,
     aggregate,
     load_study,
     mean_ci,

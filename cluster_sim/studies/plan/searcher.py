@@ -13,7 +13,12 @@ from ray.tune import Callback
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from cluster_sim.plan import NSGA_POPULATION_MAX, NSGA_POPULATION_MIN, TPE_STARTUP_TRIALS, TRIAL_KEY, PlanSpec
+from cluster_sim.studies.plan.spec import PlanSpec
+from cluster_sim.studies.plan.trials import TRIAL_KEY
+
+TPE_STARTUP_TRIALS = 10  # [P] Optuna's default: random trials before TPE models the space
+NSGA_POPULATION_MIN = 4  # [P] NSGA-II population: a fifth of the budget, within these bounds,
+NSGA_POPULATION_MAX = 50  # so that a small budget still sees several generations (Optuna's default is 50)
 
 # Listeners of the progress callback, by plan folder. The callback is pickled into the experiment
 # and restored with it, so it holds only this key.
