@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,44 @@ class VmRow(_Out):
     read_mib_s: float
     write_mib_s: float
     mean_latency_ms: float | None
+    # mixed-version clusters: the mechanism that backed the VM up in the last job and why it is older
+    # than the run's generation (e.g. rct_unavailable_functional_level); "" on a cluster of one version
+    mechanism: str = ""
+    mechanism_reason: str = ""
+
+
+class MixedNight(_Out):
+    """One job of a mixed-version cluster's schedule (the per-night table)."""
+
+    job: int
+    mode: str
+    start_s: float
+    functional_level: str  # when the job began
+    nodes_ws2016: int
+    nodes_ws2012r2: int
+    nodes_upgrading: int  # out of the cluster for their reinstall
+    backup_window_s: float
+    bytes_copied_mib: float
+    storage_snapshots: int  # hardware LUN snapshots the job's sets committed
+    snapshot_sets: int
+    vms_ws2016_path: int
+    vms_ws2012r2_path: int
+    vms_on_rct: int
+    rct_share: float
+    full_copies: int
+
+
+class MixedSummary(_Out):
+    """A mixed-version cluster (cluster.node_versions): versions at the end and per job."""
+
+    node_versions: dict[str, int]  # nodes per Windows version at the end
+    functional_level: str  # at the end
+    nodes_upgraded: int
+    vm_config_upgrades: int
+    migrations_refused_config_version: int  # moves to a node that cannot run the VM's configuration
+    mechanisms: dict[str, int]  # VMs per mechanism in the last job
+    mechanism_reasons: dict[str, int]  # why VMs of the last job got an older mechanism
+    nights: list[MixedNight]
 
 
 class Summary(_Out):
@@ -187,6 +226,8 @@ class Summary(_Out):
     # what injected fault events left behind and was still not released at the end, per event kind
     # (cluster/faults.py Ledger); part of `leaks`. Absent when no fault left anything.
     fault_leaks: dict[str, Leaks] | None = None
+    # a mixed-version cluster (cluster.node_versions); absent otherwise
+    mixed: MixedSummary | None = None
 
 
 class GenerationResult(BaseModel):
@@ -245,7 +286,7 @@ def flat_summary(s: Summary) -> dict[str, Any]:
             else:
                 out[f"{prefix}{k}"] = v
 
-    walk("", s.model_dump(mode="json"))
+    walk("", s.model_dump(mode="json", exclude={"mixed"} if s.mixed is None else set()))
     return out
 
 
@@ -256,6 +297,8 @@ def summary_json(s: Summary) -> str:
     d = s.model_dump(mode="json")
     if d.get("fault_leaks") is None:
         d.pop("fault_leaks", None)  # only runs with fault events that left something carry it
+    if d.get("mixed") is None:
+        d.pop("mixed", None)  # only mixed-version clusters carry it
     return json.dumps(d, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
@@ -285,6 +328,28 @@ def write_generation(g: GenerationResult, folder: Path) -> None:
     if g.trace is not None:
         g.trace.write_jsonl(folder / "trace.jsonl")
         g.trace.write_spans_jsonl(folder / "spans.jsonl")
+
+
+def mixed_results(mixed: Any, cm: Any, jobs: list[Any], summary: Summary,
+                  rows: list[VmRow]) -> tuple[Summary, list[VmRow]]:
+    """A mixed-version cluster's run (backup/mixed.py MixedBackup): the `mixed` section of the summary
+    and each VM's mechanism in vms.csv."""
+    last = mixed.last(jobs)
+    counts = cm.version_counts()
+    refused = cm.migrations.stats.failed_by.get("config_version_not_supported", 0)
+    out = MixedSummary(
+        node_versions={k: v for k, v in counts.items() if k != "upgrading"},
+        functional_level=cm.functional_level(),
+        nodes_upgraded=cm.versions.nodes_upgraded,
+        vm_config_upgrades=cm.versions.vm_upgrades,
+        migrations_refused_config_version=refused,
+        mechanisms=dict(sorted(Counter(g for g, _ in last.values()).items())),
+        mechanism_reasons=dict(sorted(Counter(w for _, w in last.values() if w).items())),
+        nights=[MixedNight(**n) for n in mixed.nights(jobs, summary.jobs)],
+    )
+    rows = [r.model_copy(update={"mechanism": last[r.vm][0], "mechanism_reason": last[r.vm][1]})
+            if r.vm in last else r for r in rows]
+    return summary.model_copy(update={"mixed": out}), rows
 
 
 def scenario_yaml(sc: Any, what: str) -> str:

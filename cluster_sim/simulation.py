@@ -39,6 +39,7 @@ from cluster_sim.results import (
     Summary,
     Verification,
     VmRow,
+    mixed_results,
     r6,
 )
 from cluster_sim.scenario import Scenario
@@ -125,6 +126,8 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     if fault_leaks is not None:
         summary = summary.model_copy(update={"fault_leaks": fault_leaks})
     rows = _vm_rows(sc, generation, cm, jobs)
+    if ctx is not None and ctx.mixed is not None:  # a mixed-version cluster (backup/mixed.py)
+        summary, rows = mixed_results(ctx.mixed, cm, jobs, summary, rows)
     csv_rows = _csv_rows(cm)
     g = GenerationResult(
         summary=summary,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from cluster_sim.backup.mixed import MixedBackup
 from cluster_sim.backup.server import BackupServer
 from cluster_sim.backup.tracking import ChangeTracker, tracking_kind
 
@@ -37,6 +38,8 @@ class BackupContext:
         self.plane = plane
         self.chains: dict[str, np.ndarray] = {}  # vm -> its restored image after the last backup
         self.tracker = ChangeTracker(cm, generation, cfg)
+        # a mixed-version cluster: each VM's mechanism by its host, level and configuration (backup/mixed.py)
+        self.mixed = MixedBackup(self) if cm.mixed_versions else None
         self.server: BackupServer | None = None
         self.jobs: list[BackupJob] = []
         if tracking_kind(generation, True, cfg) == "filter":  # a vendor's filter driver on every host
@@ -58,9 +61,13 @@ class BackupContext:
         generation's work (backup/registry.py body_of)."""
         cm, cfg = self.cm, self.cfg
         plan = [(r.at_s, r.mode) for r in cfg.schedule] if cfg.schedule else [(cfg.start_s, cfg.mode)]
+        if self.mixed is not None:
+            body = self.mixed.wrap(body)
         self.server = BackupServer(cm, body)
         for i, (at_s, mode) in enumerate(plan):
             job = new_job(mode=mode, start_s=at_s, index=i)
+            if self.mixed is not None:
+                self.mixed.plan_job(job)
             self.jobs.append(job)
             job.spawn(job.run(body))
             yield job.quiesced

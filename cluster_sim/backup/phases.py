@@ -395,10 +395,17 @@ def batches_for(job: BackupJob, vms: list[str]) -> list[tuple[str, list[str]]]:
 def run_pipeline(job: BackupJob, phases: tuple[Phase, ...]) -> Proc:
     """Each node's VMs in batches, `ceil(concurrent_vms_per_node / vms_per_snapshot)` batches at a
     time per node; a retried VM goes back to its host's queue as a batch of its own."""
+    job.retry_hook = start_pipeline(job, phases, job.online_vms())
+    yield job.done
+
+
+def start_pipeline(job: BackupJob, phases: tuple[Phase, ...], vms: list[str]) -> Callable[[str], None]:
+    """Start the pipeline's node workers on `vms`; returns how a VM is retried (run_pipeline; a
+    mixed-version cluster runs it on the VMs of the per-VM path only, backup/mixed.py)."""
     env, cm = job.env, job.cm
     queues = {n: simpy.Store(env) for n in cm.nodes}
     per_node: dict[str, list[str]] = {n: [] for n in cm.nodes}
-    for vm in job.online_vms():
+    for vm in vms:
         per_node[cm.host_of(vm)].append(vm)
     for node in cm.nodes:
         for batch in batches_for(job, per_node[node]):
@@ -411,8 +418,7 @@ def run_pipeline(job: BackupJob, phases: tuple[Phase, ...]) -> Proc:
     def retry(vm: str) -> None:
         queues[cm.host_of(vm)].put((job.records[vm].spec.csv, [vm]))
 
-    job.retry_hook = retry
-    yield job.done
+    return retry
 
 
 def _worker(job: BackupJob, phases: tuple[Phase, ...], node: str, queue: simpy.Store) -> Proc:

@@ -37,6 +37,7 @@ TRACKED = "tracked"
 REGIONS = "regions"  # RCT after a host crash: the modified-region table only
 LOST_CRASH = "lost_host_crash"
 LOST_MOVED = "lost_vm_moved"
+SWITCHED = "switched"  # mixed-version clusters: the VM's tracking changed kind (backup/mixed.py)
 
 # why a copy in an incremental job is a full (vms.csv `copy_reason`)
 FULL_REASONS = {
@@ -73,6 +74,7 @@ class ChangeTracker:
         self.lost = {"host_crash": 0, "vm_moved": 0}  # maps lost (trace and summary)
         self.event_s: dict[str, float] = {}  # when each VM's map was last lost or coarsened
         self.event_status: dict[str, str] = {}  # ... and what it became
+        self.switched: dict[str, str] = {}  # why a VM's tracking changed kind (its next copy is a full)
         self.trace = cm.trace
         self.now = lambda: cm.env.now
         cm.on_vm_moved.connect(self._moved)
@@ -85,6 +87,21 @@ class ChangeTracker:
             self.status[vm] = TRACKED
             self.ref_version[vm] = 0
             self.ref_s[vm] = at_s
+
+    def switch(self, vm: str, kind: str, reason: str) -> None:
+        """Mixed-version clusters (backup/mixed.py): the VM is now backed up with another kind of change
+        tracking (a vendor filter's map before RCT, or RCT on a node that cannot use it). A map of the
+        old kind is no reference for the new one: its next copy is a full, for `reason`."""
+        if self.kind[vm] == kind:
+            return
+        had = self.status[vm] != NO_REFERENCE
+        self.kind[vm] = kind
+        if kind != "none" and had:
+            self.status[vm] = SWITCHED
+            self.switched[vm] = reason
+            self.trace("change_tracking_switched", vm=vm, to=kind, why=reason)
+        elif kind == "none":
+            self.status[vm] = NO_REFERENCE
 
     def _moved(self, vm: str, src: str, dst: str) -> None:
         if self.kind.get(vm) == "filter" and src != dst:
@@ -124,6 +141,8 @@ class ChangeTracker:
         if st == REGIONS:
             return CopyPlan("incremental_regions", "rct_region_table_after_host_crash",
                             self.ref_version[vm], self.ref_s[vm])
+        if st == SWITCHED:
+            return CopyPlan("full", self.switched[vm])
         reason = FULL_REASONS[st]
         if kind == "rct" and st == LOST_CRASH:
             reason = "rct_lost_host_crash"

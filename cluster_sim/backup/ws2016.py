@@ -19,6 +19,8 @@ VMs that fail are retried together in a later round after `retry_wait_s`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import simpy
 
 from cluster_sim.backup.job import BackupJob
@@ -27,6 +29,13 @@ from cluster_sim.cluster.storage import Checkpoint, StorageSnapshot
 
 
 def body(job: BackupJob) -> Proc:
+    job.retry_hook = start(job, job.online_vms())
+    yield job.done
+
+
+def start(job: BackupJob, vms: list[str]) -> Callable[[str], None]:
+    """Start the first round on `vms`; returns how a VM is retried (a mixed-version cluster runs
+    this on the VMs of the ws2016 path only, backup/mixed.py)."""
     pool: list[str] = []
 
     def retry(vm: str) -> None:
@@ -34,9 +43,8 @@ def body(job: BackupJob) -> Proc:
             job.track(_start_round_after_instant(job, pool))
         pool.append(vm)
 
-    job.retry_hook = retry
-    job.track(run_round(job, job.online_vms()))
-    yield job.done
+    job.track(run_round(job, vms))
+    return retry
 
 
 def _start_round_after_instant(job: BackupJob, pool: list[str]) -> Proc:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cluster_sim.cluster.migration import Migrations
     from cluster_sim.cluster.nodes import NodeGateway
     from cluster_sim.cluster.storage import StorageArray
+    from cluster_sim.cluster.versions import Versions
     from cluster_sim.kernel.fluid import Flow, FluidNetwork
     from cluster_sim.kernel.instant import CountingEnvironment
     from cluster_sim.kernel.trace import Trace
@@ -31,7 +32,8 @@ COMPONENTS = ("env", "trace", "nodes", "vms", "net", "array", "csvs", "io")
 QUERIES = ("host_of", "is_alive", "is_up", "incarnation_of", "is_booting", "is_unplaced", "is_migrating",
            "is_settled", "coordinator", "checkpoints_by_node", "node_inventory", "runs_on", "on_host",
            "has_fabric", "has_quorum", "reachable", "csv_path", "coordinator_lost_fabric_since",
-           "releases_by_itself", "target_reachable", "heartbeat_interval_s", "failure_detection_s", "block_size_mib", "busy")
+           "releases_by_itself", "target_reachable", "heartbeat_interval_s", "failure_detection_s", "block_size_mib", "busy",
+           "mixed_versions", "node_version", "functional_level", "vm_config_version", "version_counts")
 COMMANDS = ("node_op", "save_vm", "unsave_vm", "leave_behind", "release_later", "cluster_work", "pair")
 SIGNALS = ("on_vm_lost", "on_host_crashed", "on_vm_restarted", "on_vm_moved", "on_vm_migrated",
            "on_node_failed", "on_migration_requested", "on_backup_server_crash")
@@ -60,6 +62,7 @@ class ClusterApi:
     unplaced: set[str]
     saved: set[str]
     incarnation: dict[str, int]
+    versions: Versions
 
     # -- queries (the API components above the cluster use) ---------------------------------------
     def host_of(self, vm: str) -> str:
@@ -169,6 +172,31 @@ class ClusterApi:
     @property
     def block_size_mib(self) -> float:
         return self.sc.storage.block_size_mib
+
+    # -- mixed-version clusters (cluster/versions.py) ----------------------------------------------
+    @property
+    def mixed_versions(self) -> bool:
+        """Does the scenario give each node its Windows version (`cluster.node_versions`)?"""
+        return self.versions.active
+
+    def node_version(self, node: str) -> str:
+        """The node's Windows version now (ws2012r2 | ws2016; "" in a cluster of one version)."""
+        return self.versions.node.get(node, "")
+
+    def functional_level(self) -> str:
+        return self.versions.level
+
+    def vm_config_version(self, vm: str) -> str:
+        """The VM's configuration version now (upgrade_vm_config raises it)."""
+        return self.versions.config[vm]
+
+    def version_counts(self) -> dict[str, int]:
+        """Nodes per Windows version now, and those out of the cluster for their reinstall."""
+        v = self.versions
+        out = {ver: sum(1 for n in self.nodes if v.node.get(n) == ver and n not in v.upgrading)
+               for ver in ("ws2012r2", "ws2016")}
+        out["upgrading"] = len(v.upgrading)
+        return out
 
     # -- commands for what a fault or a dead backup leaves behind ----------------------------------
     def leave_behind(self, cause: str, kind: str, item: Any, n: int = 1) -> None:

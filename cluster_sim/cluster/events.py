@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import simpy
 
+from cluster_sim.cluster import versions
 from cluster_sim.scenario import (
     BackupServerCrash,
     ControllerFail,
@@ -21,6 +22,7 @@ from cluster_sim.scenario import (
     TargetOutage,
     TargetSlowdown,
 )
+from cluster_sim.scenario.events import RaiseFunctionalLevel, UpgradeNode, UpgradeVmConfig
 
 
 def schedule_events(cm) -> None:  # type: ignore[no-untyped-def]
@@ -58,16 +60,25 @@ def _at(cm, i: int, ev):  # type: ignore[no-untyped-def]
         yield from cm.faults.target_slowdown(ev.factor, ev.duration_s)
     elif isinstance(ev, BackupServerCrash):
         cm.on_backup_server_crash.emit(ev.restart_after_s)
+    elif isinstance(ev, UpgradeNode):
+        yield from versions.upgrade_node(cm, ev, drain)
+    elif isinstance(ev, RaiseFunctionalLevel):
+        versions.raise_functional_level(cm, ev)
+    elif isinstance(ev, UpgradeVmConfig):
+        yield from versions.upgrade_vm_config(cm, ev)
 
 
 def _drain(cm, ev: DrainNode):  # type: ignore[no-untyped-def]
     """Maintenance: move every VM off the node, `max_concurrent` at a time."""
-    node = ev.node
+    yield from drain(cm, ev.node, ev.max_concurrent)
+
+
+def drain(cm, node: str, max_concurrent: int):  # type: ignore[no-untyped-def]
     if node not in cm.up or node not in cm.alive:
         cm.trace("drain_skipped", node=node, reason="node_down")
         return
     cm.draining.add(node)
-    slots = simpy.Resource(cm.env, capacity=ev.max_concurrent)
+    slots = simpy.Resource(cm.env, capacity=max_concurrent)
 
     def move(vm: str):  # type: ignore[no-untyped-def]
         with slots.request() as req:
@@ -99,7 +110,7 @@ def _balance(cm, ev: LoadBalance):  # type: ignore[no-untyped-def]
             if counts[hi] - counts[lo] <= limit:
                 break
             vm = next((v for v in cm.vms_on(hi) if v not in cm.migrations.requested and cm.spec[v].running
-                       and cm.on_host(v, hi)), None)  # not one still booting after a failover
+                       and cm.on_host(v, hi) and cm.versions.can_host(v, lo)), None)  # not one still booting
             if vm is None:
                 break
             cm.migrations.request(vm, lo, "load_balance")

@@ -145,9 +145,11 @@ class Migrations:
         if vm in cm.unplaced:  # its host failed and no node could take it yet
             return None, "node_down"
         if dst is None:
-            dst = cm.least_loaded(exclude={src})
+            dst = cm.least_loaded(exclude={src}, vm=vm)
         if dst is None or dst == src:
             return None, "no_target"
+        if not cm.versions.can_host(vm, dst):  # configuration above 5.0 to a 2012 R2 node [MS]
+            return None, "config_version_not_supported"
         if src not in cm.up or dst not in cm.up or src not in cm.alive or dst not in cm.alive:
             return None, "node_down"
         return dst, ""

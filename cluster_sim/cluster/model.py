@@ -26,6 +26,7 @@ from cluster_sim.cluster.nodes import NodeDown, NodeGateway
 from cluster_sim.cluster.signals import Signal
 from cluster_sim.cluster.storage import StorageArray
 from cluster_sim.cluster.topology import link_capacities
+from cluster_sim.cluster.versions import Versions
 from cluster_sim.kernel.fluid import FluidNetwork
 from cluster_sim.kernel.instant import CountingEnvironment, InstantHooks
 from cluster_sim.kernel.rng import Streams
@@ -89,6 +90,7 @@ class ClusterModel(ClusterApi):
         self.saved: set[str] = set()  # in saved state for a backup: cannot be moved
         self.incarnation: dict[str, int] = {n: 0 for n in self.nodes}  # bumped when a host dies
         self.migrations = Migrations(self)
+        self.versions = Versions(sc, vms)  # mixed-version clusters (cluster/versions.py); inactive without
         self._inventory: dict[str, tuple[int, int]] | None = None
         # the fault events (cluster/faults.py)
         self.faults = Faults(self)
@@ -127,14 +129,18 @@ class ClusterModel(ClusterApi):
     def vms_on(self, node: str) -> list[str]:
         return sorted(vm for vm, h in self.host.items() if h == node)
 
-    def candidates(self, exclude: set[str] | None = None) -> list[str]:
-        """Nodes that can take VMs: up, alive, not being drained."""
+    def candidates(self, exclude: set[str] | None = None, vm: str | None = None) -> list[str]:
+        """Nodes that can take VMs (that VM, given one: its configuration version): up, alive, not
+        being drained."""
         ex = exclude or set()
-        return [n for n in self.nodes if n in self.up and n in self.alive and n not in self.draining and n not in ex]
+        out = [n for n in self.nodes if n in self.up and n in self.alive and n not in self.draining and n not in ex]
+        if vm is not None and self.versions.active:
+            out = [n for n in out if self.versions.can_host(vm, n)]
+        return out
 
-    def least_loaded(self, exclude: set[str] | None = None) -> str | None:
+    def least_loaded(self, exclude: set[str] | None = None, vm: str | None = None) -> str | None:
         counts = self.vm_counts()
-        cands = self.candidates(exclude)
+        cands = self.candidates(exclude, vm)
         return min(cands, key=lambda n: (counts.get(n, 0), self.nodes.index(n))) if cands else None
 
     def node_inventory(self) -> dict[str, tuple[int, int]]:
@@ -252,8 +258,10 @@ class ClusterModel(ClusterApi):
         With none available (the rest drained or down) they wait until one is."""
         for vm in sorted(self.unplaced):
             own = self.host[vm]
-            target = own if prefer_own and own in self.candidates() else self.least_loaded()
+            target = own if prefer_own and own in self.candidates(vm=vm) else self.least_loaded(vm=vm)
             if target is None:
+                if self.versions.active:
+                    continue  # no node that can run this VM now; others may still find one
                 return
             old = self.host[vm]
             self.unplaced.discard(vm)

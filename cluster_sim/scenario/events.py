@@ -4,11 +4,11 @@ backup target outage and slowdown, backup server crash)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from cluster_sim.scenario.base import NonNegFloat, PosFloat, _Strict
+from cluster_sim.scenario.base import CONFIG_VERSIONS, NonNegFloat, PosFloat, _Strict
 
 
 class _Event(_Strict):
@@ -106,12 +106,61 @@ class BackupServerCrash(_Event):
     restart_after_s: PosFloat | None = None
 
 
+class UpgradeNode(_Event):
+    """Cluster OS rolling upgrade of one node [MS]: the node is drained (its VMs live-migrate away,
+    `max_concurrent` at a time), leaves the cluster, is reinstalled with Windows Server 2016 for
+    `reinstall_s` and rejoins as a ws2016 node (it takes VMs again). Needs `cluster.node_versions`."""
+
+    kind: Literal["upgrade_node"]
+    node: str
+    reinstall_s: NonNegFloat = 7200.0  # [P] clean install of 2016, roles, updates, rejoin: about 2 h
+    max_concurrent: Annotated[int, Field(ge=1)] = 2  # [MS] Hyper-V default: 2 simultaneous live migrations
+
+
+class RaiseFunctionalLevel(_Event):
+    """Update-ClusterFunctionalLevel [MS]: every node runs ws2016; the cluster's functional level
+    becomes ws2016 (irreversible). Needs `cluster.node_versions`."""
+
+    kind: Literal["raise_functional_level"]
+
+
+class UpgradeVmConfig(_Event):
+    """Update-VMVersion [MS]: the VMs (`vms`: names, or every VM of `template`, or every VM when
+    neither is given) are shut down, their configuration version is raised to `version`, and they start
+    again (`downtime_s` each, one node's VMs `max_concurrent` at a time). Needs functional level
+    ws2016 at that time."""
+
+    kind: Literal["upgrade_vm_config"]
+    version: str = "8.0"  # [MS] Windows Server 2016's configuration version
+    vms: list[str] | None = None
+    template: str | None = None
+    downtime_s: NonNegFloat = 120.0  # [P] shut down, Update-VMVersion, boot
+    max_concurrent: Annotated[int, Field(ge=1)] = 4  # [P] VMs upgraded at once per node
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, v: Any) -> Any:
+        return config_version_text(v)
+
+
+def config_version_text(v: Any) -> Any:
+    """A configuration version as text: YAML reads 8.0 as a float, so accept it and keep the text."""
+    if isinstance(v, float | int) and not isinstance(v, bool):
+        v = f"{float(v):.1f}"
+    if isinstance(v, str) and v not in CONFIG_VERSIONS:
+        raise ValueError(f"unknown VM configuration version {v!r}; known: {', '.join(CONFIG_VERSIONS)}")
+    return v
+
+
+VERSION_KINDS = ("upgrade_node", "raise_functional_level", "upgrade_vm_config")
+
 FAULT_KINDS = ("partition", "controller_fail", "storage_path_loss", "target_outage", "target_slowdown",
                "backup_server_crash")
 
 Event = Annotated[
     MigrateVm | DrainNode | CrashNode | RecoverNode | ResumeNode | SnapshotFault | LoadBalance | Partition
-    | ControllerFail | StoragePathLoss | TargetOutage | TargetSlowdown | BackupServerCrash,
+    | ControllerFail | StoragePathLoss | TargetOutage | TargetSlowdown | BackupServerCrash | UpgradeNode
+    | RaiseFunctionalLevel | UpgradeVmConfig,
     Field(discriminator="kind"),
 ]
 _EVENT_KINDS = frozenset(get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(Event)[0]))

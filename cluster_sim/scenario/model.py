@@ -12,15 +12,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from cluster_sim.scenario import versions
 from cluster_sim.scenario.base import (
-    CONFIG_VERSIONS,
     GENERATIONS,
     Generation,
     NonNegFloat,
     PosFloat,
     _Strict,
 )
-from cluster_sim.scenario.events import BackupServerCrash, ControllerFail, Event, Partition
+from cluster_sim.scenario.events import (
+    BackupServerCrash,
+    ControllerFail,
+    Event,
+    Partition,
+    config_version_text,
+)
 from cluster_sim.scenario.placement import place_fleet
 
 
@@ -67,6 +73,12 @@ class Cluster(_Strict):
     # [MS] failover-cluster quorum: node majority; a disk or file-share witness adds one vote, which
     # breaks a 50/50 split in favour of the side holding it (see README "Fault events")
     witness: bool = False
+    # [MS] cluster OS rolling upgrade: Windows Server 2012 R2 and 2016 nodes in one cluster, e.g.
+    # {ws2012r2: [node-1, node-2], ws2016: [node-3, node-4]}; every node listed once. Absent: every
+    # node runs the generation each run names (README "Mixed-version clusters").
+    node_versions: dict[Literal["ws2012r2", "ws2016"], list[str]] | None = None
+    # [MS] ws2012r2 until every node runs 2016 and the level is raised; default: the lowest node version
+    functional_level: Literal["ws2012r2", "ws2016"] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,11 +174,7 @@ class Template(_Strict):
     @classmethod
     def _version_as_text(cls, v: Any) -> Any:
         # YAML reads 8.0 as a float; users write it unquoted, so accept it and keep the text.
-        if isinstance(v, float | int) and not isinstance(v, bool):
-            v = f"{float(v):.1f}"
-        if isinstance(v, str) and v not in CONFIG_VERSIONS:
-            raise ValueError(f"unknown VM configuration version {v!r}; known: {', '.join(CONFIG_VERSIONS)}")
-        return v
+        return config_version_text(v)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,6 +292,7 @@ class Scenario(_Strict):
         total = sum(t.count for t in self.fleet)
         if total > 100_000:
             raise ValueError(f"fleet: {total} VMs in all; at most 100000 are supported")
+        versions.check(self)  # before placement: it puts VMs above configuration 5.0 on 2016 nodes
         n, c = self.cluster.nodes, self.storage.csvs
         if self.placement == "round_robin" and c < min(n, total):
             raise ValueError(

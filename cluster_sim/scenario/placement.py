@@ -101,6 +101,14 @@ def _vm(t: Template, k: int, index: int, node: str, csv: str) -> VmSpec:
     )
 
 
+def _ws2016_nodes(sc: Scenario) -> list[int] | None:
+    """Indexes of the ws2016 nodes of a mixed-version cluster (None: one version everywhere)."""
+    given = sc.cluster.node_versions
+    if given is None:
+        return None
+    return sorted(int(name.split("-")[1]) - 1 for name in given.get("ws2016", []))
+
+
 def place_fleet(sc: Scenario) -> list[VmSpec]:
     """VMs over nodes round-robin in fleet order.
 
@@ -113,9 +121,16 @@ def place_fleet(sc: Scenario) -> list[VmSpec]:
     per_node_count = [0] * n
     out: list[VmSpec] = []
     index = 0
+    new_nodes = _ws2016_nodes(sc)
+    new_seq = 0
     for t in sc.fleet:
         for k in range(t.count):
             node_i = index % n
+            if new_nodes is not None and t.config_version != "5.0" and node_i not in new_nodes:
+                # a mixed-version cluster: a VM above configuration 5.0 runs on 2016 nodes only [MS],
+                # round-robin over them
+                node_i = new_nodes[new_seq % len(new_nodes)]
+                new_seq += 1
             if sc.placement == "round_robin":
                 mine = owned[node_i]
                 csv_i = mine[per_node_count[node_i] % len(mine)] if mine else index % c
