@@ -237,3 +237,51 @@ def test_a_scenario_without_versions_has_no_mixed_section_and_no_mechanism_colum
     assert g.summary.mixed is None
     assert "\"mixed\":" not in cluster_sim.results.summary_json(g.summary)
     assert {(r.mechanism, r.mechanism_reason) for r in g.vms} == {("", "")}
+
+
+# ---- scenarios/rolling-upgrade.yaml: the claims of README "Mixed-version clusters" ---------------------
+def test_rolling_upgrade_per_night_table_shows_the_rct_benefit_only_after_level_and_configurations() -> None:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scenarios" / "rolling-upgrade.yaml"
+    res = cluster_sim.run(cluster_sim.load_scenario(path), backend="local")
+    by = res.by_generation()
+    new, old = by["ws2016"].summary.mixed, by["ws2012r2"].summary.mixed
+    assert new is not None and old is not None
+    # one node a day (two on day 7): nodes on 2016 when each night begins
+    assert [n.nodes_ws2016 for n in new.nights] == [0, 1, 2, 3, 4, 5, 6, 8, 8, 8]
+    # nights 0-7: every VM on the 2012 R2 path (2012 R2 node, or 2016 node at level 2012 R2): no RCT,
+    # one storage snapshot per batch of 4 VMs of a CSV on a node, as with -g ws2012r2
+    for a, b in zip(new.nights[:8], old.nights[:8], strict=True):
+        assert a.rct_share == 0.0 and a == b
+    # every drain moves VMs, whose filter maps are lost: the nights after an upgrade copy those in full
+    assert all(n.full_copies > 0 for n in new.nights[1:8])
+    # night 8: level raised and configurations 8.0: one set over the 8 CSVs, every VM on RCT, but the
+    # first RCT copy of each VM is a full (160 of 160); night 9: the full benefit (RCT incrementals)
+    n8, n9 = new.nights[8], new.nights[9]
+    assert (n8.storage_snapshots, n8.snapshot_sets, n8.rct_share, n8.full_copies) == (8, 1, 1.0, 160)
+    assert (n9.storage_snapshots, n9.snapshot_sets, n9.rct_share, n9.full_copies) == (8, 1, 1.0, 0)
+    assert n9.bytes_copied_mib < n8.bytes_copied_mib / 10
+    # the old design keeps its 56 snapshots a night
+    assert (old.nights[9].storage_snapshots, old.nights[9].snapshot_sets) == (56, 56)
+    assert new.vm_config_upgrades == 160 and new.nodes_upgraded == 8 and new.functional_level == "ws2016"
+    assert by["ws2016"].summary.audit.ok and by["ws2016"].summary.verification.claim_mismatches == 0
+
+
+def test_nights_command_prints_the_per_night_table_and_refuses_a_run_without_versions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from cluster_sim.cli import app
+    from cluster_sim.results import write_generation
+
+    g = run(scenario(cluster__functional_level="ws2012r2"))
+    write_generation(g, tmp_path / "mixed" / "ws2016")
+    runner = CliRunner()
+    res = runner.invoke(app, ["nights", str(tmp_path / "mixed"), "--markdown"])
+    assert res.exit_code == 0, res.output
+    assert "| 0 | full | 2012R2 | 2/2 |" in res.output
+    d = copy.deepcopy(BASE)
+    del d["cluster"]["node_versions"]
+    write_generation(run(scenario_from_dict(d)), tmp_path / "plain" / "ws2016")
+    res = runner.invoke(app, ["nights", str(tmp_path / "plain")])
+    assert res.exit_code == 2

@@ -1,7 +1,8 @@
-"""Command line: `cluster-sim validate FILE`, `run FILE`, `sweep STUDY`, `plan PLAN`, `report DIR`.
+"""Command line: `cluster-sim validate FILE`, `run FILE`, `sweep STUDY`, `plan PLAN`, `report DIR`,
+`nights DIR`.
 
 This module assembles the app; each command is a module of this package (validate.py, run.py
-with publish.py and run_output.py, sweep.py, plan.py, report.py), console.py holds what they
+with publish.py and run_output.py, sweep.py, plan.py, report.py, nights.py), console.py holds what they
 share (the consoles, exit codes, one error message). Bad input ends with one message naming the
 file, the field path and the reason, exit code 2, and nothing written.
 """
@@ -14,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from cluster_sim.cli import plan, report, run, sweep, validate
+from cluster_sim.cli import nights, plan, report, run, sweep, validate
 from cluster_sim.cli.console import out
 from cluster_sim.cli.run import _complete_generation
 from cluster_sim.cli.run_output import sim_progress_text
@@ -39,7 +40,7 @@ def _options(
     """Simulate Hyper-V failover clusters doing host-level VM backups."""
 
 
-for _command in (validate.validate, run.run, sweep.sweep, plan.plan, report.report):  # (--help lists them so)
+for _command in (validate.validate, run.run, sweep.sweep, plan.plan, report.report, nights.nights):  # (--help lists them so)
     app.command()(_command)
 
 
