@@ -285,3 +285,46 @@ def test_nights_command_prints_the_per_night_table_and_refuses_a_run_without_ver
     write_generation(run(scenario_from_dict(d)), tmp_path / "plain" / "ws2016")
     res = runner.invoke(app, ["nights", str(tmp_path / "plain")])
     assert res.exit_code == 2
+
+
+def test_a_ws2016_run_of_a_mixed_cluster_reads_the_batch_size_so_studies_do_not_copy_it() -> None:
+    # on one version ws2016 never reads backup.vms_per_snapshot (a study copies such runs); on a mixed
+    # cluster its 2012 R2-path VMs are batched: two batch sizes are two different runs
+    from cluster_sim.backup.ignored import effective_key, ignored_paths
+
+    sc = scenario(cluster__functional_level="ws2012r2")
+    other = sc.model_copy(update={"backup": sc.backup.model_copy(update={"vms_per_snapshot": 4})})
+    assert effective_key(sc, "ws2016") != effective_key(other, "ws2016")
+    assert "backup.vms_per_snapshot" not in ignored_paths("ws2016", sc)
+    assert "backup.vms_per_snapshot" in ignored_paths("ws2016")
+    a, b = run(sc).summary, run(other).summary
+    # round_robin: each node's VMs (1, 1, 3, 3) on its own CSV: one batch of up to 4 per node = 4 snapshots
+    assert (a.hw_snapshots_created, b.hw_snapshots_created) == (8, 4)
+
+
+def test_tracking_that_changes_kind_makes_the_next_copy_a_full_with_its_reason() -> None:
+    # an RCT map on a node whose mechanism cannot use it (and a filter map under RCT) is no reference
+    from cluster_sim.backup.tracking import ChangeTracker
+
+    sc = scenario(cluster__node_versions={"ws2016": ["node-1", "node-2", "node-3", "node-4"]},
+                  cluster__functional_level="ws2016")
+    from cluster_sim.cluster.model import ClusterModel
+    from cluster_sim.cluster.nodes import LocalBackend
+    from cluster_sim.kernel.rng import Streams
+    from cluster_sim.scenario import place_fleet
+
+    be = LocalBackend([f"node-{i}" for i in range(1, 5)])
+    try:
+        cm = ClusterModel(sc, place_fleet(sc), be, Streams(1))
+        t = ChangeTracker(cm, "ws2016", sc.backup)
+        t.previous_backup("new-0001", -86400.0)
+        assert t.plan("new-0001", "incremental").kind == "incremental"
+        t.switch("new-0001", "filter", "rct_lost_node_without_rct")
+        assert (t.plan("new-0001", "incremental").kind, t.plan("new-0001", "incremental").reason) == (
+            "full", "rct_lost_node_without_rct")
+        t.commit("new-0001", 3, 10.0)  # the full succeeded: tracked again, with the new kind
+        assert t.plan("new-0001", "incremental").kind == "incremental"
+        t.switch("new-0002", "filter", "x")  # never backed up: no reference to lose, no special reason
+        assert t.plan("new-0002", "incremental").reason == "no_previous_backup"
+    finally:
+        be.close()

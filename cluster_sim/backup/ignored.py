@@ -54,9 +54,18 @@ MACHINERY_RUN_FIELDS = frozenset({"backend", "ray_num_cpus", "ray_address", "wor
                                   "ray_call_timeout_s", "ray_start_timeout_s"})
 
 
-def ignored_paths(generation: str) -> set[str]:
-    """Dotted scenario paths whose value cannot change a run of this generation."""
-    return ({f"backup.{f}" for f in IGNORED_BACKUP_FIELDS.get(generation, ())}
+def ignored_fields(generation: str, sc: Scenario | None = None) -> frozenset[str]:
+    """The backup fields a run of `generation` never reads. On a mixed-version cluster a ws2016 run
+    also backs VMs up on the 2012 R2 path (backup/mixed.py): it ignores only what both ignore."""
+    out = IGNORED_BACKUP_FIELDS.get(generation, frozenset())
+    if sc is not None and sc.cluster.node_versions is not None and generation == "ws2016":
+        out = out & IGNORED_BACKUP_FIELDS["ws2012r2"]
+    return out
+
+
+def ignored_paths(generation: str, sc: Scenario | None = None) -> set[str]:
+    """Dotted scenario paths whose value cannot change a run of this generation (of this scenario)."""
+    return ({f"backup.{f}" for f in ignored_fields(generation, sc)}
             | {f"run.{f}" for f in MACHINERY_RUN_FIELDS} | {"backup.generations"})
 
 
@@ -65,7 +74,7 @@ def effective_scenario(sc: Scenario, generation: str) -> dict[str, Any]:
     data = sc.model_dump(mode="json")
     if isinstance(data.get("backup"), dict):
         data["backup"]["generations"] = [generation]
-        for name in IGNORED_BACKUP_FIELDS.get(generation, ()):
+        for name in ignored_fields(generation, sc):
             data["backup"].pop(name, None)
     for name in MACHINERY_RUN_FIELDS:
         data["run"].pop(name, None)

@@ -132,7 +132,7 @@ class StudyPlan:
         """generation -> the grid axes it never reads (why some of its runs are identical)."""
         out = {}
         for g in self.generations:
-            axes = [a for a in self.axes if a in ignored_paths(g)]
+            axes = [a for a in self.axes if all(a in ignored_paths(g, sc) for sc in self.scenarios)]
             if axes:
                 out[g] = axes
         return out
