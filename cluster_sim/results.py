@@ -175,6 +175,20 @@ class MixedSummary(_Out):
     nights: list[MixedNight]
 
 
+class GuestClusters(_Out):
+    """Guest clusters on shared disks (a template's guest_cluster), in the last job."""
+
+    guest_clusters: int
+    members: int
+    members_without_shared_disk: int  # shared VHDX: backed up without it (shared_vhdx_policy: skip_shared_disk)
+    members_failed: int  # ... or failed (shared_vhdx_policy: fail)
+    vhds_checkpoints: int  # VHD Set checkpoints (one per guest cluster and round), each copied once
+    shared_copied_mib: float
+    restores_consistent: int  # every member's view of the shared disk from the same instant
+    restores_inconsistent: int  # members from different instants (one retried in a later round)
+    restores_incomplete: int  # a member without a backup
+
+
 class Summary(_Out):
     scenario: str
     seed: int
@@ -228,6 +242,8 @@ class Summary(_Out):
     fault_leaks: dict[str, Leaks] | None = None
     # a mixed-version cluster (cluster.node_versions); absent otherwise
     mixed: MixedSummary | None = None
+    # guest clusters on shared disks; absent without them
+    guest_clusters: GuestClusters | None = None
 
 
 class GenerationResult(BaseModel):
@@ -286,7 +302,7 @@ def flat_summary(s: Summary) -> dict[str, Any]:
             else:
                 out[f"{prefix}{k}"] = v
 
-    walk("", s.model_dump(mode="json", exclude={"mixed"} if s.mixed is None else set()))
+    walk("", s.model_dump(mode="json", exclude={k for k in ("mixed", "guest_clusters") if getattr(s, k) is None}))
     return out
 
 
@@ -297,8 +313,9 @@ def summary_json(s: Summary) -> str:
     d = s.model_dump(mode="json")
     if d.get("fault_leaks") is None:
         d.pop("fault_leaks", None)  # only runs with fault events that left something carry it
-    if d.get("mixed") is None:
-        d.pop("mixed", None)  # only mixed-version clusters carry it
+    for key in ("mixed", "guest_clusters"):  # only mixed-version clusters, and guest clusters, carry them
+        if d.get(key) is None:
+            d.pop(key, None)
     return json.dumps(d, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
@@ -350,6 +367,18 @@ def mixed_results(mixed: Any, cm: Any, jobs: list[Any], summary: Summary,
     rows = [r.model_copy(update={"mechanism": last[r.vm][0], "mechanism_reason": last[r.vm][1]})
             if r.vm in last else r for r in rows]
     return summary.model_copy(update={"mixed": out}), rows
+
+
+def guest_results(guest: Any, jobs: list[Any], summary: Summary,
+                  rows: list[VmRow]) -> tuple[Summary, list[VmRow]]:
+    """Guest clusters (backup/guest.py GuestClusters): the summary's section, and the reason of each
+    member backed up without its shared disk in vms.csv."""
+    if not jobs:
+        return summary, rows
+    last = jobs[-1]
+    rows = [r.model_copy(update={"reason": guest.reason(last, r.vm)})
+            if not r.reason and r.outcome != "failed" and guest.reason(last, r.vm) else r for r in rows]
+    return summary.model_copy(update={"guest_clusters": GuestClusters(**guest.summary(last))}), rows
 
 
 def scenario_yaml(sc: Any, what: str) -> str:

@@ -39,6 +39,7 @@ from cluster_sim.results import (
     Summary,
     Verification,
     VmRow,
+    guest_results,
     mixed_results,
     r6,
 )
@@ -128,6 +129,8 @@ def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend |
     rows = _vm_rows(sc, generation, cm, jobs)
     if ctx is not None and ctx.mixed is not None:  # a mixed-version cluster (backup/mixed.py)
         summary, rows = mixed_results(ctx.mixed, cm, jobs, summary, rows)
+    if ctx is not None and ctx.guest is not None:  # guest clusters (backup/guest.py)
+        summary, rows = guest_results(ctx.guest, jobs, summary, rows)
     csv_rows = _csv_rows(cm)
     g = GenerationResult(
         summary=summary,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from cluster_sim.backup.guest import GuestClusters
 from cluster_sim.backup.mixed import MixedBackup
 from cluster_sim.backup.server import BackupServer
 from cluster_sim.backup.tracking import ChangeTracker, tracking_kind
@@ -40,6 +41,8 @@ class BackupContext:
         self.tracker = ChangeTracker(cm, generation, cfg)
         # a mixed-version cluster: each VM's mechanism by its host, level and configuration (backup/mixed.py)
         self.mixed = MixedBackup(self) if cm.mixed_versions else None
+        # guest clusters on shared disks (backup/guest.py)
+        self.guest = GuestClusters(self) if any(v.guest_cluster for v in cm.vms) else None
         self.server: BackupServer | None = None
         self.jobs: list[BackupJob] = []
         if tracking_kind(generation, True, cfg) == "filter":  # a vendor's filter driver on every host
@@ -68,6 +71,8 @@ class BackupContext:
             job = new_job(mode=mode, start_s=at_s, index=i)
             if self.mixed is not None:
                 self.mixed.plan_job(job)
+            if self.guest is not None:
+                self.guest.plan_job(job)
             self.jobs.append(job)
             job.spawn(job.run(body))
             yield job.quiesced

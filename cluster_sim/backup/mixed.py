@@ -91,6 +91,8 @@ class MixedBackup:
         self.assigned.setdefault(job.index, {})[vm] = (gen, why)
         rec = job.records[vm]
         rec.plan = plan(rec.spec, gen, job.cfg.allow_standard_checkpoint_fallback)
+        if self.ctx.guest is not None:  # a guest cluster's shared disk the mechanism cannot take
+            self.ctx.guest.adjust(job, vm, gen)
         kind = tracking_of(self.ctx.cfg, rec.spec, gen)
         self.ctx.tracker.switch(vm, kind, SWITCH_TO_RCT if kind == "rct" else RCT_UNUSABLE)
         return gen
@@ -111,13 +113,14 @@ class MixedBackup:
                 yield from body(job)
                 return
             vms = job.online_vms()
-            new = [vm for vm in vms if self.assign(job, vm) == "ws2016"]
-            old = [vm for vm in vms if vm not in set(new)]
-            for vm in old:
-                if job.records[vm].plan.mode == "fail":  # (the 2012 R2 path fails no online VM up front)
+            gens = {vm: self.assign(job, vm) for vm in vms}
+            for vm in vms:
+                if job.records[vm].plan.mode == "fail":  # its host changed its plan since the job was made
                     job.begin(vm)
                     job.finalize(vm, "failed", job.records[vm].plan.reason)
-            old = [vm for vm in old if job.records[vm].outcome is None]
+            vms = [vm for vm in vms if job.records[vm].outcome is None]
+            new = [vm for vm in vms if gens[vm] == "ws2016"]
+            old = [vm for vm in vms if gens[vm] != "ws2016"]
             retry_new = ws2016.start(job, new)
             retry_old = start_pipeline(job, ws2012r2.PHASES, old)
 

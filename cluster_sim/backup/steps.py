@@ -286,7 +286,8 @@ class Steps:
         rec = self.records[vm]
         plan = self.cap.copy_plan(vm)
         rec.copy, rec.copy_reason = plan.kind, plan.reason
-        return self.cap.bytes_to_copy(vm)
+        shared = self.ctx.guest.shared_bytes(self, vm) if self.ctx.guest is not None else 0.0  # backup/guest.py
+        return self.cap.bytes_to_copy(vm) + shared
 
     def offline_copy(self, vm: str) -> Proc:
         """A VM that is not running: its files are copied as they are (no snapshot needed)."""

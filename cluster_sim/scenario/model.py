@@ -155,6 +155,21 @@ class Workload(_Strict):
         return self
 
 
+class SharedDisk(_Strict):
+    """A disk attached to every member of a guest cluster: a shared VHDX (2012 R2) or a VHD Set (2016)."""
+
+    size_gib: PosFloat
+    format: Literal["vhdx", "vhds"] = "vhds"
+    used_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5  # [P] share of the disk holding data
+
+
+class GuestCluster(_Strict):
+    """The template's VMs form guest clusters of `size` consecutive VMs (`<template>-gc-01`, ...)."""
+
+    size: Annotated[int, Field(ge=2, le=64)] = 2  # [MS] a failover cluster (here: of VMs) has at most 64 nodes
+    shared_disks: Annotated[list[SharedDisk], Field(min_length=1, max_length=64)]
+
+
 class Template(_Strict):
     template: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,40}$")]
     count: Annotated[int, Field(ge=1, le=100_000)]
@@ -169,6 +184,7 @@ class Template(_Strict):
     config_version: str = "8.0"
     running: bool = True
     workload: Workload = Workload()
+    guest_cluster: GuestCluster | None = None  # guest clusters on shared disks (README "Guest clusters")
 
     @field_validator("config_version", mode="before")
     @classmethod
@@ -198,6 +214,9 @@ class Backup(_Strict):
     writer_freeze_limit_s: PosFloat = 60.0  # [MS] VSS_E_WRITERERROR_TIMEOUT past 60 s
     saved_state_downtime_s: NonNegFloat = 20.0  # [V] "several seconds" to under a minute; 20 s [P]
     allow_standard_checkpoint_fallback: bool = True  # [MS] ws2016 production -> standard checkpoint
+    # [MS] host-level backup cannot take a shared VHDX (2012 R2 guest clusters; a VHD Set needs a 2016
+    # host): the members are backed up without it (`skip_shared_disk`, as vendors do [P]) or fail
+    shared_vhdx_policy: Literal["skip_shared_disk", "fail"] = "skip_shared_disk"
     linux_freeze_limit_s: PosFloat = 10.0  # [MS] Linux VSS daemon must answer within 10 s
     max_luns_per_set: Annotated[int, Field(ge=1, le=64)] = 64  # [MS] at most 64 volumes per shadow-copy set
     # ---- phase timings, all [P] unless tagged ----
@@ -292,6 +311,10 @@ class Scenario(_Strict):
         total = sum(t.count for t in self.fleet)
         if total > 100_000:
             raise ValueError(f"fleet: {total} VMs in all; at most 100000 are supported")
+        for k, t in enumerate(self.fleet):
+            if t.guest_cluster is not None and t.count % t.guest_cluster.size:
+                raise ValueError(f"fleet[{k}].count: {t.count} VMs do not make whole guest clusters of "
+                                 f"{t.guest_cluster.size} (guest_cluster.size)")
         versions.check(self)  # before placement: it puts VMs above configuration 5.0 on 2016 nodes
         n, c = self.cluster.nodes, self.storage.csvs
         if self.placement == "round_robin" and c < min(n, total):

@@ -4,7 +4,7 @@ node runs it, which CSV holds its disks)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cluster_sim.scenario.model import Scenario, Template
@@ -58,6 +58,8 @@ class VmSpec:
     working_set_fraction: float
     daily_change_fraction: float = 0.05
     write_skew_zipf_s: float = 1.0
+    guest_cluster: str = ""  # the guest cluster it is a member of ("" if none)
+    shared_disks: tuple[DiskSpec, ...] = ()  # disks shared with the other members (not in `disks`)
 
     @property
     def used_mib(self) -> float:
@@ -98,7 +100,18 @@ def _vm(t: Template, k: int, index: int, node: str, csv: str) -> VmSpec:
         working_set_fraction=w.working_set_fraction,
         daily_change_fraction=w.daily_change_fraction,
         write_skew_zipf_s=w.write_skew_zipf_s,
+        **_guest(t, k),
     )
+
+
+def _guest(t: Template, k: int) -> dict[str, Any]:
+    """A guest cluster member's name of its cluster and its shared disks (nothing for other VMs)."""
+    gc = t.guest_cluster
+    if gc is None:
+        return {}
+    return {"guest_cluster": f"{t.template}-gc-{k // gc.size + 1:02d}",
+            "shared_disks": tuple(DiskSpec(i, d.size_gib * MIB_PER_GIB, d.size_gib * MIB_PER_GIB * d.used_fraction,
+                                           d.format) for i, d in enumerate(gc.shared_disks))}
 
 
 def _ws2016_nodes(sc: Scenario) -> list[int] | None:
