@@ -205,8 +205,8 @@ def test_upgrade_node_drains_reinstalls_and_rejoins_as_2016() -> None:
      "node-3 already runs ws2016"),
     ({"events": [{"at_s": 100, "kind": "upgrade_node", "node": "node-1"},
                  {"at_s": 100, "kind": "upgrade_node", "node": "node-2"},
-                 {"at_s": 5000, "kind": "raise_functional_level"}]}, "events[2]", "node-1, node-2 do not run ws2016 yet"),
-    ({"events": [{"at_s": 100, "kind": "upgrade_vm_config"}]}, "events[0]", "needs functional level ws2016"),
+                 {"at_s": 5000, "kind": "raise_functional_level"}]}, "events[2].at_s", "node-1, node-2 do not run ws2016 yet"),
+    ({"events": [{"at_s": 100, "kind": "upgrade_vm_config"}]}, "events[0].at_s", "needs functional level ws2016"),
     ({"events": [{"at_s": 100, "kind": "upgrade_vm_config", "version": "8.7"}]}, "events[0].version",
      "unknown VM configuration version"),
 ])

@@ -77,7 +77,8 @@ def check(sc: Scenario) -> None:
     old = [n for n in nodes if seen[n] == "ws2012r2"]
     if sc.cluster.functional_level == "ws2016" and old:
         raise ValueError(f"cluster.functional_level: ws2016 needs every node on ws2016, but {', '.join(old)} "
-                         f"run ws2012r2 (the level is raised only after the last node is upgraded)")
+                         f"{'runs' if len(old) == 1 else 'run'} ws2012r2 (the level is raised only after the last "
+                         f"node is upgraded)")
     level = functional_level(sc)
     for k, t in enumerate(sc.fleet):
         if needs_2016(t.config_version) and len(old) == len(nodes):
@@ -100,13 +101,13 @@ def _replay(sc: Scenario, versions: dict[str, str], level: str | None, events: l
         elif isinstance(ev, RaiseFunctionalLevel):
             late = sorted(n for n, v in versions.items() if v != "ws2016" or upgraded_at.get(n, 0.0) > ev.at_s)
             if late:
-                raise ValueError(f"{where}: raise_functional_level at {ev.at_s:g} s, but {', '.join(late)} "
+                raise ValueError(f"{where}.at_s: raise_functional_level at {ev.at_s:g} s, but {', '.join(late)} "
                                  f"{'does' if len(late) == 1 else 'do'} not run ws2016 yet (the level is raised "
                                  f"only once every node has rejoined as ws2016)")
             level = "ws2016"
         elif isinstance(ev, UpgradeVmConfig):
             if level != "ws2016":
-                raise ValueError(f"{where}: upgrade_vm_config at {ev.at_s:g} s needs functional level ws2016 "
+                raise ValueError(f"{where}.at_s: upgrade_vm_config at {ev.at_s:g} s needs functional level ws2016 "
                                  f"(raise_functional_level first); the level is {level} then")
             if ev.template is not None and ev.template not in templates:
                 raise ValueError(f"{where}.template: unknown template {ev.template!r}")
