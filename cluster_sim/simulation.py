@@ -43,6 +43,7 @@ from cluster_sim.results import (
 )
 from cluster_sim.scenario import Scenario
 from cluster_sim.scenario.placement import node_name, place_fleet
+from cluster_sim.scenario.policy_ref import policy_code_paths
 
 Progress = Callable[[str, str], None]  # (generation, "start" | "done")
 
@@ -402,7 +403,8 @@ def package_runtime_env() -> dict[str, Any]:
     """Ray runtime_env that ships this package's code to every worker of the job (`py_modules`):
     the nodes of a Ray cluster need Ray and the dependencies, not cluster_sim itself."""
     package = os.path.dirname(os.path.abspath(__file__))
-    return {"py_modules": [package], "excludes": ["__pycache__/", "*.pyc"]}
+    # ... and the code of the backup policies the scenarios named (scenario/policy_ref.py)
+    return {"py_modules": [package, *policy_code_paths()], "excludes": ["__pycache__/", "*.pyc"]}
 
 
 class RayUnavailable(RuntimeError):

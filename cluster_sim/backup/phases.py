@@ -20,7 +20,7 @@ import simpy
 
 from cluster_sim.backup.job import BackupJob
 from cluster_sim.backup.ledger import Outcome, Proc, SetResult, StepFailed
-from cluster_sim.backup.policy import check_groups, check_order, park_held
+from cluster_sim.backup.policy import check_groups, check_order, paced, park_held
 from cluster_sim.cluster.storage import Checkpoint, StorageSnapshot
 
 
@@ -425,20 +425,12 @@ def run_pipeline(job: BackupJob, phases: tuple[Phase, ...]) -> Proc:
     yield job.done
 
 
-def paced(job: BackupJob, node: str, vms: list[str]) -> Proc:
-    """The policy's pacing: wait as long as `delay_group_s` asks (no wait: no event at all)."""
-    delay = job.policy.delay_group_s(job.view, node, list(vms))
-    while delay > 0:
-        yield job.env.timeout(delay)
-        delay = job.policy.delay_group_s(job.view, node, list(vms))
-
-
 def _worker(job: BackupJob, phases: tuple[Phase, ...], node: str, queue: simpy.Store,
             set_slots: simpy.Resource | None) -> Proc:
     cm = job.cm
     while True:
         csv, vms = yield queue.get()
-        yield from paced(job, node, vms)
+        yield from paced(job, node, vms)  # the policy's pacing (none built in)
         # VMs that moved (migration, failover) or whose node is gone go to their host's queue
         gone = [vm for vm in vms if cm.host_of(vm) != node or not job.settled(vm)]
         for vm in gone:

@@ -39,7 +39,7 @@ policy's `Args` model (a pydantic model; extra fields are refused).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -199,9 +199,8 @@ class ClusterView:
         return self._cm.array.cfg.max_snapshots_per_lun
 
     def latency_p99_ms(self) -> float | None:
-        """The VMs' I/O latency, 99th percentile, last sampled (None before the first sample)."""
-        series = self._cm.io.series_p99
-        return float(series[-1]) if series else None
+        """The VMs' I/O latency now, 99th percentile over their I/O, ms (None while no VM does I/O)."""
+        return self._cm.io.latency_now_ms(99.0)
 
 
 class Commands:
@@ -383,6 +382,17 @@ def check_groups(policy: Policy, hook: str, given: Sequence[str], groups: Any, c
             if len({csv_of(vm) for vm in g}) > 1:
                 raise PolicyError(f"{policy.name}.{hook}: a group's VMs must share one CSV, got {list(g)[:5]}")
     return [list(g) for g in groups if g]
+
+
+def paced(job: BackupJob, node: str, vms: list[str]) -> Generator[Any, Any, None]:
+    """The policy's pacing before a group or set starts: wait as long as `delay_group_s` asks (no
+    wait asked: no event at all, so the built-in runs are unchanged)."""
+    delay = job.policy.delay_group_s(job.view, node, list(vms))
+    while delay > 0:
+        if not math.isfinite(delay):
+            raise PolicyError(f"{job.policy.name}.delay_group_s must return a finite number of seconds, got {delay!r}")
+        yield job.env.timeout(delay)
+        delay = job.policy.delay_group_s(job.view, node, list(vms))
 
 
 def park_held(job: BackupJob, node: str, snaps: list[StorageSnapshot], surfaced: bool) -> list[StorageSnapshot]:

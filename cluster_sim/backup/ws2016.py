@@ -23,7 +23,7 @@ import simpy
 
 from cluster_sim.backup.job import BackupJob
 from cluster_sim.backup.ledger import Proc, StepFailed
-from cluster_sim.backup.policy import check_groups, check_order, park_held
+from cluster_sim.backup.policy import check_groups, check_order, paced, park_held
 from cluster_sim.cluster.storage import Checkpoint, StorageSnapshot
 
 
@@ -109,6 +109,7 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
     for members in sets:
         chunk = sorted({view.csv_of(vm) for vm in members})
         node = pol.set_node(view, chunk)
+        yield from paced(job, node, members)  # the policy's pacing (none built in)
         slot = None
         if job.set_slots is not None:
             slot = job.set_slots.request()

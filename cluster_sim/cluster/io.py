@@ -352,6 +352,14 @@ class IoModel:
             self.series_p50.append(p50)
             self.series_p99.append(p99)
 
+    def latency_now_ms(self, q: float) -> float | None:
+        """The VMs' I/O latency percentile `q` (0-100) since the last rate change, weighted by I/O as
+        the exact histogram is; None while no VM does I/O. It only reads (a policy may ask it)."""
+        k = len(self._last_lat)
+        if k == 0 or self._counts[:k].sum() <= 0:
+            return None
+        return float(_weighted_percentiles(self._last_lat, self._counts[:k], (q,))[0])
+
     def set_phase(self, phase: str) -> None:
         self.net.settle_now()
         self._settle()

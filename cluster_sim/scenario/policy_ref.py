@@ -14,7 +14,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -66,10 +68,33 @@ def resolve_policy_class(ref: str) -> type:
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise PolicyRefError([(field, f"module {module_name!r} has no {attr!r}{hint} (got {ref!r})")])
         obj = getattr(obj, part)
+    _remember_code(module_name)
     if not (isinstance(obj, type) and getattr(obj, "__cluster_sim_policy__", False)):
         raise PolicyRefError([(field, f"{target} is not a subclass of cluster_sim.backup.policy.Policy "
                                       f"(got {ref!r})")])
     return obj
+
+
+_CODE: dict[str, str] = {}  # top-level module -> its path, for every policy resolved in this process
+
+
+def _remember_code(module_name: str) -> None:
+    top = module_name.split(".")[0]
+    if top == "cluster_sim" or top in _CODE:
+        return
+    mod = sys.modules.get(top)
+    path = getattr(mod, "__file__", None)
+    if path is None:
+        return
+    p = Path(path)
+    _CODE[top] = str(p.parent if p.name == "__init__.py" else p)
+
+
+def policy_code_paths() -> list[str]:
+    """The code of the policies scenarios named in this process (each one's top-level package
+    folder, or its module file), for a Ray runtime_env's `py_modules`: the workers of a Ray cluster
+    this process joins get them as they get cluster_sim itself."""
+    return [_CODE[k] for k in sorted(_CODE)]
 
 
 def validate_policy_args(cls: type, args: dict[str, Any]) -> BaseModel:
