@@ -219,3 +219,22 @@ def test_the_ray_runtime_env_ships_the_code_of_the_policies_named(cluster_sim_ru
     cluster_sim_run(small_cluster(nodes=2, vms=2), policy="backup_policies.owner_groups:GroupByCsvOwner",
                     generations=["ws2016"])
     assert str(ROOT / "examples" / "backup_policies") in package_runtime_env()["py_modules"]
+
+
+class PauseAfterNodeFailure(Policy):
+    def on_node_failed(self, view, cmd, node):
+        cmd.pause_new_groups(600.0)  # every node, until the failover has settled
+
+
+def test_pausing_new_groups_after_a_node_failure_holds_every_start_for_600_s(cluster_sim_run):
+    builtin = cluster_sim_run(TEN, generations=["ws2012r2"]).generations[0]
+    paused = cluster_sim_run(TEN, policy=PauseAfterNodeFailure, generations=["ws2012r2"]).generations[0]
+    starts = [t for t, ev, _ids in paused.trace.events if ev == "vm_attempt"]
+    before = [t for t, ev, _ids in builtin.trace.events if ev == "vm_attempt"]
+    # node-2 is declared failed at 910 s: no attempt starts in [910, 1510) with the pause; some do without
+    assert not [t for t in starts if 910.0 <= t < 1510.0]
+    assert [t for t in before if 910.0 <= t < 1510.0]
+    assert [t for t in starts if t < 910.0] == [t for t in before if t < 910.0]
+    assert paused.summary.backup_window_s > builtin.summary.backup_window_s
+    assert_every_vm_has_one_outcome(paused)
+    assert_no_leaks(paused)

@@ -103,6 +103,7 @@ class BackupJob(Ledger, Steps, SnapshotSteps, Leftovers):
         self.policy_holds: dict[str, int] = {}  # snapshot id -> holds the policy has not given back
         self.policy_parked: dict[str, tuple[str, StorageSnapshot, bool]] = {}  # held after its group ended
         self.set_slots: simpy.Resource | None = None  # ws2016: the policy's sets_in_flight
+        self.paused_until: dict[str, float] = {}  # node (or "*": all) -> no new group before (Commands)
         self._disconnect += [cm.on_node_failed.connect(self._node_failed),
                              cm.on_csv_owner_changed.connect(self._csv_owner_changed)]
 

@@ -20,7 +20,8 @@ A policy decides, for a job:
   (`on_node_failed`), a CSV owner change (`on_csv_owner_changed`), a VM's outcome (`on_vm_done`).
 
 It sees the cluster through a read-only `ClusterView` and acts only through `Commands` (hold or
-release a snapshot past its group's end, leave a note in the trace). Every hook is called on the
+release a snapshot past its group's end, pause new groups on a node or everywhere, leave a note in
+the trace). Every hook is called on the
 single SimPy driver at a simulated instant, so a policy is deterministic if it uses nothing but its
 arguments, the view and its own state (no wall clock, no global random numbers).
 
@@ -233,6 +234,15 @@ class Commands:
             node, snap, surfaced = parked
             job.track(job.dispose(node, [snap], surfaced=surfaced))
 
+    def pause_new_groups(self, seconds: float, node: str | None = None) -> None:
+        """No new snapshot group (ws2016: set) starts on `node` (None: on any node) for `seconds`
+        from now; groups under way go on. E.g. on a node failure, wait until the failover settles."""
+        if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds >= 0):
+            raise PolicyError(f"pause_new_groups: seconds must be a finite number >= 0, got {seconds!r}")
+        job = self._job
+        key = node if node is not None else "*"
+        job.paused_until[key] = max(job.paused_until.get(key, 0.0), job.env.now + float(seconds))
+
     def note(self, event: str, **fields: Any) -> None:
         """A `policy_<event>` line in the trace (trace.jsonl), stamped with the simulated time."""
         self._job.trace(f"policy_{event}", **fields)
@@ -385,14 +395,16 @@ def check_groups(policy: Policy, hook: str, given: Sequence[str], groups: Any, c
 
 
 def paced(job: BackupJob, node: str, vms: list[str]) -> Generator[Any, Any, None]:
-    """The policy's pacing before a group or set starts: wait as long as `delay_group_s` asks (no
-    wait asked: no event at all, so the built-in runs are unchanged)."""
-    delay = job.policy.delay_group_s(job.view, node, list(vms))
-    while delay > 0:
+    """The policy's pacing before a group or set starts: wait while `pause_new_groups` holds and as
+    long as `delay_group_s` asks (no wait asked: no event at all, so the built-in runs are unchanged)."""
+    while True:
+        paused = max(job.paused_until.get(node, 0.0), job.paused_until.get("*", 0.0)) - job.env.now
+        delay = paused if paused > 0 else job.policy.delay_group_s(job.view, node, list(vms))
+        if not delay > 0:
+            return
         if not math.isfinite(delay):
             raise PolicyError(f"{job.policy.name}.delay_group_s must return a finite number of seconds, got {delay!r}")
         yield job.env.timeout(delay)
-        delay = job.policy.delay_group_s(job.view, node, list(vms))
 
 
 def park_held(job: BackupJob, node: str, snaps: list[StorageSnapshot], surfaced: bool) -> list[StorageSnapshot]:
