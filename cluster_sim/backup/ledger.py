@@ -178,7 +178,10 @@ class Ledger:
         self.trace.close_span(("attempt", vm), f"failed: {reason}")
         # the policy decides (backup/policy.py; built in: retry what a retry can cure after
         # retry_wait_s, at most `retries` times)
-        sid = rec.snapshot_id if rec.snapshot_id in self.held_snaps else None
+        # the snapshot of this attempt's group, if committed and not yet deleted (not one an earlier
+        # attempt's group left with the policy)
+        sid = rec.snapshot_id if rec.snapshot_id in self.held_snaps and rec.snapshot_id not in self.policy_parked \
+            else None
         failure = VmFailure(vm, reason, rec.attempts - rec.attempt_base, reason in PERMANENT, rec.node, sid)
         after_s = retry_after_s(self.policy, self.policy.on_vm_failed(self.view, self.cmd, failure))
         if after_s is not None:
