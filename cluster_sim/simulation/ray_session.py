@@ -12,7 +12,7 @@ from typing import Any
 def package_runtime_env() -> dict[str, Any]:
     """Ray runtime_env that ships this package's code to every worker of the job (`py_modules`):
     the nodes of a Ray cluster need Ray and the dependencies, not cluster_sim itself."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # cluster_sim/ (this is simulation/)
     return {"py_modules": [package], "excludes": ["__pycache__/", "*.pyc"]}
 
 
