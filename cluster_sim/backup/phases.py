@@ -126,6 +126,14 @@ def enumerate_writers() -> Phase:
     return Phase("enumerate_writers", run)
 
 
+def _each_vm(b: Batch, attempts: dict[str, Any]) -> Proc:
+    """Wait for a step started on every VM of the batch at once; a VM whose step failed leaves the batch."""
+    for vm, p in attempts.items():
+        failed = yield p
+        if failed is not None:
+            b.drop(vm, failed.reason)
+
+
 def prepare_vms(avhdx_checkpoint: bool = False, refuse_autorecovery_leftover: bool = False) -> Phase:
     """Every VM of the batch at once: guest VSS freeze (application-consistent, or a Linux
     file-system freeze), or saved state (VMs that cannot be backed up online) [MS]; with
@@ -153,11 +161,7 @@ def prepare_vms(avhdx_checkpoint: bool = False, refuse_autorecovery_leftover: bo
             job.cap.checkpoint(vm, env.now, flushed=vm in b.frozen)
 
     def run(job: BackupJob, b: Batch) -> Proc:
-        procs = {vm: job.attempt(prepare(job, b, vm)) for vm in b.vms}
-        for vm, p in procs.items():
-            failed = yield p
-            if failed is not None:
-                b.drop(vm, failed.reason)
+        yield from _each_vm(b, {vm: job.attempt(prepare(job, b, vm)) for vm in b.vms})
 
     return Phase("prepare_vms", run)
 
@@ -275,11 +279,7 @@ def scsi_fixup() -> Phase:
     and fixed up inside the guest (no SCSI controller: Event 10103) [seeds]."""
 
     def run(job: BackupJob, b: Batch) -> Proc:
-        fix = {vm: job.attempt(job.scsi_fixup(vm, b.node)) for vm in b.app_vms}
-        for vm, p in fix.items():
-            failed = yield p
-            if failed is not None:
-                b.drop(vm, failed.reason)
+        yield from _each_vm(b, {vm: job.attempt(job.scsi_fixup(vm, b.node)) for vm in b.app_vms})
 
     return Phase("scsi_fixup", run)
 
