@@ -4,9 +4,9 @@ each phase does.
 
 Each node works through its own VMs in the groups its policy makes (backup/policy.py; built in: by
 CSV, batches of `vms_per_snapshot`; one shadow-copy set, one storage snapshot per batch). A batch
-runs its phases one after the other; a phase runs while some VM of the batch is still live (unless it is marked `always`: the thaw that
-must follow a snapshot, the release of the VSS lock), and a failure of the whole batch (`abort`)
-ends it at once. Whatever the batch still holds when it ends is released by `clean_up` (the same
+runs its phases one after the other; a phase runs while some VM of the batch is still live (unless
+it is marked `always`: the thaw that must follow a snapshot, the release of the VSS lock), and a
+failure of the whole batch (`abort`) ends it at once. Whatever the batch still holds when it ends is released by `clean_up` (the same
 for every generation).
 """
 
