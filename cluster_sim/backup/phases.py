@@ -6,8 +6,8 @@ Each node works through its own VMs in the groups its policy makes (backup/polic
 CSV, batches of `vms_per_snapshot`; one shadow-copy set, one storage snapshot per batch). A batch
 runs its phases one after the other; a phase runs while some VM of the batch is still live (unless
 it is marked `always`: the thaw that must follow a snapshot, the release of the VSS lock), and a
-failure of the whole batch (`abort`) ends it at once. Whatever the batch still holds when it ends is released by `clean_up` (the same
-for every generation).
+failure of the whole batch (`abort`) ends it at once. Whatever the batch still holds when it ends
+is released by `clean_up` (the same for every generation).
 """
 
 from __future__ import annotations
