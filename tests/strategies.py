@@ -259,7 +259,7 @@ def _keep_one_node(evs: list[dict[str, Any]], nodes: int,
 
 @st.composite
 def runs(draw: st.DrawFn, **kw: Any) -> tuple[dict[str, Any], list[tuple[str, float]]]:
-    """A scenario dict and `kill_actors` for `cluster_sim.run`: sometimes a node actor dies on its
+    """A scenario dict and the actor kills for `chaos.run_killing`: sometimes a node actor dies on its
     own at a random instant (the cluster finds it at its next liveness poll)."""
     d = draw(scenario_dicts(**kw))
     if not draw(st.booleans()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from chaos import run_killing
 
 import cluster_sim
 from cluster_sim.results import summary_json
@@ -46,7 +47,7 @@ def test_local_and_ray_backends_write_byte_identical_summaries(ray_session):
 def test_ray_actor_killed_mid_run_is_reported_as_that_node_failing(ray_session):
     sc = small(backup=False)
     poll = sc.cluster.node_poll_interval_s  # 600 s: the death is found by the second poll after it
-    res = cluster_sim.run(sc, backend="ray", kill_actors=[("node-2", 400.0)])
+    res = run_killing(sc, [("node-2", 400.0)], backend="ray")
     g = res.generations[0]
     fails = g.summary.node_failures
     assert [(f.node, f.how) for f in fails] == [("node-2", "actor_died")]
@@ -59,14 +60,14 @@ def test_ray_actor_killed_mid_run_is_reported_as_that_node_failing(ray_session):
     assert all(r.outcome == "running" and r.downtime_s == pytest.approx(60.0) for r in moved)
     assert g.summary.sim_end_s == pytest.approx(1500)  # the run went on to its end
     # the local backend, with the same hook, gives the same summary
-    loc = cluster_sim.run(sc, backend="local", kill_actors=[("node-2", 400.0)])
+    loc = run_killing(sc, [("node-2", 400.0)], backend="local")
     assert summary_json(loc.generations[0].summary) == summary_json(g.summary)
 
 
 def test_killed_local_node_is_found_by_the_second_poll_after_its_death_and_its_vms_fail_over():
     sc = small(backup=False)
     poll = sc.cluster.node_poll_interval_s  # 600 s
-    g = cluster_sim.run(sc, backend="local", kill_actors=[("node-3", 10.0)]).generations[0]
+    g = run_killing(sc, [("node-3", 10.0)], backend="local").generations[0]
     # the poll at 600 s sends the dead node its batch; the poll at 1200 s reads that it did not answer
     assert [(f.node, f.detected_s) for f in g.summary.node_failures] == [("node-3", 2 * poll)]
     rows = {r.vm: r for r in g.vms}

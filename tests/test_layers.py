@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"simulation"},
     {"studies", "sweep", "plan"},
     {"report"},
-    {"cli", "__main__"},
+    {"cli", "__main__", "testing"},  # testing: the pytest plugin and its helpers (issue 19)
     {"<root>"},  # cluster_sim/__init__.py: the public facade
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

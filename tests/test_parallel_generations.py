@@ -8,6 +8,7 @@ import cluster_sim
 from cluster_sim import simulation
 from cluster_sim.results import summary_json
 from cluster_sim.scenario import scenario_from_dict
+from cluster_sim.simulation import executors
 
 GENS = ["ws2008r2", "ws2012", "ws2012r2", "ws2016"]
 
@@ -52,13 +53,13 @@ def test_worker_count_follows_the_scenario_size_and_the_request() -> None:
 
 
 def test_a_generation_that_raises_in_a_worker_raises_in_the_caller(monkeypatch) -> None:
-    real = simulation.run_generation
+    real = executors.run_generation
 
-    def broken(sc, generation, backend, kill_actors=None):  # type: ignore[no-untyped-def]
+    def broken(sc, generation, backend, **kw):  # type: ignore[no-untyped-def]
         if generation == "ws2012":
             raise ValueError("model bug in ws2012")
-        return real(sc, generation, backend, kill_actors)
+        return real(sc, generation, backend, **kw)
 
-    monkeypatch.setattr(simulation, "run_generation", broken)  # forked workers inherit it
+    monkeypatch.setattr(executors, "run_generation", broken)  # forked workers inherit it
     with pytest.raises(ValueError, match="model bug in ws2012"):
         cluster_sim.run(scenario(), backend="local", workers=2)

@@ -269,13 +269,12 @@ def test_plan_report_page_shows_the_answer_and_is_rebuilt_by_report(reference):
 def test_plan_report_page_loads_in_headless_chromium_without_errors(reference, tmp_path):
     import re
 
-    from test_report import _chromium, _headless
+    from browser_helpers import chromium, dump_dom
 
     from cluster_sim.report.html import build_report
 
     folder, _, _ = reference
-    url = build_report(folder / "out").html.resolve().as_uri()
-    dom = _headless(_chromium(), tmp_path / "profile", "--dump-dom", url)
+    dom = dump_dom(chromium(), build_report(folder / "out").html, tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     status = dict(re.findall(r'([\w-]+)="([^"]*)"', re.search(r'<p id="page-status"([^>]*)>', dom.stdout).group(1)))
     assert {k: status.get(k) for k in ("data-loaded", "data-images", "data-broken-images")} == {

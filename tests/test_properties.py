@@ -37,6 +37,7 @@ import copy
 import os
 
 import pytest
+from chaos import run_killing
 from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 from strategies import (
@@ -72,7 +73,7 @@ settings.load_profile(PROFILE)
 def test_generated_scenarios_keep_every_invariant(case) -> None:  # type: ignore[no-untyped-def]
     d, kill = case
     sc = scenario_from_dict(d)
-    res = cluster_sim.run(sc, backend="local", kill_actors=kill)
+    res = run_killing(sc, kill, backend="local")
     assert [g.summary.generation for g in res.generations] == d["backup"]["generations"]
     for g in res.generations:
         check_invariants(sc, g)
@@ -163,12 +164,12 @@ def test_a_ray_actor_dying_at_a_random_instant_is_that_nodes_failure(ray_session
     start, window = quiet.summary.jobs[0].start_s, quiet.summary.backup_window_s
     node = data.draw(st.sampled_from([f"node-{i + 1}" for i in range(sc.cluster.nodes)]), label="node")
     at = round(start + window * data.draw(st.floats(0, 0.99), label="fraction of the window"), 3)
-    (g,) = cluster_sim.run(sc, backend="ray", kill_actors=[(node, at)]).generations
+    (g,) = run_killing(sc, [(node, at)], backend="ray").generations
     fails = [(f.node, f.how) for f in g.summary.node_failures]
     assert fails == [(node, "actor_died")], fails
     assert at <= g.summary.node_failures[0].detected_s <= at + 2 * sc.cluster.node_poll_interval_s + 1e-6
     check_invariants(sc, g)
-    (loc,) = cluster_sim.run(sc, backend="local", kill_actors=[(node, at)]).generations
+    (loc,) = run_killing(sc, [(node, at)], backend="local").generations
     assert summary_json(loc.summary) == summary_json(g.summary)
 
 
@@ -220,7 +221,7 @@ def test_generated_scenarios_with_fault_events_keep_every_invariant(case) -> Non
     of the backup application, on top of the older random events: every invariant holds, and what
     the faults left behind is accounted for."""
     sc = scenario_from_dict(case[0])
-    for g in cluster_sim.run(sc, backend="local", kill_actors=case[1]).generations:
+    for g in run_killing(sc, case[1], backend="local").generations:
         check_fault_invariants(sc, g)
 
 

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from chaos import run_killing
 from proc_helpers import gone, pids_where
 from ray_helpers import KillingBackend, actor_pid
 from typer.testing import CliRunner
@@ -30,6 +31,7 @@ from cluster_sim.cluster.nodes import BackendFailure, RayBackend, ray_backend
 from cluster_sim.results import summary_json
 from cluster_sim.scenario import scenario_from_dict
 from cluster_sim.scenario.placement import node_name
+from cluster_sim.simulation import executors
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -149,13 +151,13 @@ def test_a_later_generation_never_inherits_an_actor_that_died_between_generation
 
 
 def test_an_unnoticed_actor_death_of_the_test_hook_is_not_inherited_by_the_next_generation(ray_session) -> None:
-    # kill_actors (the hook for "an actor dies on its own") kills node-2 in every generation at 100 s;
+    # run_killing (tests/chaos.py: "an actor dies on its own") kills node-2 in every generation at 100 s;
     # revive_all used to restart only actors the backend killed itself, so the second generation found
     # node-2 dead at its first poll instead of at the second poll after 100 s, unlike --backend local
     sc = scenario(ray_num_cpus=2)
     kill = [("node-2", 100.0)]
-    ray_ = cluster_sim.run(sc, backend="ray", kill_actors=kill)
-    loc = cluster_sim.run(sc, backend="local", kill_actors=kill)
+    ray_ = run_killing(sc, kill, backend="ray")
+    loc = run_killing(sc, kill, backend="local")
     for a, b in zip(loc.generations, ray_.generations, strict=True):
         assert summary_json(a.summary) == summary_json(b.summary)
         assert ("node-2", "actor_died") in [(f.node, f.how) for f in b.summary.node_failures]
@@ -166,7 +168,7 @@ def _cli_with_killer(monkeypatch, **kw) -> None:  # type: ignore[no-untyped-def]
     def make(names, call_timeout_s, start_timeout_s):  # type: ignore[no-untyped-def]
         return KillingBackend(names, call_timeout_s=call_timeout_s, start_timeout_s=start_timeout_s, **kw)
 
-    monkeypatch.setattr(simulation, "RayBackend", make)
+    monkeypatch.setattr(executors, "RayBackend", make)
 
 
 def _scenario_file(tmp_path: Path) -> Path:

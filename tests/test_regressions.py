@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 import pytest
+from chaos import run_killing
 from strategies import check_fault_invariants
 
 import cluster_sim
@@ -56,7 +57,7 @@ def test_regression_scenario_keeps_every_invariant(path: Path) -> None:
     assert text.startswith("#"), f"{path.name}: start with a comment saying what goes wrong"
     sc = cluster_sim.load_scenario(path)
     kill = kill_actors(text)
-    res = cluster_sim.run(sc, backend="local", kill_actors=kill or None)
+    res = run_killing(sc, kill or None, backend="local")
     assert [g.summary.generation for g in res.generations] == list(sc.backup.generations)
     for g in res.generations:
         check_fault_invariants(sc, g)

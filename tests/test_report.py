@@ -10,13 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import shutil
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+import browser_helpers
 import pytest
 from typer.testing import CliRunner
 
@@ -303,42 +302,12 @@ def test_800_vm_report_draws_aggregate_lanes_per_node_and_a_nested_perfetto_trac
 # ----------------------------------------------------------------------------------------------
 # the page in a real browser
 # ----------------------------------------------------------------------------------------------
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        subprocess.run(["apt-get", "update"], check=True, capture_output=True, timeout=600, env=env)
-        subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, capture_output=True, timeout=1200,
-                       env=env)
-    except (subprocess.SubprocessError, OSError) as exc:
-        pytest.skip(f"chromium is not installed and `apt-get install -y chromium` failed: {exc}")
-    path = shutil.which("chromium")
-    if not path:
-        pytest.skip("apt-get installed chromium but no `chromium` command is on PATH")
-    return path
-
-
-def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-default-apps", "--disable-extensions", f"--user-data-dir={profile}",
-         "--virtual-time-budget=10000", *args],
-        capture_output=True, text=True, timeout=120,
-    )
-
-
 @pytest.mark.slow
 def test_report_html_loads_in_headless_chromium_at_1400_px_without_errors_or_debug_text(ten, tmp_path):
-    chromium = _chromium()
+    chromium = browser_helpers.chromium()
     url = (ten / "report.html").resolve().as_uri()
-    dom = _headless(chromium, tmp_path / "profile-dom", "--enable-logging=stderr", "--v=0", "--window-size=1400,2400",
-                    "--dump-dom", url)
+    dom = browser_helpers.dump_dom(chromium, ten / "report.html", tmp_path, "--enable-logging=stderr", "--v=0",
+                                   "--window-size=1400,2400")
     assert dom.returncode == 0, dom.stderr[-2000:]
     page = dom.stdout
     status = re.search(r'<p id="page-status"([^>]*)>(.*?)</p>', page, re.S)
@@ -360,7 +329,7 @@ def test_report_html_loads_in_headless_chromium_at_1400_px_without_errors_or_deb
     shots.mkdir(parents=True, exist_ok=True)
     shot = shots / "10vm-2node-report.png"
     shot.unlink(missing_ok=True)
-    done = _headless(chromium, tmp_path / "profile-shot", "--hide-scrollbars", f"--screenshot={shot}",
-                     "--window-size=1400,2400", url)
+    done = browser_helpers.headless(chromium, tmp_path / "profile-shot", "--hide-scrollbars",
+                                    f"--screenshot={shot}", "--window-size=1400,2400", url)
     assert done.returncode == 0, done.stderr[-2000:]
     assert shot.read_bytes().startswith(PNG_MAGIC) and shot.stat().st_size > 50_000

@@ -12,8 +12,9 @@ from test_parallel_generations import GENS, scenario
 import cluster_sim
 from cluster_sim import simulation
 from cluster_sim.cluster.nodes import LocalBackend
+from cluster_sim.cluster.topology import lower_bound_s
 from cluster_sim.results import summary_json
-from cluster_sim.scenario.placement import node_name
+from cluster_sim.scenario.placement import node_name, place_fleet
 from cluster_sim.simulation import SimProgress
 
 
@@ -47,7 +48,7 @@ def test_the_reading_at_the_end_of_a_generation_is_its_clock_and_every_vm_done()
     (read,) = reads
     end = read()
     # a full job's guess of the end: its start (0 s) plus the copy's lower bound for every VM's used data
-    used_mib = sum(v.used_mib for v in simulation.place_fleet(sc))
+    used_mib = sum(v.used_mib for v in place_fleet(sc))
     assert end.sim_s == pytest.approx(g.summary.sim_end_s, abs=1e-6)
     assert end == SimProgress(sim_s=end.sim_s, vms_done=12, vms_total=12, job=0, jobs=1, mode="full",
-                              expected_end_s=simulation.lower_bound_s(sc, used_mib))
+                              expected_end_s=lower_bound_s(sc, used_mib))

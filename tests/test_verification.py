@@ -20,10 +20,10 @@ import pytest
 from backup_helpers import ALL_GENS, LEGACY, run_gens, scenario_dict
 from backup_helpers import template as _template
 
-import cluster_sim.simulation as simulation
 from cluster_sim.data.plane import DataPlane
 from cluster_sim.data.verify import EXPECTED
 from cluster_sim.results import GenerationResult, summary_json
+from cluster_sim.simulation import assemble
 
 BLOCK = 64.0
 DAY = 86400.0
@@ -449,13 +449,13 @@ def test_a_saved_vm_whose_attempt_fails_writes_again_after_the_job(monkeypatch: 
     """ws2008r2 saves the Linux VM, then the snapshot set is vetoed every time: the VM is put
     back to running (control plane) and must write again (data plane)."""
     made: list[DataPlane | None] = []
-    real = simulation._data_plane
+    real = assemble._data_plane
 
     def recording(*a: Any, **kw: Any) -> DataPlane | None:
         made.append(real(*a, **kw))
         return made[-1]
 
-    monkeypatch.setattr(simulation, "_data_plane", recording)
+    monkeypatch.setattr(assemble, "_data_plane", recording)
     d = scenario_dict(fleet=[template("lin", count=2, guest_os="linux", size_gib=2)], nodes=2,
                       backup={"retries": 0})
     d = with_events(d, [{"kind": "snapshot_fault", "at_s": 0, "csv": "csv-1", "code": "provider_veto"}])

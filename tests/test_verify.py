@@ -21,7 +21,7 @@ from cluster_sim.data.plane import DataPlane
 from cluster_sim.data.verify import EXPECTED, VERDICTS, Capture, restore, verify
 from cluster_sim.kernel.rng import Streams
 from cluster_sim.scenario.placement import node_name, place_fleet
-from cluster_sim.simulation import _data_plane
+from cluster_sim.simulation.assemble import _data_plane
 
 
 def vec(*values: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cluster_sim.backup.guest import GuestClusters
 from cluster_sim.backup.mixed import MixedBackup
+from cluster_sim.backup.policy import make_policy
 from cluster_sim.backup.server import BackupServer
 from cluster_sim.backup.tracking import ChangeTracker, tracking_kind
 
@@ -45,6 +46,7 @@ class BackupContext:
         self.guest = GuestClusters(self) if any(v.guest_cluster for v in cm.vms) else None
         self.server: BackupServer | None = None
         self.jobs: list[BackupJob] = []
+        self.policy = make_policy(cfg)  # backup/policy.py: the job's decisions (built in, or the scenario's)
         if tracking_kind(generation, True, cfg) == "filter":  # a vendor's filter driver on every host
             cm.io.write_overhead = cfg.change_tracking_write_overhead
         first = cfg.schedule[0].mode if cfg.schedule else cfg.mode

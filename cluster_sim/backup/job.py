@@ -21,6 +21,7 @@ from cluster_sim.backup.capture import Captures
 from cluster_sim.backup.eligibility import plan
 from cluster_sim.backup.ledger import KILLED, Ledger, Proc, StepFailed, VmRecord
 from cluster_sim.backup.leftovers import Leftovers
+from cluster_sim.backup.policy import ClusterView, Commands, PolicyError
 from cluster_sim.backup.snapshots import SnapshotSteps
 from cluster_sim.backup.steps import Steps
 from cluster_sim.cluster.storage import Checkpoint, StorageSnapshot
@@ -94,6 +95,17 @@ class BackupJob(Ledger, Steps, SnapshotSteps, Leftovers):
         self._disconnect_restart = cm.on_vm_restarted.connect(self._restarted)
         self.closed = False
         self.cap = Captures(self)
+        # the policy deciding grouping, order, concurrency, retries and reactions (backup/policy.py),
+        # what it reads and what it does through; snapshots it holds past their group's end
+        self.policy = ctx.policy
+        self.view = ClusterView(self)
+        self.cmd = Commands(self)
+        self.policy_holds: dict[str, int] = {}  # snapshot id -> holds the policy has not given back
+        self.policy_parked: dict[str, tuple[str, StorageSnapshot, bool]] = {}  # held after its group ended
+        self.set_slots: simpy.Resource | None = None  # ws2016: the policy's sets_in_flight
+        self.paused_until: dict[str, float] = {}  # node (or "*": all) -> no new group before (Commands)
+        self._disconnect += [cm.on_node_failed.connect(self._node_failed),
+                             cm.on_csv_owner_changed.connect(self._csv_owner_changed)]
 
     def attempt(self, gen: Proc) -> simpy.Process:
         """Run a step in parallel; its value is None, or the StepFailed it ended with. (A SimPy
@@ -157,14 +169,22 @@ class BackupJob(Ledger, Steps, SnapshotSteps, Leftovers):
         """Asked by a live migration: may this VM move now?"""
         if not self.running or vm not in self.critical:
             return "ok"
-        policy = self.cfg.migration_policy
-        if policy == "block_and_retry":
-            return "refuse"
-        if policy == "abort_backup":
+        answer = self.policy.on_migration_request(self.view, vm)
+        if answer == "abort":
             self.aborted.add(vm)
             self.trace("backup_aborted_by_migration", vm=vm)
-            return "abort"
-        return "ok"
+        elif answer not in ("ok", "refuse"):
+            raise PolicyError(f"{self.policy.name}.on_migration_request must answer ok, refuse or abort, "
+                              f"got {answer!r:.80}")
+        return answer
+
+    def _node_failed(self, node: str) -> None:
+        if self.running:
+            self.policy.on_node_failed(self.view, self.cmd, node)
+
+    def _csv_owner_changed(self, csv: str, previous: str, owner: str) -> None:
+        if self.running:
+            self.policy.on_csv_owner_changed(self.view, self.cmd, csv, previous, owner)
 
     def _moved(self, vm: str, src: str, dst: str) -> None:
         if self.running:
@@ -208,6 +228,7 @@ class BackupJob(Ledger, Steps, SnapshotSteps, Leftovers):
         self.running = True
         self.cm.io.set_phase("backup")
         self.trace("job_start", generation=self.gen, vms=len(self.records), mode=self.mode, job=self.index)
+        self.policy.on_job_start(self.view, self.cmd)
         for name in sorted(self.records):
             rec = self.records[name]
             if rec.plan.mode == "fail":

@@ -14,6 +14,7 @@ from typing import Any
 import simpy
 
 from cluster_sim.backup.eligibility import Plan
+from cluster_sim.backup.policy import VmFailure, retry_after_s
 from cluster_sim.cluster.storage import StorageSnapshot
 from cluster_sim.scenario.placement import VmSpec
 
@@ -125,6 +126,7 @@ class Ledger:
         if outcome != "failed":
             self.cap.succeeded(vm)
         self.trace("vm_outcome", vm=vm, outcome=outcome, reason=reason, attempts=rec.attempts)
+        self.policy.on_vm_done(self.view, self.cmd, vm, outcome, reason)
         self.remaining -= 1
         if self.remaining == 0 and not self.done.triggered:
             self.ended_s = self.env.now
@@ -174,14 +176,22 @@ class Ledger:
             return
         self.trace("vm_attempt_failed", vm=vm, reason=reason, attempt=rec.attempts)
         self.trace.close_span(("attempt", vm), f"failed: {reason}")
-        if reason not in PERMANENT and rec.attempts - rec.attempt_base <= self.cfg.retries:
+        # the policy decides (backup/policy.py; built in: retry what a retry can cure after
+        # retry_wait_s, at most `retries` times)
+        # the snapshot of this attempt's group, if committed and not yet deleted (not one an earlier
+        # attempt's group left with the policy)
+        sid = rec.snapshot_id if rec.snapshot_id in self.held_snaps and rec.snapshot_id not in self.policy_parked \
+            else None
+        failure = VmFailure(vm, reason, rec.attempts - rec.attempt_base, reason in PERMANENT, rec.node, sid)
+        after_s = retry_after_s(self.policy, self.policy.on_vm_failed(self.view, self.cmd, failure))
+        if after_s is not None:
             self.trace.open_span(("retry_wait", vm), "retry_wait", vm, self.cm.host_of(vm), rec.attempts)
-            self.track(self._retry_later(vm))
+            self.track(self._retry_later(vm, after_s))
         else:
             self.finalize(vm, "failed", reason)
 
-    def _retry_later(self, vm: str) -> Proc:
-        yield self.env.timeout(self.cfg.retry_wait_s)
+    def _retry_later(self, vm: str, after_s: float) -> Proc:
+        yield self.env.timeout(after_s)
         yield from self.wait_for_host(vm)
         if self.records[vm].plan.mode == "offline":
             self.track(self.offline_copy(vm))

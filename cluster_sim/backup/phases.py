@@ -2,17 +2,16 @@
 pipeline that runs them. Each generation module lists its phases in order; this module says what
 each phase does.
 
-Each node works through its own VMs, grouped by CSV into batches of `vms_per_snapshot` (one
-shadow-copy set, one storage snapshot per batch). A batch runs its phases one after the other; a
-phase runs while some VM of the batch is still live (unless it is marked `always`: the thaw that
-must follow a snapshot, the release of the VSS lock), and a failure of the whole batch (`abort`)
-ends it at once. Whatever the batch still holds when it ends is released by `clean_up` (the same
-for every generation).
+Each node works through its own VMs in the groups its policy makes (backup/policy.py; built in: by
+CSV, batches of `vms_per_snapshot`; one shadow-copy set, one storage snapshot per batch). A batch
+runs its phases one after the other; a phase runs while some VM of the batch is still live (unless
+it is marked `always`: the thaw that must follow a snapshot, the release of the VSS lock), and a
+failure of the whole batch (`abort`) ends it at once. Whatever the batch still holds when it ends
+is released by `clean_up` (the same for every generation).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ import simpy
 
 from cluster_sim.backup.job import BackupJob
 from cluster_sim.backup.ledger import Outcome, Proc, SetResult, StepFailed
+from cluster_sim.backup.policy import check_groups, check_order, paced, park_held
 from cluster_sim.cluster.storage import Checkpoint, StorageSnapshot
 
 
@@ -126,6 +126,14 @@ def enumerate_writers() -> Phase:
     return Phase("enumerate_writers", run)
 
 
+def _each_vm(b: Batch, attempts: dict[str, Any]) -> Proc:
+    """Wait for a step started on every VM of the batch at once; a VM whose step failed leaves the batch."""
+    for vm, p in attempts.items():
+        failed = yield p
+        if failed is not None:
+            b.drop(vm, failed.reason)
+
+
 def prepare_vms(avhdx_checkpoint: bool = False, refuse_autorecovery_leftover: bool = False) -> Phase:
     """Every VM of the batch at once: guest VSS freeze (application-consistent, or a Linux
     file-system freeze), or saved state (VMs that cannot be backed up online) [MS]; with
@@ -153,11 +161,7 @@ def prepare_vms(avhdx_checkpoint: bool = False, refuse_autorecovery_leftover: bo
             job.cap.checkpoint(vm, env.now, flushed=vm in b.frozen)
 
     def run(job: BackupJob, b: Batch) -> Proc:
-        procs = {vm: job.attempt(prepare(job, b, vm)) for vm in b.vms}
-        for vm, p in procs.items():
-            failed = yield p
-            if failed is not None:
-                b.drop(vm, failed.reason)
+        yield from _each_vm(b, {vm: job.attempt(prepare(job, b, vm)) for vm in b.vms})
 
     return Phase("prepare_vms", run)
 
@@ -275,11 +279,7 @@ def scsi_fixup() -> Phase:
     and fixed up inside the guest (no SCSI controller: Event 10103) [seeds]."""
 
     def run(job: BackupJob, b: Batch) -> Proc:
-        fix = {vm: job.attempt(job.scsi_fixup(vm, b.node)) for vm in b.app_vms}
-        for vm, p in fix.items():
-            failed = yield p
-            if failed is not None:
-                b.drop(vm, failed.reason)
+        yield from _each_vm(b, {vm: job.attempt(job.scsi_fixup(vm, b.node)) for vm in b.app_vms})
 
     return Phase("scsi_fixup", run)
 
@@ -350,13 +350,21 @@ def clean_up(job: BackupJob, b: Batch) -> None:
             cm.trace("snapshot_leaked", csv=b.snap.csv, snapshot=b.snap.sid, node=b.node)  # KB2878635
             job.held_snaps.pop(b.snap.sid, None)  # leaked by the crash, not held by the job any more
         else:
-            job.track(job.dispose(b.node, [b.snap], surfaced=b.surfaced))
+            dispose_unless_held(job, b.node, [b.snap], b.surfaced)
     if b.pin is not None:
         b.vol.release(b.pin)
         if node_dead and not job.cfg.clear_stale_redirect:
             # the dead backup leaves the CSV marked "backup in progress" [MS]
             stale = b.vol.hold("backup_in_progress", b.node)
             job.track(release_after(job, b.vol, stale, job.env.now + job.cfg.stale_backup_hold_s))
+
+
+def dispose_unless_held(job: BackupJob, node: str, snaps: list[StorageSnapshot], surfaced: bool = True) -> None:
+    """A group is done with its snapshots: they are deleted, except those the policy holds (deleted
+    when it releases them, backup/policy.py Commands)."""
+    rest = park_held(job, node, snaps, surfaced)
+    if rest:
+        job.track(job.dispose(node, rest, surfaced=surfaced))
 
 
 def release_after(job: BackupJob, vol: Any, hold: Any, at_s: float) -> Proc:
@@ -366,7 +374,14 @@ def release_after(job: BackupJob, vol: Any, hold: Any, at_s: float) -> Proc:
 
 
 # ---- the pipeline ----------------------------------------------------------------------------------
-def run_batch(job: BackupJob, phases: tuple[Phase, ...], node: str, csv: str, vms: list[str]) -> Proc:
+def run_batch(job: BackupJob, phases: tuple[Phase, ...], node: str, csv: str, vms: list[str],
+              set_slots: simpy.Resource | None = None) -> Proc:
+    """One group's phases; with `set_slots` (the policy's `sets_in_flight`) it waits for one first
+    and keeps it to the group's end."""
+    slot = None
+    if set_slots is not None:
+        slot = set_slots.request()
+        yield slot
     for vm in vms:
         job.begin(vm)
     b = Batch(job, node, csv, vms, list(vms), job.cm.csvs[csv])
@@ -377,24 +392,15 @@ def run_batch(job: BackupJob, phases: tuple[Phase, ...], node: str, csv: str, vm
             yield from phase.run(job, b)
     finally:
         clean_up(job, b)
-
-
-def batches_for(job: BackupJob, vms: list[str]) -> list[tuple[str, list[str]]]:
-    """Group a node's VMs by CSV, then chunk into batches of `vms_per_snapshot`."""
-    k = job.cfg.vms_per_snapshot
-    by_csv: dict[str, list[str]] = {}
-    for vm in vms:
-        by_csv.setdefault(job.records[vm].spec.csv, []).append(vm)
-    out = []
-    for csv in sorted(by_csv):
-        names = by_csv[csv]
-        out += [(csv, names[i : i + k]) for i in range(0, len(names), k)]
-    return out
+        if slot is not None:
+            set_slots.release(slot)  # type: ignore[union-attr]
 
 
 def run_pipeline(job: BackupJob, phases: tuple[Phase, ...]) -> Proc:
-    """Each node's VMs in batches, `ceil(concurrent_vms_per_node / vms_per_snapshot)` batches at a
-    time per node; a retried VM goes back to its host's queue as a batch of its own."""
+    """Each node's VMs in the policy's order and groups (backup/policy.py; built in: by CSV,
+    `vms_per_snapshot` at a time), `groups_per_node` groups at a time per node (built in:
+    ceil(concurrent_vms_per_node / vms_per_snapshot)); a retried VM goes back to its host's queue as
+    a group of its own."""
     job.retry_hook = start_pipeline(job, phases, job.online_vms())
     yield job.done
 
@@ -402,18 +408,21 @@ def run_pipeline(job: BackupJob, phases: tuple[Phase, ...]) -> Proc:
 def start_pipeline(job: BackupJob, phases: tuple[Phase, ...], vms: list[str]) -> Callable[[str], None]:
     """Start the pipeline's node workers on `vms`; returns how a VM is retried (run_pipeline; a
     mixed-version cluster runs it on the VMs of the per-VM path only, backup/mixed.py)."""
-    env, cm = job.env, job.cm
+    env, cm, pol, view = job.env, job.cm, job.policy, job.view
     queues = {n: simpy.Store(env) for n in cm.nodes}
     per_node: dict[str, list[str]] = {n: [] for n in cm.nodes}
-    for vm in vms:
+    for vm in check_order(pol, vms, pol.order(view, list(vms))):
         per_node[cm.host_of(vm)].append(vm)
     for node in cm.nodes:
-        for batch in batches_for(job, per_node[node]):
-            queues[node].put(batch)
-    workers = max(1, math.ceil(job.cfg.concurrent_vms_per_node / job.cfg.vms_per_snapshot))
+        groups = check_groups(pol, "snapshot_groups", per_node[node],
+                              pol.snapshot_groups(view, node, list(per_node[node])), view.csv_of, one_csv=True)
+        for group in groups:
+            queues[node].put((view.csv_of(group[0]), group))
+    limit = pol.sets_in_flight(view)
+    set_slots = simpy.Resource(env, capacity=int(limit)) if limit is not None else None
     for node in cm.nodes:
-        for _ in range(workers):
-            job.spawn(_worker(job, phases, node, queues[node]))
+        for _ in range(max(1, int(pol.groups_per_node(view, node)))):
+            job.spawn(_worker(job, phases, node, queues[node], set_slots))
 
     def retry(vm: str) -> None:
         queues[cm.host_of(vm)].put((job.records[vm].spec.csv, [vm]))
@@ -421,14 +430,16 @@ def start_pipeline(job: BackupJob, phases: tuple[Phase, ...], vms: list[str]) ->
     return retry
 
 
-def _worker(job: BackupJob, phases: tuple[Phase, ...], node: str, queue: simpy.Store) -> Proc:
+def _worker(job: BackupJob, phases: tuple[Phase, ...], node: str, queue: simpy.Store,
+            set_slots: simpy.Resource | None) -> Proc:
     cm = job.cm
     while True:
         csv, vms = yield queue.get()
+        yield from paced(job, node, vms)  # the policy's pacing (none built in)
         # VMs that moved (migration, failover) or whose node is gone go to their host's queue
         gone = [vm for vm in vms if cm.host_of(vm) != node or not job.settled(vm)]
         for vm in gone:
             job.track(job.requeue_when_hosted(vm))
         vms = [vm for vm in vms if vm not in gone]
         if vms:
-            yield job.track(run_batch(job, phases, node, csv, vms))
+            yield job.track(run_batch(job, phases, node, csv, vms, set_slots))

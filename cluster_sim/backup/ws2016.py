@@ -25,6 +25,7 @@ import simpy
 
 from cluster_sim.backup.job import BackupJob
 from cluster_sim.backup.ledger import Proc, StepFailed
+from cluster_sim.backup.policy import check_groups, check_order, paced, park_held
 from cluster_sim.cluster.storage import Checkpoint, StorageSnapshot
 
 
@@ -54,18 +55,6 @@ def _start_round_after_instant(job: BackupJob, pool: list[str]) -> Proc:
     yield job.track(run_round(job, vms))
 
 
-def set_node(job: BackupJob, luns: list[str]) -> str:
-    # the backup application knows the cluster service's view, not which host just died; it takes
-    # the set on a node that reaches the storage if one does (README "Fault events")
-    up = [n for n in job.cm.nodes if job.cm.is_up(n)]
-    if not all(job.cm.has_fabric(n) for n in up):
-        up = [n for n in up if job.cm.has_fabric(n)] or up
-    if job.cfg.ws2016_set_node == "first" or not up:
-        return up[0] if up else job.cm.nodes[0]
-    owned = {n: sum(1 for lun in luns if job.cm.csvs[lun].coordinator == n) for n in up}
-    return max(up, key=lambda n: (owned[n], -up.index(n)))
-
-
 def run_round(job: BackupJob, vms: list[str]) -> Proc:
     env, cm = job.env, job.cm
     waiting = [vm for vm in vms if not job.settled(vm)]
@@ -74,7 +63,9 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
     vms = [vm for vm in vms if vm not in waiting]
     if not vms:
         return
-    slots = {n: simpy.Resource(env, capacity=job.cfg.concurrent_vms_per_node) for n in cm.nodes}
+    pol, view = job.policy, job.view  # backup/policy.py: order, checkpoints per node, sets, set node
+    vms = check_order(pol, vms, pol.order(view, list(vms)))
+    slots = {n: simpy.Resource(env, capacity=max(1, int(pol.checkpoints_per_node(view, n)))) for n in cm.nodes}
     checkpoints: dict[str, Checkpoint] = {}
     kinds: dict[str, str] = {}
 
@@ -116,21 +107,30 @@ def run_round(job: BackupJob, vms: list[str]) -> Proc:
     if not ready:
         return
 
-    # ---- 2. one snapshot set over every LUN involved (64 LUNs per set at most) ----
-    luns = sorted({job.records[vm].spec.csv for vm in ready})
-    per_set = job.cfg.max_luns_per_set
+    # ---- 2. snapshot sets over the LUNs involved (built in: one, 64 LUNs per set at most) ----
+    sets = check_groups(pol, "snapshot_sets", ready, pol.snapshot_sets(view, list(ready)), view.csv_of,
+                        one_csv=False)
+    limit = pol.sets_in_flight(view)
+    if limit is not None and job.set_slots is None:
+        job.set_slots = simpy.Resource(env, capacity=int(limit))
     copies = []
-    for i in range(0, len(luns), per_set):
-        chunk = luns[i : i + per_set]
-        members = [vm for vm in ready if job.records[vm].spec.csv in chunk]
-        node = set_node(job, chunk)
+    for members in sets:
+        chunk = sorted({view.csv_of(vm) for vm in members})
+        node = pol.set_node(view, chunk)
+        yield from paced(job, node, members)  # the policy's pacing (none built in)
+        slot = None
+        if job.set_slots is not None:
+            slot = job.set_slots.request()
+            yield slot
         snaps = yield from _take_set(job, node, chunk, members, checkpoints)
         if snaps is None:
+            if slot is not None:
+                job.set_slots.release(slot)  # type: ignore[union-attr]
             continue
         # ---- 3. reference points, merges and RCT copies ----
         procs3 = [job.spawn(_after_snapshot(job, vm, snaps[job.records[vm].spec.csv], checkpoints.pop(vm), kinds[vm]))
                   for vm in members]
-        copies.append(job.track(_release_when_done(job, node, procs3, list(snaps.values()))))
+        copies.append(job.track(_release_when_done(job, node, procs3, list(snaps.values()), slot)))
     if copies:
         yield simpy.AllOf(env, copies)
 
@@ -209,7 +209,12 @@ def _after_snapshot(job: BackupJob, vm: str, snap: StorageSnapshot, cp: Checkpoi
         job.finalize(vm, "crash_consistent", rec.plan.reason)
 
 
-def _release_when_done(job: BackupJob, node: str, procs: list, snaps: list[StorageSnapshot]) -> Proc:  # type: ignore[type-arg]
+def _release_when_done(job: BackupJob, node: str, procs: list, snaps: list[StorageSnapshot],  # type: ignore[type-arg]
+                       slot: simpy.Event | None = None) -> Proc:
     if procs:
         yield simpy.AllOf(job.env, procs)
-    yield from job.dispose(node, snaps)
+    if slot is not None:
+        job.set_slots.release(slot)  # type: ignore[union-attr]
+    rest = park_held(job, node, snaps, True)  # those the policy holds wait for it (backup/policy.py)
+    if rest:
+        yield from job.dispose(node, rest)

@@ -36,7 +36,7 @@ QUERIES = ("host_of", "is_alive", "is_up", "incarnation_of", "is_booting", "is_u
            "mixed_versions", "node_version", "functional_level", "vm_config_version", "version_counts")
 COMMANDS = ("node_op", "save_vm", "unsave_vm", "leave_behind", "release_later", "cluster_work", "pair")
 SIGNALS = ("on_vm_lost", "on_host_crashed", "on_vm_restarted", "on_vm_moved", "on_vm_migrated",
-           "on_node_failed", "on_migration_requested", "on_backup_server_crash")
+           "on_node_failed", "on_migration_requested", "on_backup_server_crash", "on_csv_owner_changed")
 API = frozenset(COMPONENTS + QUERIES + COMMANDS + SIGNALS)
 
 

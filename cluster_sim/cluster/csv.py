@@ -79,9 +79,11 @@ class CsvVolume:
     def move_coordinator(self, node: str) -> None:
         if node != self.coordinator:
             self.table.trace("csv_owner_moved", csv=self.name, node=node, previous=self.coordinator)
-            self.coordinator = node
+            previous, self.coordinator = self.coordinator, node
             self.ownership_moves += 1
             self.table.changed(self.name)
+            if self.table.on_owner_moved is not None:
+                self.table.on_owner_moved(self.name, previous, node)
 
     # -- ws2008r2 pinning ----------------------------------------------------------------------
     def pin(self, node: str) -> simpy.Event:
@@ -131,6 +133,7 @@ class CsvTable:
         self.all_holds: list[Hold] = []
         self.listeners: list[Callable[[str], None]] = []
         self.can_coordinate: Callable[[str], bool] | None = None  # set by the cluster: is the node up?
+        self.on_owner_moved: Callable[[str, str, str], None] | None = None  # (csv, previous, owner)
         self.volumes = {name: CsvVolume(name, node, env, self) for name, node in coordinators.items()}
 
     def __getitem__(self, name: str) -> CsvVolume:

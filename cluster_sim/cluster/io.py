@@ -352,6 +352,14 @@ class IoModel:
             self.series_p50.append(p50)
             self.series_p99.append(p99)
 
+    def latency_now_ms(self, q: float) -> float | None:
+        """The VMs' I/O latency percentile `q` (0-100) since the last rate change, weighted by I/O as
+        the exact histogram is; None while no VM does I/O. It only reads (a policy may ask it)."""
+        k = len(self._last_lat)
+        if k == 0 or self._counts[:k].sum() <= 0:
+            return None
+        return float(_weighted_percentiles(self._last_lat, self._counts[:k], (q,))[0])
+
     def set_phase(self, phase: str) -> None:
         self.net.settle_now()
         self._settle()
@@ -367,9 +375,8 @@ class IoModel:
                 if cnt.sum() > 0:
                     return _weighted_percentiles(lat, cnt, (50, 99))
             return (math.nan, math.nan)
-        cdf = np.cumsum(h) / h.sum()
-        mids = np.sqrt(_BINS[:-1] * _BINS[1:])
-        return (float(mids[np.searchsorted(cdf, 0.50)]), float(mids[np.searchsorted(cdf, 0.99)]))
+        mids = np.sqrt(_BINS[:-1] * _BINS[1:])  # a bin's reading: its geometric middle
+        return _weighted_percentiles(mids, h, (50, 99))
 
     def finish(self) -> None:
         self._settle()
@@ -400,8 +407,6 @@ class IoModel:
 
 
 def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs: tuple[float, ...]) -> tuple[float, ...]:
-    order = np.argsort(values)
-    v = values[order]
-    w = weights[order]
-    cdf = np.cumsum(w) / w.sum()
-    return tuple(float(v[min(np.searchsorted(cdf, q / 100.0), len(v) - 1)]) for q in qs)
+    """The smallest value whose cumulative weight reaches q % of the total (numpy's weighted
+    percentile, method "inverted_cdf": a latency some VM actually saw, never an interpolation)."""
+    return tuple(float(x) for x in np.percentile(values, qs, weights=weights, method="inverted_cdf"))

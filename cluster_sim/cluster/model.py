@@ -76,6 +76,8 @@ class ClusterModel(ClusterApi):
         self.on_node_failed = Signal("node_failed", "(node): the cluster service declared the node failed")
         self.on_migration_requested = Signal(
             "migration_requested", "(vm) -> ok | refuse | abort: may this VM move now? (a veto)")
+        self.on_csv_owner_changed = Signal("csv_owner_changed", "(csv, previous, owner): a CSV's coordinator moved")
+        self.csvs.on_owner_moved = self.on_csv_owner_changed.emit
         self.on_backup_server_crash = Signal("backup_server_crash", "(restart_after_s | None): the backup "
                                              "application died")
         self.polls = 0

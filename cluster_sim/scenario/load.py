@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from cluster_sim.scenario.base import ScenarioError
 from cluster_sim.scenario.errors import _problems_from_validation
 from cluster_sim.scenario.model import Scenario
+from cluster_sim.scenario.policy_ref import check_policy
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -65,9 +66,14 @@ def scenario_from_dict(data: Any, file: str | None = None) -> Scenario:
         kind = "empty" if data is None else type(data).__name__
         raise ScenarioError(file, [("", f"a scenario is a YAML mapping of sections; this file is {kind}")])
     try:
-        return Scenario.model_validate(data)
+        sc = Scenario.model_validate(data)
     except ValidationError as err:
         raise ScenarioError(file, _problems_from_validation(err)) from None
+    if sc.backup is not None:  # the policy it names: importable, and its arguments valid
+        problems = check_policy(sc.backup.policy, sc.backup.policy_args)
+        if problems:
+            raise ScenarioError(file, problems)
+    return sc
 
 
 class _Loader(yaml.SafeLoader):

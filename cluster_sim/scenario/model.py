@@ -260,6 +260,11 @@ class Backup(_Strict):
     writer_enumeration_per_checkpoint_s: NonNegFloat = 0.1  # [P] per checkpoint (AVHDX) on the node
     verify: bool = True  # run the data plane and verify every backup by restoring it
     schedule: list[ScheduledRun] | None = None  # several jobs (e.g. a full, then nightly incrementals)
+    # who decides grouping, order, concurrency, retries and reactions to the cluster during the job
+    # (cluster_sim/backup/policy.py): None: the generation's built-in policy; else an import path
+    # `package.module:Class` or an entry point of the `cluster_sim.policies` group [P]
+    policy: Annotated[str, Field(min_length=1)] | None = None
+    policy_args: dict[str, Any] = Field(default_factory=dict)  # checked by the policy's own Args model
 
     @model_validator(mode="after")
     def _schedule_in_order(self) -> Backup:
