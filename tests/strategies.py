@@ -308,12 +308,15 @@ def check_invariants(sc: Any, g: GenerationResult) -> None:
     assert all(a <= b for a, b in zip(times, times[1:], strict=False))
     # migrations: every abort of a backup by a migration is counted once, and only a migration that
     # had somewhere to go aborts one (its next event is not a failure for want of a target)
-    aborts = [(t, ids["vm"]) for t, ev, ids in g.trace.events if ev == "backup_aborted_by_migration"]
+    # (the events after the abort in trace order: a request failed earlier at the same instant, e.g. to
+    # a node being drained, is not the migration that aborted the backup)
+    events = g.trace.events
+    aborts = [(i, ids["vm"]) for i, (_t, ev, ids) in enumerate(events) if ev == "backup_aborted_by_migration"]
     assert len(aborts) == s.migrations.aborted, (aborts, s.migrations)
-    for t, vm in aborts:
-        after = next(((t2, ev, ids) for t2, ev, ids in g.trace.events
-                      if t2 >= t and ids.get("vm") == vm and ev in ("migration_start", "migration_failed",
-                                                                   "vm_config_moved")), None)
+    for i, vm in aborts:
+        after = next(((t2, ev, ids) for t2, ev, ids in events[i + 1:]
+                      if ids.get("vm") == vm and ev in ("migration_start", "migration_failed",
+                                                        "vm_config_moved")), None)
         assert after is None or not (after[1] == "migration_failed" and after[2]["reason"] == "no_target"), after
     m = s.migrations
     assert m.requested == m.completed + m.failed, m  # nothing in flight at the end of a finished run
