@@ -103,3 +103,16 @@ def assert_clean(g: GenerationResult) -> None:
     assert s.audit.ok, s.audit.violations
     assert s.leaks.model_dump() == {"snapshots": 0, "checkpoints": 0, "mounts": 0, "redirected_holds": 0,
                                     "hot_adds": 0}
+
+
+def changed(base: dict[str, Any], **changes: object) -> Scenario:
+    """A scenario from a copy of `base` with each change applied: the keyword is the path with `__`
+    between keys (list items by index), e.g. `fleet__0__count=4`, `backup__retries=0`."""
+    d = copy.deepcopy(base)
+    for path, value in changes.items():
+        *head, last = path.split("__")
+        at: Any = d
+        for k in head:
+            at = at[int(k)] if isinstance(at, list) else at[k]
+        at[last] = value
+    return scenario_from_dict(d)

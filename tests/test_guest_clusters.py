@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from backup_helpers import changed
 
 import cluster_sim
 from cluster_sim.scenario import ScenarioError, scenario_from_dict
@@ -31,14 +32,7 @@ BASE = {
 
 
 def build(**changes: object) -> cluster_sim.Scenario:
-    d = copy.deepcopy(BASE)
-    for path, value in changes.items():
-        *head, last = path.split("__")
-        at = d
-        for k in head:
-            at = at[int(k)] if isinstance(at, list) else at[k]
-        at[last] = value
-    return scenario_from_dict(d)
+    return changed(BASE, **changes)
 
 
 def run(sc: cluster_sim.Scenario, gen: str):  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from backup_helpers import changed
 
 import cluster_sim
 from cluster_sim.backup.mixed import CONFIG_REASON, LEVEL_REASON, NODE_REASON, mechanism
@@ -28,14 +29,7 @@ BASE = {
 
 
 def scenario(**changes: object) -> cluster_sim.Scenario:
-    d = copy.deepcopy(BASE)
-    for path, value in changes.items():
-        *head, last = path.split("__")
-        at = d
-        for k in head:
-            at = at[k]
-        at[last] = value
-    return scenario_from_dict(d)
+    return changed(BASE, **changes)
 
 
 def run(sc: cluster_sim.Scenario, gen: str = "ws2016"):  # type: ignore[no-untyped-def]
