@@ -185,6 +185,21 @@ def test_upgrade_node_drains_reinstalls_and_rejoins_as_2016() -> None:
     assert s.migrations.completed == 2 and s.audit.ok
 
 
+def test_a_node_back_from_its_upgrade_takes_the_csvs_of_a_node_that_failed_meanwhile() -> None:
+    # two nodes: node-2 is drained and reinstalled from 1,000 s to 8,200 s; node-1 crashes at 2,000 s,
+    # so no node can take csv-1 and csv-2 (both on node-1 by then); node-2 rejoins and takes both
+    sc = scenario(cluster__nodes=2, cluster__node_versions={"ws2012r2": ["node-1", "node-2"]}, storage__csvs=2,
+                  fleet=[{"template": "vm", "count": 2, "config_version": "5.0", "disks": [{"size_gib": 4}]}],
+                  backup=None,
+                  events=[{"at_s": 1000, "kind": "upgrade_node", "node": "node-2", "reinstall_s": 7200},
+                          {"at_s": 2000, "kind": "crash_node", "node": "node-1"}],
+                  run__until_s=20000, run__steady_duration_s=12000)
+    g = run(sc, None)
+    assert {r.csv: r.coordinator for r in g.csvs} == {"csv-1": "node-2", "csv-2": "node-2"}
+    (done,) = [(t, ids["node"]) for t, ev, ids in g.trace.events if ev == "node_upgrade_done"]
+    assert done[1] == "node-2" and 8200.0 < done[0] < 8300.0  # 1,000 s + the drain (its VM's move) + 7,200 s
+
+
 @pytest.mark.parametrize(("changes", "path", "words"), [
     ({"cluster__node_versions": {"ws2012r2": ["node-1", "node-9"], "ws2016": ["node-3", "node-4"]}},
      "cluster.node_versions.ws2012r2[1]", "unknown node 'node-9'"),

@@ -267,9 +267,8 @@ class Faults:
         cm = self.cm
         for node in nodes:
             self.quorum_lost.discard(node)
-            cm.up.add(node)
             cm.trace("node_rejoined", node=node)
-        cm.adopt_orphan_csvs()  # a CSV whose coordinator failed while no node was up moves to them
+        cm.rejoin(*nodes)
         cm.place_unplaced(prefer_own=True)
 
     def membership_changed(self, _node: str) -> None:

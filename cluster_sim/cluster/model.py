@@ -242,6 +242,13 @@ class ClusterModel(ClusterApi):
         self.place_unplaced()
         self.on_node_failed.emit(node)
 
+    def rejoin(self, *nodes: str) -> None:
+        """The nodes are members of the cluster again (recovered, back on a side with quorum,
+        reinstalled): they count as up, and the CSVs whose coordinator failed while no node could
+        take them move now."""
+        self.up.update(nodes)
+        self.adopt_orphan_csvs()
+
     def adopt_orphan_csvs(self) -> None:
         """Every CSV whose coordinator the cluster holds failed moves to a node that is up: one
         that takes VMs if there is one, else a draining node (a drained node still runs the
@@ -307,8 +314,7 @@ class ClusterModel(ClusterApi):
         if node in self.alive and node in self.up:
             return
         if node in self.alive:  # never detected as failed: nothing to do but rejoin
-            self.up.add(node)
-            self.adopt_orphan_csvs()
+            self.rejoin(node)
             return
         if node in self.up:  # back before the heartbeats ran out: the cluster notices now
             self.node_failed(node, how="crash")
@@ -321,9 +327,8 @@ class ClusterModel(ClusterApi):
             self.trace("node_recovered", node=node, member=False)
             self.faults.membership_changed(node)
             return
-        self.up.add(node)
         self.trace("node_recovered", node=node)
-        self.adopt_orphan_csvs()
+        self.rejoin(node)
         self.place_unplaced()
         self.faults.membership_changed(node)
 

@@ -66,9 +66,9 @@ def upgrade_node(cm: Any, ev: UpgradeNode, drain: Any) -> Any:
     v.node[node] = "ws2016"
     v.upgrading.discard(node)
     v.nodes_upgraded += 1
-    cm.up.add(node)
     cm.draining.discard(node)
     cm.trace("node_upgrade_done", node=node, version="ws2016")
+    cm.rejoin(node)
     cm.place_unplaced()
 
 
