@@ -5,6 +5,8 @@ weight changes and ops changes (and the completions these cause) in SimPy. After
 recomputation every running flow's rate must equal the full solve's over the flows then running,
 to 1e-9, and the link loads and array ops must be the sums of those rates; a flow's transferred
 amount must be the integral of its rates, and a flow must end exactly when that reaches its size.
+Some flows of unlimited size with a cap are steady flows (a fixed load until max-min would hold
+one below its cap, then ordinary flows): they too must get max-min's rate after every change.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ OPS_CLASSES = 3
 class Driver:
     """One generated network and its flows, with the expected state kept independently of it."""
 
-    def __init__(self, rng: np.random.Generator, max_links: int = 8, steps: int = 40, max_starts: int = 4):
+    def __init__(self, rng: np.random.Generator, max_links: int = 8, steps: int = 40, max_starts: int = 4,
+                 steady: float = 0.5):
         self.rng = rng
+        self.steady = steady  # share of the flows of unlimited size with a cap that start steady
         self.steps, self.max_starts = steps, max_starts
         n_links = int(rng.integers(1, max_links + 1))
         self.links = [f"l{i}" for i in range(n_links)]
@@ -81,8 +85,11 @@ class Driver:
         w = self._weight()
         opm = float(rng.choice([0.0, 0.5, 2.0]))
         k = int(rng.integers(OPS_CLASSES))
-        f = self.net.start(path, size_mib=size, cap_mib_s=cap, weight=w, tag=None, ops_per_mib=opm, ops_class=k)
-        self.spec[f.fid] = {"links": list(path), "cap": cap, "w": w, "opm": opm, "k": k, "size": size, "flow": f}
+        steady = size == math.inf and cap is not None and rng.random() < self.steady
+        f = self.net.start(path, size_mib=size, cap_mib_s=cap, weight=w, tag=None, ops_per_mib=opm, ops_class=k,
+                           steady=steady)
+        self.spec[f.fid] = {"links": list(path), "cap": cap, "w": w, "opm": opm, "k": k, "size": size, "flow": f,
+                            "steady": steady}
         self.moved[f.fid] = 0.0
         f.done.callbacks.append(lambda ev, fid=f.fid: self.finished(fid, ev.value))
 
@@ -101,6 +108,8 @@ class Driver:
             if live and rng.random() < 0.3:
                 sp = live[int(rng.integers(len(live)))]
                 cap = self._cap() if sp["links"] else float(rng.uniform(0.1, 10.0))
+                if cap is None and sp["flow"].steady:
+                    cap = float(rng.uniform(0.1, 10.0))
                 w = self._weight() if rng.random() < 0.5 else None
                 self.net.set_cap(sp["flow"], cap, w)
                 sp["cap"] = cap
@@ -175,11 +184,16 @@ class Driver:
             assert _close(float(self.net.hist_ops_class[-1][k]), by_class[k], 1e-9, 1e-8), (k, by_class)
 
 
-def _drive(seed: int, **size: int) -> int:
+def _drive(seed: int, steady: float = 0.5, seen: dict | None = None, **size: int) -> int:
     rng = np.random.default_rng(seed)
-    d = Driver(rng, **size)
+    d = Driver(rng, steady=steady, **size)
     d.env.process(d.step())
     d.env.run(until=100_000)
+    if seen is not None:
+        started = sum(1 for sp in d.spec.values() if sp["steady"])
+        seen["networks with steady flows"] += started > 0
+        seen["fell back"] += d.net._steady_off
+        seen["steady to the end"] += started > 0 and not d.net._steady_off
     # every flow ends (finite ones complete, the others are stopped) but those held at rate 0
     # (a zero cap, a link of zero capacity)
     assert all(sp["flow"].rate == 0.0 and sp["size"] != math.inf for sp in d.running())
@@ -199,6 +213,41 @@ def test_incremental_rates_equal_the_full_solve_on_larger_networks(chunk):
     # up to 24 links and about 150 flows at once: components of many binding links
     checks = sum(_drive(100_000 + 1000 * chunk + i, max_links=24, steps=80, max_starts=8) for i in range(10))
     assert checks > 10
+
+
+def test_steady_flows_get_the_full_solves_rates_kept_as_loads_or_fallen_back_to_classes():
+    # Mostly steady flows (90 % of those of unlimited size with a cap): in some networks max-min
+    # keeps them all at their caps to the end (fixed loads), in others a link's level falls below
+    # one's cap level or steady flows alone overload a link, and they become ordinary flows. Both
+    # must give max-min's rates after every change (Driver.check); both cases must occur.
+    seen = {"networks with steady flows": 0, "fell back": 0, "steady to the end": 0}
+    for i in range(300):
+        _drive(500_000 + i, steady=0.9, seen=seen)
+    assert seen["networks with steady flows"] > 150
+    assert seen["fell back"] > 20 and seen["steady to the end"] > 20, seen
+
+
+def test_a_steady_flow_is_a_fixed_load_that_moves_with_its_csv():
+    # Fabric f1 = 100 and cluster NIC n = 50. A copy (uncapped) on f1 and a VM demand of 30 MiB/s
+    # on f1 (steady): the copy gets 100 - 30 = 70. The demand is redirected onto n: the copy
+    # gets all 100 of f1 and n carries 30. A second demand of 40 on n would take n to 70 > 50:
+    # max-min holds both at 25 each (weights 1), so they become ordinary flows: 25 + 25 on n.
+    env = simpy.Environment()
+    net = FluidNetwork(env, {"f1": 100.0, "n": 50.0})
+    copy = net.start(["f1"], 1e6)
+    vm = net.start(["f1"], cap_mib_s=30.0, steady=True)
+    net.settle_now()
+    assert (copy.rate, vm.rate, vm.steady) == (70.0, 30.0, True)
+    net.reroute(vm, ["n"])
+    net.settle_now()
+    assert (copy.rate, vm.rate) == (100.0, 30.0)
+    assert net.link_load() == {"f1": 100.0, "n": 30.0}
+    vm2 = net.start(["n"], cap_mib_s=40.0, steady=True)
+    net.settle_now()
+    assert (vm.rate, vm2.rate, copy.rate) == (25.0, 25.0, 100.0)
+    assert not vm.steady and not vm2.steady
+    env.run(until=4)
+    assert vm.transferred == pytest.approx(100.0, rel=1e-12)  # 25 MiB/s for 4 s, its progress kept
 
 
 def test_a_class_of_identical_flows_finishes_each_member_at_its_own_size():

@@ -91,6 +91,8 @@ class IoModel:
         self._block_mib = sc.storage.block_size_mib
         self._read_i = net.link(ARRAY_READ)
         self._write_i = net.link(ARRAY_WRITE)
+        self._paths: dict = {}  # node, or (node, coordinator): link indices of the path
+        self._rows: dict[tuple[int, ...], np.ndarray] = {}  # a path's row of _hops
         self.write_overhead = 0.0  # change-tracking filter on the hosts (set before the cluster starts)
         # fault events (cluster/faults.py): nodes without their storage fabric, and whether two nodes
         # reach each other over the cluster network (None: always)
@@ -176,17 +178,36 @@ class IoModel:
         self.start_vm(vm, node)
 
     # -- paths -----------------------------------------------------------------------------------
-    def _path(self, g: Group) -> tuple[list[str], bool, bool]:
-        """(links, redirected, stalled). Over SMB through the coordinator while the CSV is redirected,
-        or while the group's node has lost its storage fabric [MS]; stalled when that path is cut (the
-        coordinator is across a partition, or has no fabric either)."""
+    def _path(self, g: Group) -> tuple[tuple[int, ...], bool, bool]:
+        """(link indices, redirected, stalled). Over SMB through the coordinator while the CSV is
+        redirected, or while the group's node has lost its storage fabric [MS]; stalled when that
+        path is cut (the coordinator is across a partition, or has no fabric either)."""
         vol = self.csvs[g.csv]
         coord = vol.coordinator
         lost = g.node in self.no_fabric
         if coord != g.node and (vol.redirected or lost):
             stalled = coord in self.no_fabric or (self.reachable is not None and not self.reachable(g.node, coord))
-            return [cluster_nic(g.node), cluster_nic(coord), fabric(coord)], True, stalled
-        return [fabric(g.node)], False, lost
+            return self._smb_path(g.node, coord), True, stalled
+        return self._direct_path(g.node), False, lost
+
+    def _direct_path(self, node: str) -> tuple[int, ...]:
+        p = self._paths.get(node)
+        if p is None:
+            p = self._paths[node] = (self.net.link(fabric(node)),)
+        return p
+
+    def _smb_path(self, node: str, coord: str) -> tuple[int, ...]:
+        key = (node, coord)
+        p = self._paths.get(key)
+        if p is None:
+            p = self._paths[key] = tuple(self.net.link(x) for x in (cluster_nic(node), cluster_nic(coord), fabric(coord)))
+        return p
+
+    def _set_hops(self, gid: int, hops: tuple[int, ...]) -> None:
+        row = self._rows.get(hops)
+        if row is None:
+            row = self._rows[hops] = np.array(list(hops) + [-1] * (3 - len(hops)), dtype=int)
+        self._hops[gid] = row
 
     def _write_multiplier(self, g: Group, ages: list[float] | None = None) -> float:
         """Back-end I/Os per host write on this group's LUN now (copy-on-write, change tracking);
@@ -212,14 +233,12 @@ class IoModel:
     def _reroute(self, g: Group) -> None:
         """The group's path changed (its CSV redirected or back, its coordinator moved): move its
         flows, whose demand is unchanged."""
-        path, g.redirected, _stalled = self._path(g)
-        hops = [self.net.link(x) for x in path]
-        self._hops[g.gid, :] = -1
-        self._hops[g.gid, : len(hops)] = hops
+        hops, g.redirected, _stalled = self._path(g)
+        self._set_hops(g.gid, hops)
         if g.read_flow is not None:
-            self.net.reroute(g.read_flow, path + [ARRAY_READ])
+            self.net.reroute_idx(g.read_flow, hops + (self._read_i,))
         if g.write_flow is not None:
-            self.net.reroute(g.write_flow, path + [ARRAY_WRITE])
+            self.net.reroute_idx(g.write_flow, hops + (self._write_i,))
 
     def _refresh(self, g: Group) -> None:
         """(Re)build a group's two flows for its current members and path."""
@@ -229,21 +248,20 @@ class IoModel:
         g.read_flow = g.write_flow = None
         n = len(g.members)
         self._counts[g.gid] = n
-        path, g.redirected, g.stalled = self._path(g)
-        hops = [self.net.link(x) for x in path]
-        self._hops[g.gid, :] = -1
-        self._hops[g.gid, : len(hops)] = hops
+        hops, g.redirected, g.stalled = self._path(g)
+        self._set_hops(g.gid, hops)
         if n == 0 or g.stalled:
             return
+        path = [self.net.link_names[i] for i in hops]
         if g.read_mib_s > 0:
             g.read_flow = self.net.start(path + [ARRAY_READ], cap_mib_s=n * g.read_mib_s, weight=n,
                                          tag=("vm_io", g.gid, "read"), ops_per_mib=g.read_ops_per_mib,
-                                         ops_class=g.controller)
+                                         ops_class=g.controller, steady=True)
         if g.write_mib_s > 0:
             g.write_flow = self.net.start(path + [ARRAY_WRITE], cap_mib_s=n * g.write_mib_s, weight=n,
                                           tag=("vm_io", g.gid, "write"),
                                           ops_per_mib=g.write_ops_per_mib * self._write_multiplier(g),
-                                          ops_class=g.controller)
+                                          ops_class=g.controller, steady=True)
 
     def _csv_changed(self, csv: str) -> None:
         for gid in self._groups_of_csv[csv]:

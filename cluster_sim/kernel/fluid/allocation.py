@@ -26,7 +26,8 @@ class Allocation:
         if capload > c * (1 + 1e-9):
             return True
         if capload > c * (1 - 1e-9):  # near: sum exactly, which also clears drift
-            capload = self._capload[li] = math.fsum(self._c_acap[k] for k in self._on_link[li])
+            capload = math.fsum([self._c_acap[k] for k in self._on_link[li]] + [self._steady_exact(li)])
+            self._capload[li] = capload
             return capload > c
         return False
 
@@ -37,20 +38,24 @@ class Allocation:
 
     def _allocate(self) -> None:
         """Max-min rates after this instant's changes: by the sums if the states still hold,
-        else by re-solving the region the change touches."""
+        else by re-solving the region the change touches; then, if steady flows are no longer
+        all at their caps in max-min, they become ordinary flows and it is done again."""
         touched, seeds = self._touched, self._seeds
         self._touched, self._seeds = set(), set()
         self._fresh = set()
         for c in self._opm_changed - touched:
             self._set_state(c, self._c_state[c])  # recount its ops
         self._opm_changed = set()
-        if not touched and not seeds:
-            return
-        force, self._force_solve = self._force_solve, False
-        if not force and self._by_sums(touched, seeds):
-            self.fast += 1
-        else:
-            self._solve(touched, seeds)
+        grew, self._d_grew = self._d_grew, False
+        if touched or seeds or grew:
+            force, self._force_solve = self._force_solve, False
+            if not force and self._by_sums(touched, seeds, grew):
+                self.fast += 1
+            else:
+                self._solve(touched, seeds)
+        if self._steady and not self._steady_holds():
+            self._materialize()
+            self._allocate()
 
     def _classify(self, c: int) -> int | None:
         """A new class's state as the present levels make it (None: only a solve can tell)."""
@@ -61,12 +66,13 @@ class Allocation:
                 return b
         return None if self._c_cap[c] == math.inf else _CAPPED
 
-    def _by_sums(self, touched: set[int], seeds: set[int]) -> bool:
+    def _by_sums(self, touched: set[int], seeds: set[int], grew: bool = False) -> bool:
         """Recount the changed classes in their states and solve the saturation equations of the
         binding links they touch; True if that is still the max-min allocation (then kept)."""
         binding, plam, C = self._binding, self._plam, self._C
         affected = set(seeds)
-        grew = False  # some load may have grown (else no link can have become overloaded)
+        # grew: some load may have grown (else no link can have become overloaded); steady flows
+        # that started or moved say so
         for c in touched:
             st = self._c_state[c]
             if st == _NEW:
@@ -157,7 +163,10 @@ class Allocation:
                             if binding[lk] and lk not in region:
                                 frontier.append(lk)
             fill = sorted(li for li in region if self._over(li))
-            frozen, by, bound = _fill(fill, self._pcapacity, {li: self._sorted_on(li) for li in fill}, links_of,
+            room = self._pcapacity
+            if self._steady:  # steady flows take their caps first
+                room = {li: self._pcapacity[li] - self._D[li] for li in fill}
+            frozen, by, bound = _fill(fill, room, {li: self._sorted_on(li) for li in fill}, links_of,
                                       self._c_acap, self._c_aw, self._c_level)
             levels = dict(bound)
             for li in region:

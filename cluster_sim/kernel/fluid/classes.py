@@ -74,10 +74,19 @@ class FlowClasses:
         return self._c_w[c] * self._plam[st] if st >= 0 else 0.0
 
     def _member_rate(self, s: int) -> float:
-        return 0.0 if s in self._fresh else self._rate(self._cls[s])
+        if s in self._fresh:
+            return 0.0
+        rec = self._steady.get(s)
+        return rec[1] if rec is not None else self._rate(self._cls[s])
+
+    def _flow_cap(self, s: int) -> float:
+        rec = self._steady.get(s)
+        return rec[1] if rec is not None else self._c_cap[self._cls[s]]
 
     def _progress(self, s: int) -> tuple[float, float]:
         """(transferred, remaining) of the flow in slot s now."""
+        if s in self._steady:
+            return self._steady_progress(s)
         d = self._clock(self._cls[s]) - self._v0[s]
         return self._moved0[s] + d, max(0.0, self._left0[s] - d)
 
@@ -133,11 +142,11 @@ class FlowClasses:
         for li in links:
             self._on_link[li].discard(c)
             self._sorted[li] = None
-            if not self._on_link[li]:
-                self._P[li] = 0.0
+            if not self._on_link[li]:  # exact sums, not drift (steady flows stay)
+                self._P[li] = self._steady_exact(li)
                 self._C[li, :] = 0.0
                 if not self._uncapped[li]:
-                    self._capload[li] = 0.0
+                    self._capload[li] = self._D[li]
             if self._binding[li]:
                 self._seeds.add(li)  # its other classes may rise
         if st >= 0:
@@ -266,6 +275,7 @@ class FlowClasses:
                 caps.append(n * self._c_cap[c])
             elif st >= 0 and n:
                 col.setdefault(st, []).append(n * self._c_w[c])
+        caps.append(self._steady_exact(li))
         self._P[li] = math.fsum(caps)
         self._C[li, :] = 0.0
         for b, ws in col.items():

@@ -16,6 +16,7 @@ import simpy
 from cluster_sim.kernel.fluid.allocation import Allocation
 from cluster_sim.kernel.fluid.classes import FlowClasses
 from cluster_sim.kernel.fluid.completions import Completions
+from cluster_sim.kernel.fluid.steady import SteadyFlows
 from cluster_sim.kernel.instant import FLUID, InstantHooks
 
 HISTORY = 1024  # recomputations kept in FluidNetwork.hist_* (listeners read the last one)
@@ -53,10 +54,15 @@ class Flow:
 
     @property
     def cap(self) -> float:
-        return self.net._c_cap[self.net._cls[self.slot]] if self.active else self._cap
+        return self.net._flow_cap(self.slot) if self.active else self._cap
+
+    @property
+    def steady(self) -> bool:
+        """Kept as a fixed load on its links (see steady.py); False once it is an ordinary flow."""
+        return self.active and self.slot in self.net._steady
 
 
-class FluidNetwork(FlowClasses, Allocation, Completions):
+class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
     """Links and flows in a SimPy environment, with a recorded utilisation history.
 
     Classes. Identical flows (same links, cap and weight) get identical max-min rates, so they
@@ -81,6 +87,11 @@ class FluidNetwork(FlowClasses, Allocation, Completions):
     lower level than the one that froze it, and no other link is loaded beyond its capacity (the
     bottleneck characterisation of max-min fairness). Otherwise it re-solves the region of
     binding links the change touches (`_solve`).
+
+    Steady flows (`start(..., steady=True)`: unlimited size, a finite cap the caller expects to
+    be met, such as a VM's steady I/O) are a fixed load on their links, not members of a class:
+    starting, stopping or moving one costs O(its links). If max-min would ever hold one below its
+    cap, they all become ordinary flows from then on (steady.py), so rates stay max-min's.
 
     Listeners (`listeners`, called after every recomputation) read the state through
     `hist_load[-1]` (link loads, array (L,)), `hist_ops[-1]` (array back-end ops/s) and
@@ -176,6 +187,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions):
         self.hist_ops: deque[float] = deque(maxlen=history)
         self.hist_ops_class: deque[np.ndarray] = deque(maxlen=history)  # ops/s per ops class
         self.listeners: list[Callable[[], None]] = []  # called after every recomputation
+        self._steady_init(n_links)
         self._record()
 
     # ---- public API -----------------------------------------------------------------------
@@ -191,7 +203,10 @@ class FluidNetwork(FlowClasses, Allocation, Completions):
         tag: Any = None,
         ops_per_mib: float = 0.0,
         ops_class: int = 0,
+        steady: bool = False,
     ) -> Flow:
+        """A flow over `links`. `steady`: it never ends by itself and runs at its cap, so it is kept
+        as a fixed load (see the class docstring); it needs a finite cap and unlimited size."""
         if size_mib < 0:
             raise ValueError("flow size must be >= 0")
         if weight <= 0:
@@ -202,6 +217,8 @@ class FluidNetwork(FlowClasses, Allocation, Completions):
             raise ValueError("flow cap must be >= 0")
         if not link_idx and not math.isfinite(cap):
             raise ValueError("a flow with no links must have a rate cap")
+        if steady and (size_mib != math.inf or not math.isfinite(cap)):
+            raise ValueError("a steady flow has unlimited size and a finite cap")
         fid = self._next_id
         self._next_id += 1
         now = self.env.now
@@ -215,7 +232,10 @@ class FluidNetwork(FlowClasses, Allocation, Completions):
         slot = self._free.pop()
         self._opm[slot] = float(ops_per_mib)
         self._k[slot] = int(ops_class)
-        self._join(slot, link_idx, cap, float(weight), 0.0, float(size_mib))
+        if steady and not self._steady_off:
+            self._steady_add(slot, link_idx, cap, float(weight), 0.0)
+        else:
+            self._join(slot, link_idx, cap, float(weight), 0.0, float(size_mib))
         f = Flow(fid, slot, self, float(size_mib), tag, self.env.event(), now, cap)
         self.flows[slot] = f
         self._mark()
@@ -233,8 +253,10 @@ class FluidNetwork(FlowClasses, Allocation, Completions):
         slots: set[int] = set()
         for name in links:
             if name in self.lidx:
-                for c in self._on_link[self.lidx[name]]:
+                li = self.lidx[name]
+                for c in self._on_link[li]:
                     slots |= self._c_members[c]
+                slots |= self._d_on[li]
         flows = [self.flows[s] for s in sorted(slots)]
         for f in flows:
             self.stop(f)
@@ -242,10 +264,20 @@ class FluidNetwork(FlowClasses, Allocation, Completions):
 
     def reroute(self, flow: Flow, links: list[str] | tuple[str, ...]) -> None:
         """Move a live flow onto other links; its size, progress, cap, weight and ops stay."""
+        if flow.active:
+            self.reroute_idx(flow, tuple(self.lidx[n] for n in links))
+
+    def reroute_idx(self, flow: Flow, link_idx: tuple[int, ...]) -> None:
+        """`reroute` by link indices (`link(name)`)."""
         if not flow.active:
             return
-        link_idx = tuple(self.lidx[n] for n in links)
         s = flow.slot
+        if s in self._steady:
+            moved = self._steady_progress(s)[0]
+            rec = self._steady_remove(s)
+            self._steady_add(s, link_idx, rec[1], rec[2], moved)
+            self._mark()
+            return
         c = self._cls[s]
         moved, left = self._progress(s)
         cap, w = self._c_cap[c], self._c_w[c]
@@ -257,6 +289,14 @@ class FluidNetwork(FlowClasses, Allocation, Completions):
         if not flow.active:
             return
         s = flow.slot
+        if s in self._steady:
+            if cap_mib_s is None or not math.isfinite(cap_mib_s):
+                raise ValueError("a steady flow has a finite cap")
+            moved = self._steady_progress(s)[0]
+            rec = self._steady_remove(s)
+            self._steady_add(s, rec[0], float(cap_mib_s), rec[2] if weight is None else float(weight), moved)
+            self._mark()
+            return
         c = self._cls[s]
         moved, left = self._progress(s)
         links, w = self._c_links[c], self._c_w[c] if weight is None else float(weight)
@@ -267,6 +307,12 @@ class FluidNetwork(FlowClasses, Allocation, Completions):
     def set_ops(self, flow: Flow, ops_per_mib: float) -> None:
         s = flow.slot
         if not flow.active or self._opm[s] == ops_per_mib:
+            return
+        if s in self._steady:
+            rec = self._steady[s]
+            self._ops_base[self._k[s]] += rec[1] * (float(ops_per_mib) - self._opm[s])
+            self._opm[s] = float(ops_per_mib)
+            self._mark()
             return
         c = self._cls[s]
         self._c_opm[c] += float(ops_per_mib) - self._opm[s]
@@ -284,6 +330,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions):
         self._pcapacity[i] = float(mib_s)
         self._cap_tol[i] = float(mib_s) * (1 + 1e-12)
         self._seeds.add(i)  # its region is re-solved at the end of this instant (not by the sums)
+        self._d_check.add(i)  # its steady load may no longer fit
         self._force_solve = True
         self._mark()
 
@@ -299,10 +346,16 @@ class FluidNetwork(FlowClasses, Allocation, Completions):
         s = f.slot
         moved, left = self._progress(s)
         f._final = (moved, 0.0 if ok else left)
-        f._cap = self._c_cap[self._cls[s]]
+        f._cap = self._flow_cap(s)
         f.active = False
         del self.flows[s]
-        self._leave(s)
+        if s in self._steady:
+            self._steady_remove(s)
+            if not self.flows:  # as _leave: exact zeros when nothing runs
+                self._ops_base[:] = 0.0
+                self._opc[:] = 0.0
+        else:
+            self._leave(s)
         self._free.append(s)
         f.done.succeed(ok)
 
