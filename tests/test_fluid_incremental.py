@@ -55,6 +55,19 @@ class Driver:
         self.checks = 0
         # a few path templates, so that identical flows (one class) are common
         self.paths = [self._path() for _ in range(int(rng.integers(1, 6)))]
+        # routes (the hops of one node's VMs on one CSV) over the first half of the links; a
+        # steady flow on a route adds its own links from the other half
+        self.hop_links = self.links[: max(1, n_links // 2)]
+        self.own_links = self.links[len(self.hop_links):]
+        self.routes: list[tuple[int, list[str]]] = []
+        self.route_moves = {"steady": 0, "fell back": 0}  # moves of a route with flows on it
+        for _ in range(int(rng.integers(0, 4))):
+            hops = self._hops()
+            self.routes.append((self.net.route(hops), hops))
+
+    def _hops(self) -> list[str]:
+        k = int(self.rng.integers(1, len(self.hop_links) + 1))
+        return [str(x) for x in self.rng.choice(self.hop_links, size=k, replace=False)]
 
     def _path(self) -> list[str]:
         k = int(self.rng.integers(0, min(4, len(self.links)) + 1))
@@ -86,10 +99,16 @@ class Driver:
         opm = float(rng.choice([0.0, 0.5, 2.0]))
         k = int(rng.integers(OPS_CLASSES))
         steady = size == math.inf and cap is not None and rng.random() < self.steady
+        route = -1
+        if steady and self.routes and rng.random() < 0.5:
+            i = int(rng.integers(len(self.routes)))
+            route = self.routes[i][0]
+            path = [x for x in path if x in self.own_links]
         f = self.net.start(path, size_mib=size, cap_mib_s=cap, weight=w, tag=None, ops_per_mib=opm, ops_class=k,
-                           steady=steady)
-        self.spec[f.fid] = {"links": list(path), "cap": cap, "w": w, "opm": opm, "k": k, "size": size, "flow": f,
-                            "steady": steady}
+                           steady=steady, route=route)
+        self.spec[f.fid] = {"own": list(path), "route": route, "cap": cap, "w": w, "opm": opm, "k": k, "size": size,
+                            "flow": f, "steady": steady,
+                            "links": (self.routes[i][1] if route >= 0 else []) + list(path)}
         self.moved[f.fid] = 0.0
         f.done.callbacks.append(lambda ev, fid=f.fid: self.finished(fid, ev.value))
 
@@ -132,6 +151,18 @@ class Driver:
                 if path or sp["cap"] is not None:
                     self.net.reroute(sp["flow"], path)
                     sp["links"] = list(path)
+                    sp["route"] = -1  # it no longer follows its route
+            if self.routes and rng.random() < 0.15:  # a route moves (a CSV redirected or back)
+                i = int(rng.integers(len(self.routes)))
+                r, _old = self.routes[i]
+                hops = self._hops()
+                self.routes[i] = (r, hops)
+                self.net.move_route(r, hops)
+                on = [sp for sp in self.running() if sp["route"] == r]
+                for sp in on:
+                    sp["links"] = hops + sp["own"]
+                if on:
+                    self.route_moves["fell back" if self.net._steady_off else "steady"] += 1
             yield self.env.timeout(float(rng.choice([0.0, 0.5, 1.0])) if rng.random() < 0.3
                                    else float(rng.exponential(2.0)))
         for sp in self.running():  # end with the flows that would never finish
@@ -194,6 +225,8 @@ def _drive(seed: int, steady: float = 0.5, seen: dict | None = None, **size: int
         seen["networks with steady flows"] += started > 0
         seen["fell back"] += d.net._steady_off
         seen["steady to the end"] += started > 0 and not d.net._steady_off
+        seen["route moves, steady"] += d.route_moves["steady"]
+        seen["route moves, fallen back"] += d.route_moves["fell back"]
     # every flow ends (finite ones complete, the others are stopped) but those held at rate 0
     # (a zero cap, a link of zero capacity)
     assert all(sp["flow"].rate == 0.0 and sp["size"] != math.inf for sp in d.running())
@@ -216,15 +249,18 @@ def test_incremental_rates_equal_the_full_solve_on_larger_networks(chunk):
 
 
 def test_steady_flows_get_the_full_solves_rates_kept_as_loads_or_fallen_back_to_classes():
-    # Mostly steady flows (90 % of those of unlimited size with a cap): in some networks max-min
+    # Mostly steady flows (90 % of those of unlimited size with a cap, half of them on routes that
+    # move now and then, as a CSV's redirection moves its VMs' I/O): in some networks max-min
     # keeps them all at their caps to the end (fixed loads), in others a link's level falls below
     # one's cap level or steady flows alone overload a link, and they become ordinary flows. Both
     # must give max-min's rates after every change (Driver.check); both cases must occur.
-    seen = {"networks with steady flows": 0, "fell back": 0, "steady to the end": 0}
+    seen = {"networks with steady flows": 0, "fell back": 0, "steady to the end": 0, "route moves, steady": 0,
+            "route moves, fallen back": 0}
     for i in range(300):
         _drive(500_000 + i, steady=0.9, seen=seen)
     assert seen["networks with steady flows"] > 150
     assert seen["fell back"] > 20 and seen["steady to the end"] > 20, seen
+    assert seen["route moves, steady"] > 20 and seen["route moves, fallen back"] > 20, seen
 
 
 def test_a_steady_flow_is_a_fixed_load_that_moves_with_its_csv():

@@ -93,6 +93,7 @@ class IoModel:
         self._write_i = net.link(ARRAY_WRITE)
         self._paths: dict = {}  # node, or (node, coordinator): link indices of the path
         self._rows: dict[tuple[int, ...], np.ndarray] = {}  # a path's row of _hops
+        self._routes: dict[tuple[str, str], int] = {}  # (node, CSV): the fluid route of its VMs' I/O
         self.write_overhead = 0.0  # change-tracking filter on the hosts (set before the cluster starts)
         # fault events (cluster/faults.py): nodes without their storage fabric, and whether two nodes
         # reach each other over the cluster network (None: always)
@@ -230,15 +231,15 @@ class IoModel:
         now = self.net.env.now
         return [now - t for t in self.array.live_snapshot_times(csv)] if self.array is not None else []
 
-    def _reroute(self, g: Group) -> None:
-        """The group's path changed (its CSV redirected or back, its coordinator moved): move its
-        flows, whose demand is unchanged."""
-        hops, g.redirected, _stalled = self._path(g)
-        self._set_hops(g.gid, hops)
-        if g.read_flow is not None:
-            self.net.reroute_idx(g.read_flow, hops + (self._read_i,))
-        if g.write_flow is not None:
-            self.net.reroute_idx(g.write_flow, hops + (self._write_i,))
+    def _route(self, g: Group, hops: tuple[int, ...]) -> int:
+        """The route of the group's node and CSV (their VMs' hops), moved onto `hops`."""
+        key = (g.node, g.csv)
+        r = self._routes.get(key)
+        if r is None:
+            r = self._routes[key] = self.net.route_idx(hops)
+        else:
+            self.net.move_route_idx(r, hops)
+        return r
 
     def _refresh(self, g: Group) -> None:
         """(Re)build a group's two flows for its current members and path."""
@@ -252,36 +253,60 @@ class IoModel:
         self._set_hops(g.gid, hops)
         if n == 0 or g.stalled:
             return
-        path = [self.net.link_names[i] for i in hops]
+        r = self._route(g, hops)
         if g.read_mib_s > 0:
-            g.read_flow = self.net.start(path + [ARRAY_READ], cap_mib_s=n * g.read_mib_s, weight=n,
+            g.read_flow = self.net.start([ARRAY_READ], cap_mib_s=n * g.read_mib_s, weight=n,
                                          tag=("vm_io", g.gid, "read"), ops_per_mib=g.read_ops_per_mib,
-                                         ops_class=g.controller, steady=True)
+                                         ops_class=g.controller, steady=True, route=r)
         if g.write_mib_s > 0:
-            g.write_flow = self.net.start(path + [ARRAY_WRITE], cap_mib_s=n * g.write_mib_s, weight=n,
+            g.write_flow = self.net.start([ARRAY_WRITE], cap_mib_s=n * g.write_mib_s, weight=n,
                                           tag=("vm_io", g.gid, "write"),
                                           ops_per_mib=g.write_ops_per_mib * self._write_multiplier(g),
-                                          ops_class=g.controller, steady=True)
+                                          ops_class=g.controller, steady=True, route=r)
 
     def _csv_changed(self, csv: str) -> None:
-        for gid in self._groups_of_csv[csv]:
-            self._path_changed(self.groups[gid])
+        self._paths_changed(self._groups_of_csv[csv])
 
-    def _path_changed(self, g: Group) -> None:
-        if not g.members:
-            return
-        _path, redirected, stalled = self._path(g)
-        if stalled != g.stalled:
-            self._refresh(g)  # cut off (its flows stop) or whole again (they start)
-        elif not stalled and (redirected != g.redirected or g.redirected):
-            self._reroute(g)  # redirected or back, or the coordinator moved while redirected
+    def _paths_changed(self, gids: list[int]) -> None:
+        """These groups take their paths again: a group cut off or whole again rebuilds its flows;
+        one redirected or back, or whose coordinator moved while redirected, moves with its route
+        (the VMs of its node and CSV: one move for all of them)."""
+        now: dict[tuple[str, str], tuple[tuple[int, ...], bool, bool]] = {}
+        routed: set[tuple[str, str]] = set()
+        for gid in gids:  # first the routes of the groups that move
+            g = self.groups[gid]
+            if not g.members:
+                continue
+            key = (g.node, g.csv)
+            got = now.get(key)
+            if got is None:
+                got = now[key] = self._path(g)
+            hops, redirected, stalled = got
+            if key not in routed and not stalled and stalled == g.stalled and (
+                    redirected != g.redirected or g.redirected):
+                routed.add(key)
+                self._route(g, hops)
+        moved = False
+        for gid in gids:  # then each group, in order (a rebuild takes new flow slots)
+            g = self.groups[gid]
+            if not g.members:
+                continue
+            hops, redirected, stalled = now[(g.node, g.csv)]
+            if stalled != g.stalled:
+                self._refresh(g)  # cut off (its flows stop) or whole again (they start)
+            elif not stalled and (redirected != g.redirected or g.redirected):
+                self._set_hops(gid, hops)  # moved with its route
+                g.redirected = redirected
+                moved = moved or (g.read_flow is not None and g.read_flow.active) or (
+                    g.write_flow is not None and g.write_flow.active)
+        if moved:
+            self.net.touch()  # rates are recomputed as for any move, even to the same links
 
     def paths_changed(self) -> None:
         """A fault changed which links exist (a partition, a lost or restored storage fabric):
         every group takes its path again."""
         self._settle()
-        for g in self.groups:
-            self._path_changed(g)
+        self._paths_changed(list(range(len(self.groups))))
 
     def controller_moved(self, csv: str) -> None:
         """The CSV's LUN now belongs to another array controller (a controller failed or came
@@ -313,10 +338,14 @@ class IoModel:
 
     def _reprice(self, csv: str) -> None:
         ages = self._ages(csv)
+        mult: dict[float, float] = {}  # by copy-on-write time constant (groups of a template share it)
         for gid in self._groups_of_csv[csv]:
             g = self.groups[gid]
             if g.write_flow is not None:
-                self.net.set_ops(g.write_flow, g.write_ops_per_mib * self._write_multiplier(g, ages))
+                m = mult.get(g.cow_decay_s)
+                if m is None:
+                    m = mult[g.cow_decay_s] = self._write_multiplier(g, ages)
+                self.net.set_ops(g.write_flow, g.write_ops_per_mib * m)
 
     def _cow_ticker(self):  # type: ignore[no-untyped-def]
         """While snapshots exist, the copy-on-write share decays: re-price every

@@ -204,9 +204,11 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         ops_per_mib: float = 0.0,
         ops_class: int = 0,
         steady: bool = False,
+        route: int = -1,
     ) -> Flow:
         """A flow over `links`. `steady`: it never ends by itself and runs at its cap, so it is kept
-        as a fixed load (see the class docstring); it needs a finite cap and unlimited size."""
+        as a fixed load (see the class docstring); it needs a finite cap and unlimited size. `route`
+        (a steady flow's; from `route()`): it also crosses the route's links, wherever they are."""
         if size_mib < 0:
             raise ValueError("flow size must be >= 0")
         if weight <= 0:
@@ -219,6 +221,9 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
             raise ValueError("a flow with no links must have a rate cap")
         if steady and (size_mib != math.inf or not math.isfinite(cap)):
             raise ValueError("a steady flow has unlimited size and a finite cap")
+        if route >= 0 and not steady:
+            raise ValueError("only a steady flow runs on a route")
+        own = link_idx
         fid = self._next_id
         self._next_id += 1
         now = self.env.now
@@ -233,8 +238,11 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         self._opm[slot] = float(ops_per_mib)
         self._k[slot] = int(ops_class)
         if steady and not self._steady_off:
-            self._steady_add(slot, link_idx, cap, float(weight), 0.0)
+            self._steady_add(slot, link_idx, cap, float(weight), 0.0, route)
         else:
+            if route >= 0:
+                link_idx = self._r_hops[route] + own
+                self._on_route(slot, route, own)
             self._join(slot, link_idx, cap, float(weight), 0.0, float(size_mib))
         f = Flow(fid, slot, self, float(size_mib), tag, self.env.event(), now, cap)
         self.flows[slot] = f
@@ -256,11 +264,45 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
                 li = self.lidx[name]
                 for c in self._on_link[li]:
                     slots |= self._c_members[c]
-                slots |= self._d_on[li]
+                slots |= self._steady_slots_on(li)
         flows = [self.flows[s] for s in sorted(slots)]
         for f in flows:
             self.stop(f)
         return flows
+
+    def route(self, links: list[str] | tuple[str, ...]) -> int:
+        """A route over these links for steady flows (`start(..., steady=True, route=r)`), which
+        `move_route` moves with all its flows at once."""
+        return self._route_new(tuple(self.lidx[n] for n in links))
+
+    def route_idx(self, hops: tuple[int, ...]) -> int:
+        """`route` by link indices."""
+        return self._route_new(hops)
+
+    def move_route(self, r: int, links: list[str] | tuple[str, ...]) -> None:
+        self.move_route_idx(r, tuple(self.lidx[n] for n in links))
+
+    def move_route_idx(self, r: int, hops: tuple[int, ...]) -> None:
+        """Move route r onto other links (by index): every flow on it moves, keeping its progress
+        (once steady flows are ordinary flows, each is rerouted)."""
+        if self._r_hops[r] == hops:
+            return
+        if self._steady_off:  # its flows are ordinary flows now: each moves
+            self._r_hops[r] = hops
+            for s in sorted(self._r_plain[r]):
+                self._move_class_member(s, hops + self._plain_route[s][1])
+            if self._r_plain[r]:
+                self._mark()
+            return
+        if self._route_move(r, hops):
+            self._mark()
+
+    def route_hops(self, r: int) -> tuple[int, ...]:
+        return self._r_hops[r]
+
+    def touch(self) -> None:
+        """Recompute at the end of this instant even if nothing changed (as a change would)."""
+        self._mark()
 
     def reroute(self, flow: Flow, links: list[str] | tuple[str, ...]) -> None:
         """Move a live flow onto other links; its size, progress, cap, weight and ops stay."""
@@ -278,12 +320,16 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
             self._steady_add(s, link_idx, rec[1], rec[2], moved)
             self._mark()
             return
+        self._off_route(s)  # moved on its own: it no longer follows a route
+        self._move_class_member(s, link_idx)
+        self._mark()
+
+    def _move_class_member(self, s: int, link_idx: tuple[int, ...]) -> None:
         c = self._cls[s]
         moved, left = self._progress(s)
         cap, w = self._c_cap[c], self._c_w[c]
         self._leave(s)
         self._join(s, link_idx, cap, w, moved, left)
-        self._mark()
 
     def set_cap(self, flow: Flow, cap_mib_s: float | None, weight: float | None = None) -> None:
         if not flow.active:
@@ -294,7 +340,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
                 raise ValueError("a steady flow has a finite cap")
             moved = self._steady_progress(s)[0]
             rec = self._steady_remove(s)
-            self._steady_add(s, rec[0], float(cap_mib_s), rec[2] if weight is None else float(weight), moved)
+            self._steady_add(s, rec[5], float(cap_mib_s), rec[2] if weight is None else float(weight), moved, rec[0])
             self._mark()
             return
         c = self._cls[s]
@@ -349,6 +395,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         f._cap = self._flow_cap(s)
         f.active = False
         del self.flows[s]
+        self._off_route(s)
         if s in self._steady:
             self._steady_remove(s)
             if not self.flows:  # as _leave: exact zeros when nothing runs
