@@ -138,7 +138,13 @@ class Driver:
             if live and rng.random() < 0.2:
                 sp = live[int(rng.integers(len(live)))]
                 sp["opm"] = float(rng.choice([0.0, 1.0, 3.0]))
-                self.net.set_ops(sp["flow"], sp["opm"])
+                if rng.random() < 0.5:
+                    self.net.set_ops(sp["flow"], sp["opm"])
+                else:  # with others, as a LUN's write flows are re-priced together
+                    more = [o for o in live if o is not sp and rng.random() < 0.3]
+                    for o in more:
+                        o["opm"] = float(rng.choice([0.0, 1.0, 3.0]))
+                    self.net.set_ops_many([x["flow"] for x in [sp, *more]], [x["opm"] for x in [sp, *more]])
             if rng.random() < 0.1:  # a link's capacity changes (a slowed target, a failed controller)
                 link = self.links[int(rng.integers(len(self.links)))]
                 self.caps[link] = float(rng.choice([5.0, 10.0, 20.0])) if rng.random() < 0.5 else float(

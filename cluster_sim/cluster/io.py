@@ -339,13 +339,16 @@ class IoModel:
     def _reprice(self, csv: str) -> None:
         ages = self._ages(csv)
         mult: dict[float, float] = {}  # by copy-on-write time constant (groups of a template share it)
+        flows, values = [], []
         for gid in self._groups_of_csv[csv]:
             g = self.groups[gid]
             if g.write_flow is not None:
                 m = mult.get(g.cow_decay_s)
                 if m is None:
                     m = mult[g.cow_decay_s] = self._write_multiplier(g, ages)
-                self.net.set_ops(g.write_flow, g.write_ops_per_mib * m)
+                flows.append(g.write_flow)
+                values.append(g.write_ops_per_mib * m)
+        self.net.set_ops_many(flows, values)
 
     def _cow_ticker(self):  # type: ignore[no-untyped-def]
         """While snapshots exist, the copy-on-write share decays: re-price every

@@ -366,6 +366,21 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         self._opm_changed.add(c)
         self._mark()
 
+    def set_ops_many(self, flows: list[Flow], ops_per_mib: list[float]) -> None:
+        """`set_ops` for each flow with its value (the write flows of a LUN's VMs re-priced)."""
+        steady, opm, k_of, base = self._steady, self._opm, self._k, self._ops_base
+        for flow, x in zip(flows, ops_per_mib, strict=True):
+            s = flow.slot
+            if not flow.active or opm[s] == x:
+                continue
+            rec = steady.get(s)
+            if rec is None:
+                self.set_ops(flow, x)
+                continue
+            base[k_of[s]] += rec[1] * (float(x) - opm[s])
+            opm[s] = float(x)
+            self._mark()
+
     def set_capacity(self, link: str, mib_s: float) -> None:
         """Change a link's capacity from now on (a slowed backup target, a failed array controller);
         the flows crossing it are shared out again at the end of this instant."""
