@@ -94,6 +94,7 @@ class IoModel:
         self._paths: dict = {}  # node, or (node, coordinator): link indices of the path
         self._rows: dict[tuple[int, ...], np.ndarray] = {}  # a path's row of _hops
         self._routes: dict[tuple[str, str], int] = {}  # (node, CSV): the fluid route of its VMs' I/O
+        self._writers: dict[str, list] = {}  # per CSV, its groups' write flows (until one is rebuilt)
         self.write_overhead = 0.0  # change-tracking filter on the hosts (set before the cluster starts)
         # fault events (cluster/faults.py): nodes without their storage fabric, and whether two nodes
         # reach each other over the cluster network (None: always)
@@ -110,6 +111,8 @@ class IoModel:
         self._gctrl = np.zeros(0, dtype=int)
         self._gcsv = np.zeros(0, dtype=int)
         self._counts = np.zeros(0)
+        self._running = 0  # VMs doing I/O (the sum of _counts)
+        self._last_bin: np.ndarray | None = None  # histogram bin of each group's _last_lat
         self._integral = np.zeros(0)  # latency x time per group (ms*s)
         self._vm_base: dict[str, float] = {}
         self._vm_acc: dict[str, float] = {}
@@ -149,6 +152,7 @@ class IoModel:
             self._counts = np.append(self._counts, 0.0)
             self._integral = np.append(self._integral, 0.0)
             self._last_lat = np.append(self._last_lat, 0.0)
+            self._last_bin = None
         return self.groups[gid]
 
     def start_vm(self, vm: str, node: str) -> None:
@@ -247,7 +251,9 @@ class IoModel:
             if f is not None:
                 self.net.stop(f)
         g.read_flow = g.write_flow = None
+        self._writers.pop(g.csv, None)
         n = len(g.members)
+        self._running += n - int(self._counts[g.gid])
         self._counts[g.gid] = n
         hops, g.redirected, g.stalled = self._path(g)
         self._set_hops(g.gid, hops)
@@ -338,17 +344,16 @@ class IoModel:
 
     def _reprice(self, csv: str) -> None:
         ages = self._ages(csv)
-        mult: dict[float, float] = {}  # by copy-on-write time constant (groups of a template share it)
-        flows, values = [], []
-        for gid in self._groups_of_csv[csv]:
-            g = self.groups[gid]
-            if g.write_flow is not None:
-                m = mult.get(g.cow_decay_s)
-                if m is None:
-                    m = mult[g.cow_decay_s] = self._write_multiplier(g, ages)
-                flows.append(g.write_flow)
-                values.append(g.write_ops_per_mib * m)
-        self.net.set_ops_many(flows, values)
+        writers = self._writers.get(csv)
+        if writers is None:  # (write flow, ops per MiB, copy-on-write time constant, a group) per group
+            writers = self._writers[csv] = [(g.write_flow, g.write_ops_per_mib, g.cow_decay_s, g)
+                                            for g in (self.groups[i] for i in self._groups_of_csv[csv])
+                                            if g.write_flow is not None]
+        mult: dict[float, float] = {}  # by time constant (the groups of a template share it)
+        for _f, _w, decay, g in writers:
+            if decay not in mult:
+                mult[decay] = self._write_multiplier(g, ages)
+        self.net.set_ops_many([w[0] for w in writers], [w[1] * mult[w[2]] for w in writers])
 
     def _cow_ticker(self):  # type: ignore[no-untyped-def]
         """While snapshots exist, the copy-on-write share decays: re-price every
@@ -371,7 +376,8 @@ class IoModel:
         array_term = self._s_array / (1.0 - rho_ctrl)  # per controller
         hop_r = self._hop_service / (1.0 - rho)  # per link
         hop_r = np.append(hop_r, 0.0)  # index -1 -> 0
-        return array_term[self._gctrl] + hop_r[self._hops].sum(axis=1)
+        h = self._hops
+        return array_term[self._gctrl] + ((hop_r[h[:, 0]] + hop_r[h[:, 1]]) + hop_r[h[:, 2]])
 
     def _settle(self) -> None:
         """Account for time since the last rate change, at the latencies then in force."""
@@ -379,11 +385,12 @@ class IoModel:
         dt = now - self._last_t
         if dt > 0 and len(self._last_lat):
             k = len(self._last_lat)
-            w = self._counts[:k] * dt
             self._integral[:k] += self._last_lat * dt
-            if w.sum() > 0:
-                idx = np.clip(np.searchsorted(_BINS, self._last_lat) - 1, 0, len(_BINS) - 2)
-                self.hist[self.phase] += np.bincount(idx, weights=w, minlength=len(_BINS) - 1)
+            if self._running > 0:
+                w = self._counts[:k] * dt
+                if self._last_bin is None:  # once per set of latencies
+                    self._last_bin = np.clip(np.searchsorted(_BINS, self._last_lat) - 1, 0, len(_BINS) - 2)
+                self.hist[self.phase] += np.bincount(self._last_bin, weights=w, minlength=len(_BINS) - 1)
                 n_csv = len(self._csv_names)
                 self.csv_lat[self.phase] += np.bincount(self._gcsv[:k], weights=self._last_lat * w, minlength=n_csv)
                 self.csv_time[self.phase] += np.bincount(self._gcsv[:k], weights=w, minlength=n_csv)
@@ -393,10 +400,11 @@ class IoModel:
         self._settle()
         lat = self._latencies()
         self._last_lat = lat
+        self._last_bin = None
         t = float(self.net.env.now)
         # the time series keeps the first state of each `series_step_s` (the percentiles above
         # come from the exact histogram, not from this series)
-        if self._counts.sum() > 0 and (not self.series_t or t >= self.series_t[-1] + self._series_step):
+        if self._running > 0 and (not self.series_t or t >= self.series_t[-1] + self._series_step):
             p50, p99 = _weighted_percentiles(lat, self._counts, (50, 99))
             self.series_t.append(t)
             self.series_p50.append(p50)

@@ -368,7 +368,8 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
 
     def set_ops_many(self, flows: list[Flow], ops_per_mib: list[float]) -> None:
         """`set_ops` for each flow with its value (the write flows of a LUN's VMs re-priced)."""
-        steady, opm, k_of, base = self._steady, self._opm, self._k, self._ops_base
+        steady, opm, k_of = self._steady, self._opm, self._k
+        acc: dict[int, float] = {}  # ops class -> its base sum, updated in the same order as one by one
         for flow, x in zip(flows, ops_per_mib, strict=True):
             s = flow.slot
             if not flow.active or opm[s] == x:
@@ -377,8 +378,12 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
             if rec is None:
                 self.set_ops(flow, x)
                 continue
-            base[k_of[s]] += rec[1] * (float(x) - opm[s])
+            k = k_of[s]
+            acc[k] = acc.get(k, float(self._ops_base[k])) + rec[1] * (float(x) - opm[s])
             opm[s] = float(x)
+        for k, v in acc.items():
+            self._ops_base[k] = v
+        if acc:
             self._mark()
 
     def set_capacity(self, link: str, mib_s: float) -> None:
