@@ -1,0 +1,73 @@
+"""VM I/O as steady flows on routes (issue 20): a CSV redirected or back moves one route per node,
+and the links carry the same loads as when every VM group had flows of its own."""
+
+from __future__ import annotations
+
+import pytest
+from backup_helpers import scenario_dict, template
+
+from cluster_sim.scenario import scenario_from_dict
+
+
+def _cluster():  # type: ignore[no-untyped-def]
+    from cluster_sim.cluster.model import ClusterModel
+    from cluster_sim.cluster.nodes import LocalBackend
+    from cluster_sim.scenario.placement import place_fleet
+
+    from cluster_sim.kernel.rng import Streams
+
+    web = {"read_iops": 60, "write_iops": 20, "io_size_kib": 16}
+    d = scenario_dict(fleet=[template("win", count=3), template("web", count=3, workload=web)], nodes=3, csvs=1,
+                      placement="spread")
+    d.pop("backup")
+    sc = scenario_from_dict(d)
+    cm = ClusterModel(sc, place_fleet(sc), LocalBackend(["node-1", "node-2", "node-3"]), Streams(sc.seed))
+    cm.start()
+    return cm
+
+
+def test_a_redirected_csv_moves_one_route_per_other_node_and_its_vms_io_crosses_the_cluster_network() -> None:
+    # 3 nodes, one CSV (csv-1); win VMs do 100 + 50 IOPS of 8 KiB (1.171875 MiB/s), web VMs 60 + 20
+    # IOPS of 16 KiB (1.25 MiB/s), spread over the nodes by the seed. Redirected, each other node's
+    # I/O crosses its own cluster NIC and the coordinator's, then the coordinator's fabric: the
+    # coordinator's fabric carries all 7.265625 MiB/s, its NIC everything but its own VMs', another
+    # node's NIC and nothing on its fabric. One route moves per other node hosting VMs, whatever
+    # its number of VM groups; back again when the hold is released.
+    cm = _cluster()
+    net, io = cm.net, cm.io
+    vm_mib_s = {"win": (100 + 50) * 8 / 1024, "web": (60 + 20) * 16 / 1024}
+    assert vm_mib_s == {"win": 1.171875, "web": 1.25}
+    per_node = {n: sum(vm_mib_s[vm.split("-")[0]] for vm, h in cm.host.items() if h == n) for n in cm.nodes}
+    total = sum(per_node.values())
+    assert total == 3 * 1.171875 + 3 * 1.25
+    coord = cm.csvs["csv-1"].coordinator
+    others = [n for n in cm.nodes if n != coord and per_node[n] > 0]
+    assert others  # the seed spreads VMs over more than the coordinator
+    cm.env.run(until=5.0)
+    assert all(g.read_flow.steady and g.write_flow.steady for g in io.groups)
+    assert len(io._routes) == sum(1 for n in cm.nodes if per_node[n] > 0)  # one per (node, CSV)
+    load = net.link_load()
+    assert {n: load[f"fabric:{n}"] for n in cm.nodes} == pytest.approx(per_node, rel=1e-12)
+
+    moves = []
+    route_move = net._route_move
+    net._route_move = lambda r, hops: moves.append(r) or route_move(r, hops)  # type: ignore[method-assign]
+    hold = cm.csvs["csv-1"].hold("snapshot", coord)
+    cm.env.run(until=10.0)
+    assert len(moves) == len(others)
+    load = net.link_load()
+    assert load[f"fabric:{coord}"] == pytest.approx(total, rel=1e-12)
+    assert load[f"cluster:{coord}"] == pytest.approx(total - per_node[coord], rel=1e-12)
+    for n in others:
+        assert load[f"fabric:{n}"] == 0.0
+        assert load[f"cluster:{n}"] == pytest.approx(per_node[n], rel=1e-12)
+    assert all(g.redirected == (g.node != coord) for g in io.groups if g.members)
+
+    cm.csvs["csv-1"].release(hold)
+    cm.env.run(until=15.0)
+    assert len(moves) == 2 * len(others)
+    load = net.link_load()
+    assert {n: load[f"fabric:{n}"] for n in cm.nodes} == pytest.approx(per_node, rel=1e-12)
+    assert all(load[f"cluster:{n}"] == 0.0 for n in cm.nodes)
+    assert not any(g.redirected for g in io.groups)
+    assert not net._steady_off  # max-min kept every VM at its demand: no fall-back
