@@ -12,7 +12,7 @@ from golden_results import GOLDEN, golden_name, shipped_scenarios, summaries
 import cluster_sim
 
 BIG = 200  # [P] scenarios with this many VMs or more are marked slow
-# [P] scenarios this big (8000vm-64node: about 5 minutes on 2 cores) are checked only with
+# [P] scenarios this big (8000vm-64node: about 80 s on 2 cores) are checked only with
 # CLUSTER_SIM_HUGE=1 (`make golden-check`), to keep `make test` under 10 minutes
 HUGE = 5000
 RUN_HUGE = os.environ.get("CLUSTER_SIM_HUGE") == "1"
