@@ -12,9 +12,8 @@ from cluster_sim.scenario import scenario_from_dict
 def _cluster():  # type: ignore[no-untyped-def]
     from cluster_sim.cluster.model import ClusterModel
     from cluster_sim.cluster.nodes import LocalBackend
-    from cluster_sim.scenario.placement import place_fleet
-
     from cluster_sim.kernel.rng import Streams
+    from cluster_sim.scenario.placement import place_fleet
 
     web = {"read_iops": 60, "write_iops": 20, "io_size_kib": 16}
     d = scenario_dict(fleet=[template("win", count=3), template("web", count=3, workload=web)], nodes=3, csvs=1,

@@ -4,7 +4,9 @@ Each VM's workload is a steady demand (its read and write MiB/s) on its path: di
 its node's storage fabric to the array, or, while its CSV is redirected and its node is not the
 coordinator, over SMB through both nodes' cluster NICs and the coordinator's fabric [MS]. VMs
 of one template on the same node and CSV share a path and a demand, so one weighted flow
-stands for all of them (exact under max-min fairness; see kernel/fluid.py).
+stands for all of them (exact under max-min fairness; see kernel/fluid/). Those flows are steady
+flows (a fixed load while max-min gives them their demand; kernel/fluid/steady.py) on the route of
+their node and CSV, so a redirection moves one route per node.
 
 Latency is per VM, from its own path: each resource on it is an M/M/1 queue, whose mean
 response time is R = S / (1 - rho) (Kleinrock, *Queueing Systems* vol. 1, 1975, eq. 3.26), S the

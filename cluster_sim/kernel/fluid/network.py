@@ -297,9 +297,6 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         if self._route_move(r, hops):
             self._mark()
 
-    def route_hops(self, r: int) -> tuple[int, ...]:
-        return self._r_hops[r]
-
     def touch(self) -> None:
         """Recompute at the end of this instant even if nothing changed (as a change would)."""
         self._mark()
