@@ -290,7 +290,13 @@ class Steps:
         return self.cap.bytes_to_copy(vm) + shared
 
     def offline_copy(self, vm: str) -> Proc:
-        """A VM that is not running: its files are copied as they are (no snapshot needed)."""
+        """A VM that is not running: its files are copied as they are (no snapshot needed). Not
+        while its node is on a side of a partition without quorum: the cluster service is stopped
+        there and its CSVs are out of reach [MS]; the copy waits, as a running VM's backup waits
+        for its VM to be back."""
+        step = self.cm.failure_detection_s
+        while not self.cm.has_quorum(self.cm.host_of(vm)):
+            yield self.env.timeout(step)
         self.begin(vm)
         self.cap.offline(vm, self.env.now)
         try:
