@@ -280,7 +280,7 @@ class IoModel:
         one redirected or back, or whose coordinator moved while redirected, moves with its route
         (the VMs of its node and CSV: one move for all of them)."""
         now: dict[tuple[str, str], tuple[tuple[int, ...], bool, bool]] = {}
-        routed: set[tuple[str, str]] = set()
+        todo: list[tuple[Group, tuple[int, ...], bool, bool]] = []  # (group, hops, redirected, rebuild)
         for gid in gids:  # first the routes of the groups that move
             g = self.groups[gid]
             if not g.members:
@@ -290,23 +290,20 @@ class IoModel:
             if got is None:
                 got = now[key] = self._path(g)
             hops, redirected, stalled = got
-            if key not in routed and not stalled and stalled == g.stalled and (
-                    redirected != g.redirected or g.redirected):
-                routed.add(key)
-                self._route(g, hops)
-        moved = False
-        for gid in gids:  # then each group, in order (a rebuild takes new flow slots)
-            g = self.groups[gid]
-            if not g.members:
-                continue
-            hops, redirected, stalled = now[(g.node, g.csv)]
             if stalled != g.stalled:
-                self._refresh(g)  # cut off (its flows stop) or whole again (they start)
+                todo.append((g, hops, redirected, True))  # cut off (its flows stop) or whole again
             elif not stalled and (redirected != g.redirected or g.redirected):
-                self._set_hops(gid, hops)  # moved with its route
-                g.redirected = redirected
-                moved = moved or (g.read_flow is not None and g.read_flow.active) or (
-                    g.write_flow is not None and g.write_flow.active)
+                self._route(g, hops)  # redirected or back, or the coordinator moved while redirected
+                todo.append((g, hops, redirected, False))
+        moved = False
+        for g, hops, redirected, rebuild in todo:  # then each group, in order (a rebuild takes new slots)
+            if rebuild:
+                self._refresh(g)
+                continue
+            self._set_hops(g.gid, hops)  # moved with its route
+            g.redirected = redirected
+            moved = moved or (g.read_flow is not None and g.read_flow.active) or (
+                g.write_flow is not None and g.write_flow.active)
         if moved:
             self.net.touch()  # rates are recomputed as for any move, even to the same links
 

@@ -352,10 +352,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         if not flow.active or self._opm[s] == ops_per_mib:
             return
         if s in self._steady:
-            rec = self._steady[s]
-            self._ops_base[self._k[s]] += rec[1] * (float(ops_per_mib) - self._opm[s])
-            self._opm[s] = float(ops_per_mib)
-            self._mark()
+            self.set_ops_many([flow], [ops_per_mib])
             return
         c = self._cls[s]
         self._c_opm[c] += float(ops_per_mib) - self._opm[s]

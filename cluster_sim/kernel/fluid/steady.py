@@ -74,48 +74,14 @@ class SteadyFlows:
         if hops == old:
             return 0
         tot, n, level = self._r_total[r], len(self._r_slots[r]), self._r_max[r]
-        d_routes = self._d_routes
-        if not n:
-            for li in old:
-                d_routes[li].discard(r)
-            for li in hops:
-                d_routes[li].add(r)
-            self._r_hops[r] = hops
-            return 0
-        # _load_out and _load_in, inlined (a CSV's redirection moves one route per node)
-        P, capload, D, cnt, upd, binding, seeds = (self._P, self._capload, self._D, self._d_cnt, self._d_n,
-                                                   self._binding, self._seeds)
         for li in old:
-            d_routes[li].discard(r)
-            left = cnt[li] - n
-            cnt[li] = left
-            if left:
-                P[li] -= tot
-                capload[li] -= tot
-                D[li] -= tot
-                upd[li] += 1
-            else:
-                P[li] -= D[li]
-                capload[li] -= D[li]
-                D[li] = 0.0
-                upd[li] = 0
-                self._d_max[li] = -math.inf
-            if binding[li]:
-                seeds.add(li)
-        dmax = self._d_max
+            self._d_routes[li].discard(r)
+            if n:
+                self._load_out(li, tot, n)
         for li in hops:
-            d_routes[li].add(r)
-            P[li] += tot
-            capload[li] += tot
-            D[li] += tot
-            cnt[li] += n
-            upd[li] += 1
-            if level > dmax[li]:
-                dmax[li] = level
-            if binding[li]:
-                seeds.add(li)
-        if tot > 0.0:
-            self._d_check.update(hops)
+            self._d_routes[li].add(r)
+            if n:
+                self._load_in(li, tot, n, level)
         self._r_hops[r] = hops
         if n:
             self.changed_links.update(old)
