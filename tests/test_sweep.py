@@ -294,6 +294,14 @@ def ray_cluster():
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        # Ray prestarts a worker on the driver's node only: until the other node's worker has
+        # started and imported cluster_sim, the head finishes quick runs alone (seen in CI, all 9
+        # runs of the two-node test on the head). One pinned task per node warms both.
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        warm = ray.remote(num_cpus=1)(_node_id)  # cluster_sim.sweep's own: imports it on the worker
+        ids = sorted(_alive_node_ids())
+        assert ray.get([warm.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
+                        for n in ids], timeout=120) == ids
         yield cluster
     finally:
         ray.shutdown()
