@@ -255,6 +255,9 @@ class GenerationResult(BaseModel):
     csvs: list[CsvRow]
     latency_series: dict[str, list[float]]
     trace: Any = Field(default=None, exclude=True)  # kernel.trace.Trace
+    # timeline.png, trace.perfetto.json and the error of drawing them, when they were drawn where
+    # the generation ran (report/html.py draw_generation; the run command's finishing step)
+    drawn: Any = Field(default=None, exclude=True)
     wall_s: float = 0.0
     round_trips: int = 0
     sim_events: int = 0

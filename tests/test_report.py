@@ -259,7 +259,7 @@ def test_run_with_no_report_writes_none(tmp_path):
 
 
 def test_a_report_failure_is_a_warning_and_keeps_the_exit_code(tmp_path, monkeypatch):
-    def broken(_folder):
+    def broken(_folder, **_):
         raise RuntimeError("no ink")
 
     monkeypatch.setattr(report_html, "build_report", broken)
@@ -333,3 +333,28 @@ def test_report_html_loads_in_headless_chromium_at_1400_px_without_errors_or_deb
                                     f"--screenshot={shot}", "--window-size=1400,2400", url)
     assert done.returncode == 0, done.stderr[-2000:]
     assert shot.read_bytes().startswith(PNG_MAGIC) and shot.stat().st_size > 50_000
+
+
+def test_a_run_drawn_where_its_generations_ran_writes_the_files_a_serial_run_and_the_report_command_write(tmp_path):
+    # --workers 2: each generation's folder is written and drawn in the worker that ran it
+    folders = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        result = runner.invoke(app, ["run", str(TEN), "--out", str(out), "-g", "ws2012", "-g", "ws2016",
+                                     "--workers", workers])
+        assert result.exit_code == 0, result.output
+        folders[workers] = out
+    files = sorted(p.relative_to(folders["1"]) for p in folders["1"].rglob("*") if p.is_file())
+    drawn = {Path(g) / f for g in ("ws2012", "ws2016") for f in ("timeline.png", "trace.perfetto.json")}
+    assert drawn <= set(files) and Path("report.html") in files
+    for rel in files:
+        if rel.name not in ("run.json", "scenario.resolved.yaml"):  # (wall times; run.workers)
+            assert (folders["1"] / rel).read_bytes() == (folders["2"] / rel).read_bytes(), rel
+    # the report command, drawing again from the written folder, draws the same pictures
+    again = tmp_path / "again"
+    shutil.copytree(folders["2"], again)
+    for rel in drawn:
+        (again / rel).unlink()
+    assert runner.invoke(app, ["report", str(again)]).exit_code == 0
+    for rel in drawn:
+        assert (again / rel).read_bytes() == (folders["2"] / rel).read_bytes(), rel

@@ -124,3 +124,30 @@ def test_a_finished_trace_does_not_keep_its_simulation_alive():
     assert ref() is None
     assert [e for _, e, _ in trace.events] == ["job_start", "copy_start", "copy_end"]
     assert len(list(trace.lines())) == 3
+
+
+def test_lines_are_the_text_structlogs_bound_logger_renders_key_order_included():
+    # the chain is run directly (not through a bound logger) for speed: the text must not change
+    import structlog
+
+    from cluster_sim.kernel.trace import _json, _nan_to_null
+
+    env = simpy.Environment(initial_time=1.0000004)
+    trace = Trace(env)
+    trace("copy_start", vm="vm-1", node="n1", mib=12.25, lost=float("nan"), text="é")
+    trace("done")
+    rendered: list[str] = []
+
+    class Sink:
+        def info(self, line: str) -> None:
+            rendered.append(line)
+
+    log = structlog.wrap_logger(Sink(), processors=[_nan_to_null, structlog.processors.JSONRenderer(default=_json)],
+                                context_class=dict)
+    for t, event, ids in trace.events:
+        log.info(event, sim_time_s=round(t, 6), **ids)
+    assert list(trace.lines()) == rendered == [
+        '{"sim_time_s": 1.0, "vm": "vm-1", "node": "n1", "mib": 12.25, "lost": null, "text": "\\u00e9", '
+        '"event": "copy_start"}',
+        '{"sim_time_s": 1.0, "event": "done"}',
+    ]

@@ -7,6 +7,7 @@ file, the field path and the reason, exit code 2, and nothing written."""
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from cluster_sim.cli.publish import (
     _write_run_json,
 )
 from cluster_sim.cli.run_output import RunProgress, _print_json, _print_results
-from cluster_sim.results import scenario_yaml
+from cluster_sim.results import GenerationResult, scenario_yaml
 from cluster_sim.scenario import GENERATIONS, Scenario, ScenarioError, _shown, load_scenario
 
 
@@ -99,9 +100,17 @@ def run(
 
     from cluster_sim.cluster.nodes import BackendFailure
     from cluster_sim.report.table import comparison_csv, comparison_md, has_schedule, jobs_md
-    from cluster_sim.results import write_generation
     from cluster_sim.simulation import RayUnavailable
     from cluster_sim.simulation import run as run_sim
+
+    draw = report and sc.backup is not None  # (a steady-state run has no backup to draw; `cluster-sim report` still can)
+    if draw:
+        try:  # before the generations' worker processes fork: they draw with it
+            import cluster_sim.report.html  # noqa: F401
+        except Exception:  # noqa: BLE001 - said as a warning when the report is built
+            pass
+    # each generation's folder is written, and its pictures drawn, where the generation ran
+    finish = functools.partial(_finish_generation, scratch, trace, draw)
 
     started = _now()
     published = False
@@ -110,7 +119,7 @@ def run(
         with RunProgress(err, sc.name, sc.run.backend, gens, enabled=err.is_terminal and not quiet) as prog:
             try:
                 result = run_sim(sc, generations=gens_asked or None, progress=prog.generation,
-                                 sim_progress=prog.simulated if prog.enabled else None)
+                                 sim_progress=prog.simulated if prog.enabled else None, finish=finish)
             except RayUnavailable as exc:
                 error(f"{address_from or 'ray'}: {exc}")
                 raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -121,10 +130,6 @@ def run(
             err.print(Text(f"warning: {note} (results unaffected)", style="yellow"), soft_wrap=True)
 
         summaries = [g.summary for g in result.generations]
-        for g in result.generations:
-            if not trace:
-                g.trace = None
-            write_generation(g, scratch / g.summary.generation)
         if sc.backup:
             (scratch / "comparison.csv").write_text(comparison_csv(summaries))
             (scratch / "comparison.md").write_text(
@@ -135,12 +140,13 @@ def run(
         (scratch / RESOLVED_FILE).write_text(
             scenario_yaml(resolved, f"{file} with the run's --overrides, --set, --seed, --backend and -g applied"),
             encoding="utf-8")
-        if report and sc.backup:  # (a steady-state run has no backup to draw; `cluster-sim report` still can)
+        if draw:
             try:  # a report that cannot be drawn is a warning: the run's results and exit code stand
                 from cluster_sim.report.html import build_report
 
-                rep = build_report(scratch)
-                said.append((out, f"report in {dest / rep.html.name} ({rep.wall_s:.1f} s)", None))
+                rep = build_report(scratch, drawn={g.summary.generation: g.drawn for g in result.generations
+                                                   if g.drawn is not None})
+                said.append((out, f"report in {dest / rep.html.name}", None))  # (drawn within the wall below)
                 said += [(err, f"warning: report: {problem}", "yellow") for problem in rep.errors]
             except Exception as exc:  # noqa: BLE001
                 said.append((err, f"warning: report not written: {type(exc).__name__}: {exc}", "yellow"))
@@ -162,6 +168,27 @@ def run(
         out.print(Text(f"results in {dest}/ (wall {result.wall_s:.1f} s)"), soft_wrap=True)
     if any(not g.summary.audit.ok for g in result.generations):
         raise typer.Exit(1)
+
+
+def _finish_generation(scratch: Path, trace: bool, draw: bool, g: GenerationResult) -> GenerationResult:
+    """A generation's folder under the run's scratch folder, written (and its timeline.png and
+    trace.perfetto.json drawn) in the process that ran it; what goes back to the command is its
+    result without the trace (written, and the largest part of it)."""
+    from cluster_sim.results import write_generation
+
+    folder = scratch / g.summary.generation
+    if not trace:
+        g.trace = None
+    write_generation(g, folder)
+    if draw:
+        try:
+            from cluster_sim.report.html import draw_generation
+
+            g.drawn = draw_generation(folder)
+        except Exception as exc:  # noqa: BLE001 - a report that cannot be drawn is a warning
+            g.drawn = (None, None, f"{type(exc).__name__}: {exc}")
+    g.trace = None
+    return g
 
 
 def _load_for_run(file: Path, sets: list[str], override_file: Path | None, backend: str | None,

@@ -88,9 +88,15 @@ def drawing_processes(n_generations: int) -> int:
     return min(cores, n_generations)
 
 
-def _draw_all(gens: list[Generation]) -> None:
+def _draw_all(gens: list[Generation], drawn: dict[str, tuple[Path | None, Path | None, str]] | None = None) -> None:
     """Draw every generation, side by side in forked processes when there are cores for it (each
-    picture is a separate matplotlib figure written to its own folder: the same files either way)."""
+    picture is a separate matplotlib figure written to its own folder: the same files either way).
+    drawn: generations whose pictures were drawn already (by the run, where each generation ran)."""
+    drawn = drawn or {}
+    for g in gens:
+        if g.name in drawn:
+            g.timeline_png, g.perfetto_json, g.error = drawn[g.name]
+    gens = [g for g in gens if g.name not in drawn]
     n = drawing_processes(len(gens))
     if n == 1:
         results = [draw_generation(g.folder) for g in gens]
@@ -139,9 +145,10 @@ def left_out(folder: Path, found: dict[str, Path] | None = None) -> dict[str, st
 # ----------------------------------------------------------------------------------------------
 # building
 # ----------------------------------------------------------------------------------------------
-def build_report(folder: str | Path) -> Report:
+def build_report(folder: str | Path, drawn: dict[str, tuple[Path | None, Path | None, str]] | None = None) -> Report:
     """Write timeline.png and trace.perfetto.json into every generation folder, then report.html
-    (a plan folder, with a plan.json and no generation folders, gets the plan's page)."""
+    (a plan folder, with a plan.json and no generation folders, gets the plan's page). drawn: the
+    generations (by folder name) whose pictures are drawn already: (timeline.png, perfetto, error)."""
     t0 = time.perf_counter()
     folder = Path(folder)
     if not folder.is_dir():
@@ -159,7 +166,7 @@ def build_report(folder: str | Path) -> Report:
         gens.append(Generation(gf.name, gf, summary))
     if not gens:
         raise ReportError(f"{folder}: no generation folders (with a summary.json) to report on")
-    _draw_all(gens)
+    _draw_all(gens, drawn)
     errors += [f"{g.name}: {g.error}" for g in gens if g.error]
     page = folder / "report.html"
     page.write_text(render_html(folder, gens), encoding="utf-8")

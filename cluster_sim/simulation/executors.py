@@ -99,7 +99,13 @@ def _init_generation_worker(parent_pid: int, queue: Any, interval_s: float | Non
     _PROGRESS_INTERVAL = interval_s
 
 
-def _pool_generation(i: int, sc: Scenario, gen: str | None) -> GenerationResult:
+# What is done with a generation's result in the process that ran it, before the result is handed on
+# (the run command writes the generation's folder and draws its pictures there: side by side when the
+# generations run side by side). Picklable: a module-level function or a functools.partial of one.
+Finish = Callable[[GenerationResult], GenerationResult]
+
+
+def _pool_generation(i: int, sc: Scenario, gen: str | None, finish: Finish | None = None) -> GenerationResult:
     """One generation in a pool worker; says when it starts and, if asked, where it is while it runs."""
     queue = _PROGRESS_QUEUE
     sampler = None
@@ -108,7 +114,11 @@ def _pool_generation(i: int, sc: Scenario, gen: str | None) -> GenerationResult:
         if _PROGRESS_INTERVAL is not None:
             sampler = _Sampler(lambda where: queue.put(("sim", i, where)), _PROGRESS_INTERVAL)
     try:
-        return _one_local(sc, gen, sampler.watch if sampler else None)
+        result = _one_local(sc, gen, sampler.watch if sampler else None)
+        if sampler is not None:
+            sampler.stop()
+            sampler = None
+        return finish(result) if finish is not None else result
     except BaseException as exc:  # noqa: BLE001 - the parent raises it
         raise _sendable(exc) from None
     finally:
@@ -118,7 +128,7 @@ def _pool_generation(i: int, sc: Scenario, gen: str | None) -> GenerationResult:
 
 def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
                         progress: Progress | None, sim_progress: SimProgressFn | None = None,
-                        interval_s: float = PROGRESS_INTERVAL_S) -> list[GenerationResult]:
+                        interval_s: float = PROGRESS_INTERVAL_S, finish: Finish | None = None) -> list[GenerationResult]:
     """Generations side by side in a pool of forked processes (concurrent.futures), the longest
     first (the pool hands out work in the order it was submitted). Each generation is the same
     independent run as in a serial run, so the results are identical. Workers die with this
@@ -151,7 +161,7 @@ def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
                                initargs=(os.getpid(), queue, interval_s if sim_progress else None))
     failed = False
     try:
-        futures = {pool.submit(_pool_generation, i, sc, gens[i]): i for i in order}
+        futures = {pool.submit(_pool_generation, i, sc, gens[i], finish): i for i in order}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -182,20 +192,23 @@ def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
 def run(sc: Scenario, backend: str | None = None, seed: int | None = None,
         generations: list[str] | None = None, progress: Progress | None = None,
         workers: int | None = None,
-        sim_progress: SimProgressFn | None = None, progress_interval_s: float = PROGRESS_INTERVAL_S) -> RunResult:
+        sim_progress: SimProgressFn | None = None, progress_interval_s: float = PROGRESS_INTERVAL_S,
+        finish: Finish | None = None) -> RunResult:
     """Run every generation of the scenario (or the steady state without a backup section).
 
     workers (local backend): processes running generations side by side; None = `run.workers`
     of the scenario (0 = one per core for scenarios of `run.parallel_min_vms` VMs and more).
     sim_progress: called about every `progress_interval_s` of wall time with where each running
-    generation is (simulated time, VMs done); reading it changes nothing in the results."""
+    generation is (simulated time, VMs done); reading it changes nothing in the results.
+    finish: applied to each generation's result in the process that ran it (a pool worker when
+    generations run side by side), before "done" is said; what it returns is the run's result."""
     if seed is not None:
         sc = sc.model_copy(update={"seed": seed})
     backend = backend or sc.run.backend
     gens: list[str | None] = list(generations or (sc.backup.generations if sc.backup else [None]))
     wall0 = time.perf_counter()
     if backend == "local" and (n := local_workers(sc, len(gens), workers)) > 1:
-        out = _run_local_parallel(sc, gens, n, progress, sim_progress, progress_interval_s)
+        out = _run_local_parallel(sc, gens, n, progress, sim_progress, progress_interval_s, finish)
         return RunResult(scenario=sc.name, seed=sc.seed, backend=backend, generations=out,
                          wall_s=time.perf_counter() - wall0)
     session = None
@@ -217,10 +230,11 @@ def run(sc: Scenario, backend: str | None = None, seed: int | None = None,
             if sim_progress is not None:
                 sampler = _Sampler(lambda where, label=label: sim_progress(label, where), progress_interval_s)
             try:
-                out.append(run_generation(sc, gen, be, **({"watch": sampler.watch} if sampler else {})))
+                one = run_generation(sc, gen, be, **({"watch": sampler.watch} if sampler else {}))
             finally:
                 if sampler is not None:
                     sampler.stop()
+            out.append(finish(one) if finish is not None else one)
             if progress:
                 progress(label, "done")
     finally:
