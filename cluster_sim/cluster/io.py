@@ -24,6 +24,11 @@ it (the sum of f over live snapshots), the others once (the newest snapshot deci
 2016 a vendor's change-tracking filter adds `change_tracking_write_overhead` to every write.
 Reported percentiles are over VMs and time (each VM's latency, weighted by duration); per CSV
 the mean latency of its VMs in each phase.
+
+Groups with the same hops and array controller feel the same latency: the bookkeeping of each
+rate change is done per such path class (at 8,000 VMs about 1,000 classes for 6,400 groups), and a
+group's own sums (its latency x time, its CSV's) are brought up to date from its class's running
+integral only when the group changes (members, path, controller) or the phase does.
 """
 
 from __future__ import annotations
@@ -94,7 +99,6 @@ class IoModel:
         self._read_i = net.link(ARRAY_READ)
         self._write_i = net.link(ARRAY_WRITE)
         self._paths: dict = {}  # node, or (node, coordinator): link indices of the path
-        self._rows: dict[tuple[int, ...], np.ndarray] = {}  # a path's row of _hops
         self._routes: dict[tuple[str, str], int] = {}  # (node, CSV): the fluid route of its VMs' I/O
         self._writers: dict[str, list] = {}  # per CSV, its groups' write flows (until one is rebuilt)
         self.write_overhead = 0.0  # change-tracking filter on the hosts (set before the cluster starts)
@@ -108,14 +112,26 @@ class IoModel:
         self._hop_service = np.array(
             [nw.smb_hop_service_ms if n.startswith("cluster:") else nw.fabric_service_ms for n in net.link_names]
         )
-        # per-group path for latency: hop link indices padded with -1; controller; CSV index
-        self._hops = np.full((0, 3), -1, dtype=int)
-        self._gctrl = np.zeros(0, dtype=int)
-        self._gcsv = np.zeros(0, dtype=int)
-        self._counts = np.zeros(0)
+        # path classes (hops, controller): hop link indices padded with -1, controller, the VMs
+        # doing I/O on it, its latency since the last rate change and that latency's histogram bin,
+        # and its latency x time since it was made (ms*s)
+        self._cls: dict[tuple[tuple[int, ...], int], int] = {}
+        self._chops = np.full((0, 3), -1, dtype=int)
+        self._cctrl = np.zeros(0, dtype=int)
+        self._ccount = np.zeros(0)
+        self._clat = np.zeros(0)
+        self._cbin: np.ndarray | None = None
+        self._cint = np.zeros(0)
+        # per group: its class, controller, CSV index, VMs doing I/O; its latency x time, and its
+        # class's integral and the time when that was last brought up to date (_bring)
+        self._gcls: list[int] = []
+        self._gctrl: list[int] = []
+        self._gcsv: list[int] = []
+        self._counts: list[int] = []
+        self._gint: list[float] = []
+        self._gmark: list[float] = []
+        self._gtime: list[float] = []
         self._running = 0  # VMs doing I/O (the sum of _counts)
-        self._last_bin: np.ndarray | None = None  # histogram bin of each group's _last_lat
-        self._integral = np.zeros(0)  # latency x time per group (ms*s)
         self._vm_base: dict[str, float] = {}
         self._vm_acc: dict[str, float] = {}
         self._vm_time: dict[str, float] = {}
@@ -123,14 +139,13 @@ class IoModel:
         self.phase = "baseline"
         self.hist = {p: np.zeros(len(_BINS) - 1) for p in PHASES}
         # per CSV and phase: sum of latency x VM-seconds, and VM-seconds
-        self.csv_lat = {p: np.zeros(len(self._csv_names)) for p in PHASES}
-        self.csv_time = {p: np.zeros(len(self._csv_names)) for p in PHASES}
+        self.csv_lat = {p: [0.0] * len(self._csv_names) for p in PHASES}
+        self.csv_time = {p: [0.0] * len(self._csv_names) for p in PHASES}
         self.baseline_snapshot: tuple[np.ndarray, np.ndarray] | None = None
         self.series_t: list[float] = []
         self.series_p50: list[float] = []
         self.series_p99: list[float] = []
         self._last_t = net.env.now
-        self._last_lat = np.zeros(0)
         csvs.listeners.append(self._csv_changed)
         net.listeners.append(self._on_rates)
 
@@ -148,14 +163,52 @@ class IoModel:
                                      ctrl, cow_decay_s(vm)))
             self._gkey[key] = gid
             self._groups_of_csv[vm.csv].append(gid)
-            self._hops = np.vstack([self._hops, np.full((1, 3), -1, dtype=int)])
-            self._gctrl = np.append(self._gctrl, ctrl)
-            self._gcsv = np.append(self._gcsv, self._csv_index[vm.csv])
-            self._counts = np.append(self._counts, 0.0)
-            self._integral = np.append(self._integral, 0.0)
-            self._last_lat = np.append(self._last_lat, 0.0)
-            self._last_bin = None
+            k = self._class_of((), ctrl)  # (no hops until its path is set)
+            self._gcls.append(k)
+            self._gctrl.append(ctrl)
+            self._gcsv.append(self._csv_index[vm.csv])
+            self._counts.append(0)
+            self._gint.append(0.0)
+            self._gmark.append(self._cint.item(k))
+            self._gtime.append(self.net.env.now)
         return self.groups[gid]
+
+    def _class_of(self, hops: tuple[int, ...], ctrl: int) -> int:
+        k = self._cls.get((hops, ctrl))
+        if k is None:
+            k = self._cls[(hops, ctrl)] = len(self._cctrl)
+            self._chops = np.vstack([self._chops, np.array(list(hops) + [-1] * (3 - len(hops)), dtype=int)])
+            self._cctrl = np.append(self._cctrl, ctrl)
+            self._ccount = np.append(self._ccount, 0.0)
+            self._clat = np.append(self._clat, 0.0)  # (until the next rate change, as a new group's)
+            self._cint = np.append(self._cint, 0.0)
+            self._cbin = None
+        return k
+
+    def _bring(self, gid: int) -> None:
+        """Bring the group's sums up to now (after _settle): its latency x time, and its CSV's in
+        this phase, from its class's integral since they were last brought up to date."""
+        c = self._cint.item(self._gcls[gid])
+        d = c - self._gmark[gid]
+        now = self.net.env.now
+        t0 = self._gtime[gid]
+        if d or now != t0:
+            self._gint[gid] += d
+            n = self._counts[gid]
+            if n:
+                ci = self._gcsv[gid]
+                self.csv_lat[self.phase][ci] += n * d
+                self.csv_time[self.phase][ci] += n * (now - t0)
+            self._gmark[gid] = c
+            self._gtime[gid] = now
+
+    def _bring_all(self) -> None:
+        for gid in range(len(self.groups)):
+            self._bring(gid)
+
+    def _group_integral(self, gid: int) -> float:
+        self._bring(gid)
+        return self._gint[gid]
 
     def start_vm(self, vm: str, node: str) -> None:
         spec = self.spec[vm]
@@ -165,7 +218,7 @@ class IoModel:
         g = self._group_for(spec, node)
         g.members.add(vm)
         self.vm_group[vm] = g.gid
-        self._vm_base[vm] = self._integral[g.gid]
+        self._vm_base[vm] = self._group_integral(g.gid)
         self._vm_since[vm] = self.net.env.now
         self._refresh(g)
 
@@ -176,7 +229,7 @@ class IoModel:
         self._settle()
         g = self.groups[gid]
         g.members.discard(vm)
-        self._vm_acc[vm] = self._vm_acc.get(vm, 0.0) + self._integral[gid] - self._vm_base.pop(vm)
+        self._vm_acc[vm] = self._vm_acc.get(vm, 0.0) + self._group_integral(gid) - self._vm_base.pop(vm)
         self._vm_time[vm] = self._vm_time.get(vm, 0.0) + self.net.env.now - self._vm_since.pop(vm)
         self._refresh(g)
 
@@ -211,10 +264,19 @@ class IoModel:
         return p
 
     def _set_hops(self, gid: int, hops: tuple[int, ...]) -> None:
-        row = self._rows.get(hops)
-        if row is None:
-            row = self._rows[hops] = np.array(list(hops) + [-1] * (3 - len(hops)), dtype=int)
-        self._hops[gid] = row
+        """The group's path (and controller) class: its VMs' latency from now on (settled before)."""
+        k = self._cls.get((hops, self._gctrl[gid]))
+        if k is None:
+            k = self._class_of(hops, self._gctrl[gid])
+        old = self._gcls[gid]
+        if k != old:
+            self._bring(gid)
+            n = self._counts[gid]
+            if n:
+                self._ccount[old] -= n
+                self._ccount[k] += n
+            self._gcls[gid] = k
+            self._gmark[gid] = self._cint.item(k)
 
     def _write_multiplier(self, g: Group, ages: list[float] | None = None) -> float:
         """Back-end I/Os per host write on this group's LUN now (copy-on-write, change tracking);
@@ -255,8 +317,11 @@ class IoModel:
         g.read_flow = g.write_flow = None
         self._writers.pop(g.csv, None)
         n = len(g.members)
-        self._running += n - int(self._counts[g.gid])
-        self._counts[g.gid] = n
+        if n != self._counts[g.gid]:
+            self._bring(g.gid)
+            self._running += n - self._counts[g.gid]
+            self._ccount[self._gcls[g.gid]] += n - self._counts[g.gid]
+            self._counts[g.gid] = n
         hops, g.redirected, g.stalled = self._path(g)
         self._set_hops(g.gid, hops)
         if n == 0 or g.stalled:
@@ -279,6 +344,7 @@ class IoModel:
         """These groups take their paths again: a group cut off or whole again rebuilds its flows;
         one redirected or back, or whose coordinator moved while redirected, moves with its route
         (the VMs of its node and CSV: one move for all of them)."""
+        self._settle()  # (a group that changes path class is brought up to date)
         now: dict[tuple[str, str], tuple[tuple[int, ...], bool, bool]] = {}
         todo: list[tuple[Group, tuple[int, ...], bool, bool]] = []  # (group, hops, redirected, rebuild)
         for gid in gids:  # first the routes of the groups that move
@@ -310,7 +376,6 @@ class IoModel:
     def paths_changed(self) -> None:
         """A fault changed which links exist (a partition, a lost or restored storage fabric):
         every group takes its path again."""
-        self._settle()
         self._paths_changed(list(range(len(self.groups))))
 
     def controller_moved(self, csv: str) -> None:
@@ -326,7 +391,7 @@ class IoModel:
             g.controller = ctrl
             self._gctrl[gid] = ctrl
             if g.members:
-                self._refresh(g)
+                self._refresh(g)  # (an empty group takes its new class when a VM joins it)
 
     def protection_changed(self, csv: str) -> None:
         """The live snapshots on a LUN changed: re-price its groups' writes (copy-on-write)."""
@@ -375,36 +440,32 @@ class IoModel:
         array_term = self._s_array / (1.0 - rho_ctrl)  # per controller
         hop_r = self._hop_service / (1.0 - rho)  # per link
         hop_r = np.append(hop_r, 0.0)  # index -1 -> 0
-        h = self._hops
-        return array_term[self._gctrl] + ((hop_r[h[:, 0]] + hop_r[h[:, 1]]) + hop_r[h[:, 2]])
+        h = self._chops
+        return array_term[self._cctrl] + ((hop_r[h[:, 0]] + hop_r[h[:, 1]]) + hop_r[h[:, 2]])
 
     def _settle(self) -> None:
-        """Account for time since the last rate change, at the latencies then in force."""
+        """Account for time since the last rate change, at the latencies then in force (per path
+        class; a group's own sums follow when it is brought up to date)."""
         now = self.net.env.now
         dt = now - self._last_t
-        if dt > 0 and len(self._last_lat):
-            k = len(self._last_lat)
-            self._integral[:k] += self._last_lat * dt
+        if dt > 0 and len(self._clat):
+            self._cint += self._clat * dt
             if self._running > 0:
-                w = self._counts[:k] * dt
-                if self._last_bin is None:  # once per set of latencies
-                    self._last_bin = np.clip(np.searchsorted(_BINS, self._last_lat) - 1, 0, len(_BINS) - 2)
-                self.hist[self.phase] += np.bincount(self._last_bin, weights=w, minlength=len(_BINS) - 1)
-                n_csv = len(self._csv_names)
-                self.csv_lat[self.phase] += np.bincount(self._gcsv[:k], weights=self._last_lat * w, minlength=n_csv)
-                self.csv_time[self.phase] += np.bincount(self._gcsv[:k], weights=w, minlength=n_csv)
+                if self._cbin is None:  # once per set of latencies
+                    self._cbin = np.clip(np.searchsorted(_BINS, self._clat) - 1, 0, len(_BINS) - 2)
+                self.hist[self.phase] += np.bincount(self._cbin, weights=self._ccount * dt, minlength=len(_BINS) - 1)
         self._last_t = now
 
     def _on_rates(self) -> None:
         self._settle()
         lat = self._latencies()
-        self._last_lat = lat
-        self._last_bin = None
+        self._clat = lat
+        self._cbin = None
         t = float(self.net.env.now)
         # the time series keeps the first state of each `series_step_s` (the percentiles above
         # come from the exact histogram, not from this series)
         if self._running > 0 and (not self.series_t or t >= self.series_t[-1] + self._series_step):
-            p50, p99 = _weighted_percentiles(lat, self._counts, (50, 99))
+            p50, p99 = _weighted_percentiles(lat, self._ccount, (50, 99))
             self.series_t.append(t)
             self.series_p50.append(p50)
             self.series_p99.append(p99)
@@ -412,16 +473,16 @@ class IoModel:
     def latency_now_ms(self, q: float) -> float | None:
         """The VMs' I/O latency percentile `q` (0-100) since the last rate change, weighted by I/O as
         the exact histogram is; None while no VM does I/O. It only reads (a policy may ask it)."""
-        k = len(self._last_lat)
-        if k == 0 or self._counts[:k].sum() <= 0:
+        if len(self._clat) == 0 or self._ccount.sum() <= 0:
             return None
-        return float(_weighted_percentiles(self._last_lat, self._counts[:k], (q,))[0])
+        return float(_weighted_percentiles(self._clat, self._ccount, (q,))[0])
 
     def set_phase(self, phase: str) -> None:
         self.net.settle_now()
         self._settle()
+        self._bring_all()  # (each CSV's sums so far belong to the phase that ends)
         if self.phase == "baseline" and self.baseline_snapshot is None:
-            self.baseline_snapshot = (self._last_lat.copy(), self._counts[: len(self._last_lat)].copy())
+            self.baseline_snapshot = (self._clat[np.array(self._gcls, dtype=int)], np.array(self._counts, dtype=float))
         self.phase = phase
 
     def percentiles(self, phase: str) -> tuple[float, float]:
@@ -437,10 +498,11 @@ class IoModel:
 
     def finish(self) -> None:
         self._settle()
+        self._bring_all()
         for vm in list(self.vm_group):
             gid = self.vm_group[vm]
-            self._vm_acc[vm] = self._vm_acc.get(vm, 0.0) + self._integral[gid] - self._vm_base[vm]
-            self._vm_base[vm] = self._integral[gid]
+            self._vm_acc[vm] = self._vm_acc.get(vm, 0.0) + self._gint[gid] - self._vm_base[vm]
+            self._vm_base[vm] = self._gint[gid]
             self._vm_time[vm] = self._vm_time.get(vm, 0.0) + self.net.env.now - self._vm_since[vm]
             self._vm_since[vm] = self.net.env.now
 
@@ -453,7 +515,7 @@ class IoModel:
             return float(self.csv_lat[phase][i] / t)
         if phase == "baseline" and self.baseline_snapshot is not None:
             lat, cnt = self.baseline_snapshot
-            mine = self._gcsv[: len(cnt)] == i
+            mine = np.array(self._gcsv[: len(cnt)]) == i
             w = cnt[mine].sum()
             return float((lat[mine] * cnt[mine]).sum() / w) if w > 0 else math.nan
         return math.nan
