@@ -70,3 +70,44 @@ def test_a_redirected_csv_moves_one_route_per_other_node_and_its_vms_io_crosses_
     assert all(load[f"cluster:{n}"] == 0.0 for n in cm.nodes)
     assert not any(g.redirected for g in io.groups)
     assert not net._steady_off  # max-min kept every VM at its demand: no fall-back
+
+
+def test_a_vms_mean_latency_is_the_time_weighted_mm1_latency_of_its_paths_across_a_redirection() -> None:
+    # One VM on a node other than the coordinator: 5 s direct, 5 s redirected, 5 s direct again.
+    # Its latency on each path is the array controller's M/M/1 response time plus each hop's,
+    # R = S / (1 - rho) with rho read from the links' loads; its mean is the time-weighted mean of
+    # the two (the array's load does not move with the redirection). The VMs' groups share path
+    # classes: one per node while direct.
+    cm = _cluster()
+    net, io, sc = cm.net, cm.io, cm.sc
+    coord = cm.csvs["csv-1"].coordinator
+    vm = next(v for v, h in sorted(cm.host.items()) if h != coord)
+    node = cm.host[vm]
+    nw, arr = sc.cluster.networks, sc.storage.array
+
+    def latency() -> float:
+        load, cap = net.link_load(), dict(zip(net.link_names, net.capacity.tolist(), strict=True))
+        rho = {k: min(load[k] / cap[k], sc.run.latency_rho_max) for k in load}
+        bandwidth = max(rho["array:read"], rho["array:write"])
+        ops = net.hist_ops_class[-1][io._ctrl_of_csv["csv-1"]]
+        array = arr.service_time_ms / (1 - min(max(ops / (arr.iops / arr.controllers), bandwidth), sc.run.latency_rho_max))
+        hops = ([("fabric", node)] if not cm.csvs["csv-1"].redirected
+                else [("cluster", node), ("cluster", coord), ("fabric", coord)])
+        return array + sum((nw.fabric_service_ms if kind == "fabric" else nw.smb_hop_service_ms)
+                           / (1 - rho[f"{kind}:{n}"]) for kind, n in hops)
+
+    cm.env.run(until=5.0)
+    direct = latency()
+    assert len({k for k, c in io._cls.items() if io._ccount[c] > 0}) == len({h for h in cm.host.values()})
+    hold = cm.csvs["csv-1"].hold("snapshot", coord)
+    cm.env.run(until=10.0)
+    redirected = latency()
+    cm.csvs["csv-1"].release(hold)
+    cm.env.run(until=15.0)
+    assert latency() == pytest.approx(direct, rel=1e-12)
+    assert redirected > direct  # two SMB hops more
+    io.finish()
+    assert io.vm_mean_latency_ms(vm) == pytest.approx((10 * direct + 5 * redirected) / 15, rel=1e-9)
+    # the CSV's mean over its VMs and time: every VM ran the 15 s, so the mean of their means
+    means = [io.vm_mean_latency_ms(v) for v in cm.host]
+    assert io.csv_mean_latency_ms("csv-1", "baseline") == pytest.approx(sum(means) / len(means), rel=1e-9)
