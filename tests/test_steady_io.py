@@ -111,3 +111,22 @@ def test_a_vms_mean_latency_is_the_time_weighted_mm1_latency_of_its_paths_across
     # the CSV's mean over its VMs and time: every VM ran the 15 s, so the mean of their means
     means = [io.vm_mean_latency_ms(v) for v in cm.host]
     assert io.csv_mean_latency_ms("csv-1", "baseline") == pytest.approx(sum(means) / len(means), rel=1e-9)
+
+
+def test_the_node_inventory_follows_each_move_without_changing_one_handed_out_before() -> None:
+    # 3 nodes, 6 VMs of one disk each (spread by the seed): moving one VM takes one VM and one VHD
+    # from its node to the other; vm_counts reads the same numbers
+    cm = _cluster()
+    before = cm.node_inventory()
+    assert sum(v for v, _ in before.values()) == 6 and all(v == d for v, d in before.values())
+    vm = sorted(cm.host)[0]
+    src = cm.host[vm]
+    dst = next(n for n in cm.nodes if n != src)
+    cm.move_vm_ownership(vm, src, dst)
+    after = cm.node_inventory()
+    assert after[src] == (before[src][0] - 1, before[src][1] - 1)
+    assert after[dst] == (before[dst][0] + 1, before[dst][1] + 1)
+    assert before != after and sum(v for v, _ in before.values()) == 6  # (the earlier one as it was)
+    cm._inventory = None  # a recount gives the same
+    assert cm.node_inventory() == after
+    assert cm.vm_counts() == {n: v for n, (v, _) in after.items()}

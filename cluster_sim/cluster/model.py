@@ -156,16 +156,27 @@ class ClusterModel(ClusterApi):
         return self._inventory
 
     def vm_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {n: 0 for n in self.nodes}
-        for h in self.host.values():
-            counts[h] += 1
-        return counts
+        """Per node, the VMs it owns (a copy: O(nodes), not O(VMs))."""
+        return {n: vms for n, (vms, _) in self.node_inventory().items()}
+
+    def _set_host(self, vm: str, dst: str) -> None:
+        """The VM belongs to `dst`; the node inventory follows (two entries, not a recount)."""
+        src = self.host[vm]
+        self.host[vm] = dst
+        inv = self._inventory
+        if inv is not None and src != dst:
+            inv = dict(inv)  # (an inventory handed out before stays as it was)
+            d = len(self.spec[vm].disks)
+            a, b = inv[src]
+            inv[src] = (a - 1, b - d)
+            a, b = inv[dst]
+            inv[dst] = (a + 1, b + d)
+            self._inventory = inv
 
     def move_vm_ownership(self, vm: str, src: str, dst: str) -> None:
         """The VM now belongs to `dst` (end of a live migration, or an off VM's move)."""
         spec = self.spec[vm]
-        self.host[vm] = dst
-        self._inventory = None
+        self._set_host(vm, dst)
         self.visited[vm].append(dst)
         self.gateway.cast(src, "evict", vm)
         self.gateway.cast(dst, "host", [(vm, "running" if spec.running else "off")])
@@ -274,8 +285,7 @@ class ClusterModel(ClusterApi):
                 return
             old = self.host[vm]
             self.unplaced.discard(vm)
-            self.host[vm] = target
-            self._inventory = None
+            self._set_host(vm, target)
             self.visited[vm].append(target)
             self.booting.add(vm)
             self.on_vm_moved.emit(vm, old, target)
