@@ -26,9 +26,9 @@ Reported percentiles are over VMs and time (each VM's latency, weighted by durat
 the mean latency of its VMs in each phase.
 
 Groups with the same hops and array controller feel the same latency: the bookkeeping of each
-rate change is done per such path class (at 8,000 VMs about 1,000 classes for 6,400 groups), and a
-group's own sums (its latency x time, its CSV's) are brought up to date from its class's running
-integral only when the group changes (members, path, controller) or the phase does.
+rate change is done per such path class in use (at 8,000 VMs about 1,000 classes for 6,400 groups),
+and a group's own sums (its latency x time, its CSV's) are brought up to date from its class's
+running integral only when the group changes (members, path, controller) or the phase does.
 """
 
 from __future__ import annotations
@@ -114,11 +114,11 @@ class IoModel:
         )
         self._hop_r = np.zeros(len(net.link_names) + 1)  # (_latencies' scratch)
         # path classes (hops, controller): hop link indices padded with -1, controller, the VMs
-        # doing I/O on it, its latency since the last rate change and that latency's histogram bin,
-        # and its latency x time since it was made (ms*s)
-        # (arrays grown by doubling; the first _ncls rows are classes). Only the classes with VMs
-        # at the last rate change (_act) are priced and integrated: at 8,000 VMs on 64 nodes there
-        # are 8,000 (node, coordinator, controller) classes over a run, about 1,000 in use at once.
+        # doing I/O on it, its latency at the last rate change it was in use, and its latency x time
+        # while in use (ms*s) (arrays grown by doubling; the first _ncls rows are classes). Only the
+        # classes with VMs at the last rate change (_act) are priced and integrated: a ws2008r2 run
+        # of 8,000 VMs on 64 nodes and 16 array controllers makes 65,552 classes, about 1,000 in use
+        # at once; a group's sums take differences of its class's integral while it is in the class.
         self._cls: dict[tuple[tuple[int, ...], int], int] = {}
         self._ncls = 0
         self._chops = np.full((16, 3), -1, dtype=int)
