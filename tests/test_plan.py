@@ -436,7 +436,7 @@ def test_ray_address_from_the_environment_is_used_and_an_unreachable_one_is_refu
 def test_a_plan_over_a_scenario_with_a_policy_runs_every_trial_under_that_policy(tmp_path, monkeypatch):
     # ws2016 takes one snapshot set over both CSVs; GroupByCsvOwner one set per owner node: the 2
     # CSVs of the tiny cluster are coordinated by its 2 nodes, so every run has 2 sets (the policy's
-    # code reaches the Ray workers with the plan's runs)
+    # code reaches the Ray workers with the plan's runs; before, every trial failed to import it)
     from plan_helpers import TINY_FILE
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "examples"))
@@ -453,10 +453,4 @@ def test_a_plan_over_a_scenario_with_a_policy_runs_every_trial_under_that_policy
     assert res.exit_code == 0, res.output
     runs = pq.read_table(tmp_path / "out" / RUNS_FILE).to_pylist()
     assert len(runs) >= 3 * 2 and not any(r["error"] for r in runs)
-    assert {r["snapshot_sets"] for r in runs} == {2}
-    # the same scenario without the policy: one set
-    del data["backup"]["policy"]
-    (tmp_path / "sc" / "tiny.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    res = runner.invoke(app, ["plan", str(plan), "--out", str(tmp_path / "builtin"), "--num-cpus", "2"])
-    assert res.exit_code == 0, res.output
-    assert {r["snapshot_sets"] for r in pq.read_table(tmp_path / "builtin" / RUNS_FILE).to_pylist()} == {1}
+    assert {r["snapshot_sets"] for r in runs} == {2}  # (the built-in ws2016 takes one set per job)
