@@ -238,3 +238,24 @@ def test_pausing_new_groups_after_a_node_failure_holds_every_start_for_600_s(clu
     assert paused.summary.backup_window_s > builtin.summary.backup_window_s
     assert_every_vm_has_one_outcome(paused)
     assert_no_leaks(paused)
+
+
+def test_a_local_ray_instance_gets_only_policy_code_its_workers_would_not_find(tmp_path, monkeypatch):
+    # the workers of a local instance see this machine's packages and PYTHONPATH: an installed
+    # package is not shipped, a module found through a sys.path entry this process added is, and
+    # a package uninstalled since (its folder gone) is shipped nowhere
+    import pydantic
+
+    from cluster_sim.scenario import policy_ref
+    from cluster_sim.simulation import ray_session
+
+    mine = tmp_path / "mypolicies"
+    mine.mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "elsewhere"))
+    installed = str(Path(pydantic.__file__).parent)
+    monkeypatch.setattr(policy_ref, "_CODE", {"gone": str(tmp_path / "gone"), "mine": str(mine),
+                                              "pydantic": installed})
+    assert ray_session.local_policy_code() == [str(mine)]
+    assert ray_session.package_runtime_env()["py_modules"][1:] == [str(mine), installed]
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # now the workers find it themselves
+    assert ray_session.local_policy_code() == []

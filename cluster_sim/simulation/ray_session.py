@@ -16,7 +16,20 @@ def package_runtime_env() -> dict[str, Any]:
     the nodes of a Ray cluster need Ray and the dependencies, not cluster_sim itself."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # cluster_sim/ (this is simulation/)
     # ... and the code of the backup policies the scenarios named (scenario/policy_ref.py)
-    return {"py_modules": [package, *policy_code_paths()], "excludes": ["__pycache__/", "*.pyc"]}
+    code = [p for p in policy_code_paths() if os.path.exists(p)]  # (a package uninstalled since: not there)
+    return {"py_modules": [package, *code], "excludes": ["__pycache__/", "*.pyc"]}
+
+
+def local_policy_code() -> list[str]:
+    """The code of the policies named so far that the workers of a local Ray instance would not
+    find: they start with this machine's packages and PYTHONPATH, not with a `sys.path` entry this
+    process added (a notebook, a test)."""
+    import site
+
+    found = {os.path.realpath(p) for p in [*site.getsitepackages(), site.getusersitepackages(),
+                                           *os.environ.get("PYTHONPATH", "").split(os.pathsep)] if p}
+    return [p for p in policy_code_paths()
+            if os.path.exists(p) and os.path.realpath(os.path.dirname(p)) not in found]
 
 
 class RayUnavailable(RuntimeError):
@@ -101,7 +114,7 @@ class RaySession:
                     # the workers share this machine's packages and PYTHONPATH, not this process's
                     # sys.path: the code of the policies named so far goes with them (a module found
                     # through a sys.path entry a notebook or a test added)
-                    code = policy_code_paths()
+                    code = local_policy_code()
                     env = {"runtime_env": {"py_modules": code, "excludes": ["__pycache__/", "*.pyc"]}} if code else {}
                     ray.init(address="local", num_cpus=num_cpus or min(2, os.cpu_count() or 1), **env, **kw)
             except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, RuntimeError...
