@@ -93,8 +93,8 @@ def check_ray_address(address: str, timeout_s: float = 5.0, probe_timeout_s: flo
 
 class RaySession:
     """Starts a local Ray instance (or joins `address`, shipping this package to its workers with
-    `package_runtime_env`; a local one gets the code of the policies named so far) and shuts down
-    only what it started.
+    `package_runtime_env`; a local one gets the policy code its workers would not find:
+    `local_policy_code`) and shuts down only what it started.
 
     Raises RayUnavailable (with what to do) if the address does not answer or refuses us."""
 
@@ -112,8 +112,8 @@ class RaySession:
                     ray.init(address=address, runtime_env=package_runtime_env(), **kw)
                 else:
                     # the workers share this machine's packages and PYTHONPATH, not this process's
-                    # sys.path: the code of the policies named so far goes with them (a module found
-                    # through a sys.path entry a notebook or a test added)
+                    # sys.path: a policy module found through a sys.path entry a notebook or a test
+                    # added goes with them
                     code = local_policy_code()
                     env = {"runtime_env": {"py_modules": code, "excludes": ["__pycache__/", "*.pyc"]}} if code else {}
                     ray.init(address="local", num_cpus=num_cpus or min(2, os.cpu_count() or 1), **env, **kw)
