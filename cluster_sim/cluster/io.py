@@ -131,10 +131,9 @@ class IoModel:
         self._act_lat = np.zeros(0)  # their latencies then
         self._act_bin: np.ndarray | None = None  # and those latencies' histogram bins
         self._act_stale = True  # a class's VM count changed since _act was taken
-        # per group: its class, controller, CSV index, VMs doing I/O; its latency x time, and its
-        # class's integral and the time when that was last brought up to date (_bring)
+        # per group: its class, CSV index, VMs doing I/O; its latency x time, and its class's
+        # integral and the time when that was last brought up to date (_bring)
         self._gcls: list[int] = []
-        self._gctrl: list[int] = []
         self._gcsv: list[int] = []
         self._counts: list[int] = []
         self._gint: list[float] = []
@@ -174,7 +173,6 @@ class IoModel:
             self._groups_of_csv[vm.csv].append(gid)
             k = self._class_of((), ctrl)  # (no hops until its path is set)
             self._gcls.append(k)
-            self._gctrl.append(ctrl)
             self._gcsv.append(self._csv_index[vm.csv])
             self._counts.append(0)
             self._gint.append(0.0)
@@ -194,6 +192,14 @@ class IoModel:
             self._chops[k, : len(hops)] = hops
             self._cctrl[k] = ctrl
         return k
+
+    def _add_to_class(self, k: int, n: int) -> None:
+        """n VMs more (or fewer) doing I/O on class k; a class without VMs now, or with VMs again,
+        changes the classes in use (_act, taken again at the next rate change)."""
+        was = self._ccount[k]
+        self._ccount[k] = was + n
+        if was == 0 or was + n == 0:
+            self._act_stale = True
 
     def _bring(self, gid: int) -> None:
         """Bring the group's sums up to now (after _settle): its latency x time, and its CSV's in
@@ -275,19 +281,17 @@ class IoModel:
 
     def _set_hops(self, gid: int, hops: tuple[int, ...]) -> None:
         """The group's path (and controller) class: its VMs' latency from now on (settled before)."""
-        k = self._cls.get((hops, self._gctrl[gid]))
+        ctrl = self.groups[gid].controller
+        k = self._cls.get((hops, ctrl))  # (the known class without a call: this runs per group and redirection)
         if k is None:
-            k = self._class_of(hops, self._gctrl[gid])
+            k = self._class_of(hops, ctrl)
         old = self._gcls[gid]
         if k != old:
             self._bring(gid)
             n = self._counts[gid]
             if n:
-                cc = self._ccount
-                cc[old] -= n
-                cc[k] += n
-                if cc[old] == 0 or cc[k] == n:  # a class without VMs now, or with VMs again
-                    self._act_stale = True
+                self._add_to_class(old, -n)
+                self._add_to_class(k, n)
             self._gcls[gid] = k
             self._gmark[gid] = self._cint.item(k)
 
@@ -333,12 +337,8 @@ class IoModel:
         if n != self._counts[g.gid]:
             self._bring(g.gid)
             self._running += n - self._counts[g.gid]
-            k = self._gcls[g.gid]
-            was = self._ccount[k]
-            self._ccount[k] += n - self._counts[g.gid]
+            self._add_to_class(self._gcls[g.gid], n - self._counts[g.gid])
             self._counts[g.gid] = n
-            if was == 0 or self._ccount[k] == 0:
-                self._act_stale = True
         hops, g.redirected, g.stalled = self._path(g)
         self._set_hops(g.gid, hops)
         if n == 0 or g.stalled:
@@ -406,7 +406,6 @@ class IoModel:
         for gid in self._groups_of_csv[csv]:
             g = self.groups[gid]
             g.controller = ctrl
-            self._gctrl[gid] = ctrl
             if g.members:
                 self._refresh(g)  # (an empty group takes its new class when a VM joins it)
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from cluster_sim.scenario.policy_ref import policy_code_paths
 
+_EXCLUDES = ["__pycache__/", "*.pyc"]  # not shipped with the code in py_modules
+
 
 def package_runtime_env() -> dict[str, Any]:
     """Ray runtime_env that ships this package's code to every worker of the job (`py_modules`):
@@ -17,7 +19,7 @@ def package_runtime_env() -> dict[str, Any]:
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # cluster_sim/ (this is simulation/)
     # ... and the code of the backup policies the scenarios named (scenario/policy_ref.py)
     code = [p for p in policy_code_paths() if os.path.exists(p)]  # (a package uninstalled since: not there)
-    return {"py_modules": [package, *code], "excludes": ["__pycache__/", "*.pyc"]}
+    return {"py_modules": [package, *code], "excludes": _EXCLUDES}
 
 
 def local_policy_code() -> list[str]:
@@ -115,7 +117,7 @@ class RaySession:
                     # sys.path: a policy module found through a sys.path entry a notebook or a test
                     # added goes with them
                     code = local_policy_code()
-                    env = {"runtime_env": {"py_modules": code, "excludes": ["__pycache__/", "*.pyc"]}} if code else {}
+                    env = {"runtime_env": {"py_modules": code, "excludes": _EXCLUDES}} if code else {}
                     ray.init(address="local", num_cpus=num_cpus or min(2, os.cpu_count() or 1), **env, **kw)
             except Exception as exc:  # noqa: BLE001 - ray.init raises ConnectionError, RuntimeError...
                 if _auth_refused(exc):
