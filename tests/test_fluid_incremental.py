@@ -159,16 +159,24 @@ class Driver:
                     sp["links"] = list(path)
                     sp["route"] = -1  # it no longer follows its route
             if self.routes and rng.random() < 0.15:  # a route moves (a CSV redirected or back)
-                i = int(rng.integers(len(self.routes)))
-                r, _old = self.routes[i]
-                hops = self._hops()
-                self.routes[i] = (r, hops)
-                self.net.move_route(r, hops)
-                on = [sp for sp in self.running() if sp["route"] == r]
-                for sp in on:
-                    sp["links"] = hops + sp["own"]
-                if on:
-                    self.route_moves["fell back" if self.net._steady_off else "steady"] += 1
+                # one, or several at once (move_routes_idx: a CSV's route on every node)
+                k = 1 if rng.random() < 0.5 else int(rng.integers(1, len(self.routes) + 1))
+                moves = []
+                for i in rng.choice(len(self.routes), size=k, replace=False):
+                    r, _old = self.routes[int(i)]
+                    hops = self._hops()
+                    self.routes[int(i)] = (r, hops)
+                    moves.append((r, hops))
+                if k == 1:
+                    self.net.move_route(*moves[0])
+                else:
+                    self.net.move_routes_idx([(r, tuple(self.net.link(h) for h in hops)) for r, hops in moves])
+                for r, hops in moves:
+                    on = [sp for sp in self.running() if sp["route"] == r]
+                    for sp in on:
+                        sp["links"] = hops + sp["own"]
+                    if on:
+                        self.route_moves["fell back" if self.net._steady_off else "steady"] += 1
             yield self.env.timeout(float(rng.choice([0.0, 0.5, 1.0])) if rng.random() < 0.3
                                    else float(rng.exponential(2.0)))
         for sp in self.running():  # end with the flows that would never finish
@@ -290,6 +298,44 @@ def test_a_steady_flow_is_a_fixed_load_that_moves_with_its_csv():
     assert not vm.steady and not vm2.steady
     env.run(until=4)
     assert vm.transferred == pytest.approx(100.0, rel=1e-12)  # 25 MiB/s for 4 s, its progress kept
+
+
+def test_routes_moved_together_leave_every_link_the_same_sums_bit_for_bit_as_moved_one_at_a_time():
+    # Routes r1, r2, r4 (a VM of 0.1, 0.2 and 0.3 MiB/s) on fabrics f1, f2, f4 move together onto
+    # their cluster NICs, the coordinator's NIC n3 and its fabric f3 (a CSV redirected), and back.
+    # f3's sum takes 0.1, 0.2, 0.3 in that order: 0.6000000000000001 (the reverse order gives 0.6).
+    # Back, the NICs and f3 are empty again: exact zeros, not drift.
+    def build():
+        env = simpy.Environment()
+        net = FluidNetwork(env, {x: 100.0 for x in ("f1", "f2", "f3", "f4", "n1", "n2", "n3", "n4")})
+        routes = [net.route([f"f{n}"]) for n in (1, 2, 4)]
+        for cap, r in zip((0.1, 0.2, 0.3), routes, strict=True):
+            net.start([], cap_mib_s=cap, steady=True, route=r)
+        net.settle_now()
+        return net, routes
+
+    def sums(net):
+        return net._P.tolist(), list(net._capload), list(net._D), list(net._d_cnt)
+
+    one, routes = build()
+    many, _ = build()
+    i = many.link
+    there = [(r, (i(f"n{n}"), i("n3"), i("f3"))) for r, n in zip(routes, (1, 2, 4), strict=True)]
+    back = [(r, (i(f"f{n}"),)) for r, n in zip(routes, (1, 2, 4), strict=True)]
+    for moves in (there, back):
+        for r, hops in moves:
+            one.move_route_idx(r, hops)
+        many.move_routes_idx(moves)
+        one.settle_now()
+        many.settle_now()
+        assert sums(many) == sums(one)
+        load = many.link_load()
+        if moves is there:
+            assert load["f3"] == load["n3"] == 0.6000000000000001 != (0.3 + 0.2) + 0.1
+            assert (load["f1"], load["n1"]) == (0.0, 0.1)
+        else:
+            assert [load[x] for x in ("f3", "n1", "n2", "n3", "n4")] == [0.0] * 5
+            assert [load[x] for x in ("f1", "f2", "f4")] == [0.1, 0.2, 0.3]
 
 
 def test_a_class_of_identical_flows_finishes_each_member_at_its_own_size():

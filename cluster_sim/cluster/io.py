@@ -364,6 +364,8 @@ class IoModel:
         self._settle()  # (a group that changes path class is brought up to date)
         now: dict[tuple[str, str], tuple[tuple[int, ...], bool, bool]] = {}
         todo: list[tuple[Group, tuple[int, ...], bool, bool]] = []  # (group, hops, redirected, rebuild)
+        moves: list[tuple[int, tuple[int, ...]]] = []  # (route, hops), once per route, in order
+        queued: set[int] = set()
         for gid in gids:  # first the routes of the groups that move
             g = self.groups[gid]
             if not g.members:
@@ -376,8 +378,16 @@ class IoModel:
             if stalled != g.stalled:
                 todo.append((g, hops, redirected, True))  # cut off (its flows stop) or whole again
             elif not stalled and (redirected != g.redirected or g.redirected):
-                self._route(g, hops)  # redirected or back, or the coordinator moved while redirected
+                # redirected or back, or the coordinator moved while redirected
+                r = self._routes.get(key)
+                if r is None:
+                    self._route(g, hops)
+                elif r not in queued:
+                    queued.add(r)
+                    moves.append((r, hops))
                 todo.append((g, hops, redirected, False))
+        if moves:
+            self.net.move_routes_idx(moves)
         moved = False
         for g, hops, redirected, rebuild in todo:  # then each group, in order (a rebuild takes new slots)
             if rebuild:
@@ -470,7 +480,9 @@ class IoModel:
             self._cint[act] += self._act_lat * dt
             if self._running > 0:
                 if self._act_bin is None:  # once per set of latencies
-                    self._act_bin = np.clip(np.searchsorted(_BINS, self._act_lat) - 1, 0, len(_BINS) - 2)
+                    b = _BINS.searchsorted(self._act_lat) - 1  # (np.clip's wrapper cost more than the work)
+                    np.maximum(b, 0, out=b)
+                    self._act_bin = np.minimum(b, len(_BINS) - 2, out=b)
                 self.hist[self.phase] += np.bincount(self._act_bin, weights=self._ccount[act] * dt,
                                                      minlength=len(_BINS) - 1)
         self._last_t = now

@@ -297,6 +297,16 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         if self._route_move(r, hops):
             self._mark()
 
+    def move_routes_idx(self, moves: list[tuple[int, tuple[int, ...]]]) -> None:
+        """`move_route_idx` for each (route, hops), in order (a CSV redirected or back moves the
+        route of every node at once)."""
+        if self._steady_off:
+            for r, hops in moves:
+                self.move_route_idx(r, hops)
+            return
+        if self._route_moves(moves):
+            self._mark()
+
     def touch(self) -> None:
         """Recompute at the end of this instant even if nothing changed (as a change would)."""
         self._mark()

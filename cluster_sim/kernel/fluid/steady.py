@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 _TOL = 1e-12  # relative slack of the two checks (sums kept by updates drift by about 1e-16)
 _R, _CAP, _W, _T0, _MOVED, _LINKS = range(6)  # a steady flow's record
 
@@ -70,25 +72,76 @@ class SteadyFlows:
 
     def _route_move(self, r: int, hops: tuple[int, ...]) -> int:
         """Move route r and its flows; returns how many flows moved."""
-        old = self._r_hops[r]
-        if hops == old:
-            return 0
-        tot, n, level = self._r_total[r], len(self._r_slots[r]), self._r_max[r]
-        for li in old:
-            self._d_routes[li].discard(r)
-            if n:
-                self._load_out(li, tot, n)
-        for li in hops:
-            self._d_routes[li].add(r)
-            if n:
-                self._load_in(li, tot, n, level)
-        self._r_hops[r] = hops
-        if n:
-            self.changed_links.update(old)
-            self.changed_links.update(hops)
+        return self._route_moves([(r, hops)])
+
+    def _route_moves(self, moves: list[tuple[int, tuple[int, ...]]]) -> int:
+        """`_route_move` for each (route, hops) in order (a CSV redirected or back: a route per
+        node), with the per-link updates of `_load_out` and `_load_in` written out in one loop and
+        the numpy sum P updated once at the end (np.add.at adds in the order given, so each
+        link's P takes the same additions in the same order as one move at a time). Returns how
+        many flows moved."""
+        r_hops, r_slots, r_total, r_max = self._r_hops, self._r_slots, self._r_total, self._r_max
+        d_routes, capload, D, dcnt, dn, dmax = self._d_routes, self._capload, self._D, self._d_cnt, self._d_n, self._d_max
+        binding, seeds, dcheck, changed = self._binding, self._seeds, self._d_check, self.changed_links
+        p_idx: list[int] = []
+        p_add: list[float] = []
+        moved = 0
+        for r, hops in moves:
+            old = r_hops[r]
+            if hops == old:
+                continue
+            members = r_slots[r]
+            n = len(members)
+            if not n:
+                for li in old:
+                    d_routes[li].discard(r)
+                for li in hops:
+                    d_routes[li].add(r)
+                r_hops[r] = hops
+                continue
+            tot, level = r_total[r], r_max[r]
+            for li in old:  # _load_out
+                d_routes[li].discard(r)
+                cnt = dcnt[li] - n
+                dcnt[li] = cnt
+                p_idx.append(li)
+                if cnt:
+                    p_add.append(-tot)
+                    capload[li] -= tot
+                    D[li] -= tot
+                    dn[li] += 1
+                else:  # none left: exact zeros, not drift
+                    x = D[li]
+                    p_add.append(-x)
+                    capload[li] -= x
+                    D[li] = 0.0
+                    dn[li] = 0
+                    dmax[li] = -math.inf
+                if binding[li]:
+                    seeds.add(li)
+            for li in hops:  # _load_in
+                d_routes[li].add(r)
+                p_idx.append(li)
+                p_add.append(tot)
+                capload[li] += tot
+                D[li] += tot
+                dcnt[li] += n
+                dn[li] += 1
+                if level > dmax[li]:
+                    dmax[li] = level
+                if binding[li]:
+                    seeds.add(li)
+                if tot > 0.0:
+                    dcheck.add(li)
+            r_hops[r] = hops
+            changed.update(old)
+            changed.update(hops)
             if tot > 0.0:
                 self._d_grew = True
-        return n
+            moved += n
+        if p_idx:
+            np.add.at(self._P, p_idx, p_add)
+        return moved
 
     def _on_route(self, s: int, r: int, own: tuple[int, ...]) -> None:
         """Ordinary flow s follows route r (its links: the route's, then `own`)."""
