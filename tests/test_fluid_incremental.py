@@ -338,6 +338,34 @@ def test_routes_moved_together_leave_every_link_the_same_sums_bit_for_bit_as_mov
             assert [load[x] for x in ("f1", "f2", "f4")] == [0.1, 0.2, 0.3]
 
 
+def test_steady_flows_repriced_together_in_numpy_add_their_ops_as_one_by_one_and_a_stale_handle_refuses():
+    # Three VM write flows of 0.1, 0.2 and 0.3 MiB/s at 1 op per MiB: 0.1 + 0.2 + 0.3 =
+    # 0.6000000000000001 ops/s. Re-priced to 3 ops per MiB (a snapshot's copy-on-write) the sum
+    # adds 0.1 x 2, 0.2 x 2, 0.3 x 2 in that order: 1.8000000000000003 (3 x 0.6 would be 1.8).
+    def build():
+        env = simpy.Environment()
+        net = FluidNetwork(env, {"w": 100.0}, ops_classes=2)
+        flows = [net.start(["w"], cap_mib_s=c, steady=True, ops_per_mib=1.0) for c in (0.1, 0.2, 0.3)]
+        net.settle_now()
+        return net, flows
+
+    one, f1 = build()
+    many, f2 = build()
+    assert many.hist_ops[-1] == 0.6000000000000001
+    one.set_ops_many(f1, [3.0, 3.0, 3.0])
+    batch = many.steady_ops(f2)
+    assert batch is not None and many.set_steady_ops(batch, np.array([3.0, 3.0, 3.0]))
+    one.settle_now()
+    many.settle_now()
+    assert many._ops_base.tolist() == one._ops_base.tolist() == [1.8000000000000003, 0.0]
+    assert many.hist_ops[-1] == 1.8000000000000003 and many._opm[f2[1].slot] == 3.0
+    many.stop(f2[0])  # a flow ended: the handle no longer holds, nothing changes
+    assert not many.set_steady_ops(batch, np.array([1.0, 1.0, 1.0]))
+    assert many._opm[f2[1].slot] == 3.0
+    other = many.start(["w"], cap_mib_s=0.4, steady=True, ops_per_mib=1.0, ops_class=1)
+    assert many.steady_ops([f2[1], other]) is None  # two ops classes: one by one
+
+
 def test_a_class_of_identical_flows_finishes_each_member_at_its_own_size():
     # Link 12, three identical flows (one class) of 6, 12 and 24 MiB: 4 MiB/s each until the
     # first ends at 1.5 s, then 6 each: the second (6 left) at 2.5 s; the third alone at 12:

@@ -44,6 +44,7 @@ from cluster_sim.cluster.csv import CsvTable
 from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, cluster_nic, fabric
 from cluster_sim.cluster.writes import cow_decay_s, cow_share
 from cluster_sim.kernel.fluid import Flow, FluidNetwork
+from cluster_sim.kernel.fluid.steady import SteadyOps
 from cluster_sim.scenario import Scenario
 from cluster_sim.scenario.placement import VmSpec
 
@@ -73,6 +74,18 @@ class Group:
     stalled: bool = False  # its path is cut (README "Fault events"): no I/O flows until it is whole
 
 
+@dataclass
+class _Writers:
+    """A CSV's groups' write flows, re-priced together (copy-on-write): each flow's host I/Os per
+    MiB, its time constant (an index into `reps`, a group of each), and the kernel's handle."""
+
+    flows: list[Flow]
+    ops_per_mib: np.ndarray
+    which: np.ndarray
+    reps: list[Group]
+    batch: SteadyOps | None
+
+
 class IoModel:
     def __init__(self, sc: Scenario, net: FluidNetwork, csvs: CsvTable, vms: list[VmSpec],
                  array: StorageArray | None = None):
@@ -100,7 +113,7 @@ class IoModel:
         self._write_i = net.link(ARRAY_WRITE)
         self._paths: dict = {}  # node, or (node, coordinator): link indices of the path
         self._routes: dict[tuple[str, str], int] = {}  # (node, CSV): the fluid route of its VMs' I/O
-        self._writers: dict[str, list] = {}  # per CSV, its groups' write flows (until one is rebuilt)
+        self._writers: dict[str, _Writers] = {}  # per CSV, its groups' write flows (until one is rebuilt)
         self.write_overhead = 0.0  # change-tracking filter on the hosts (set before the cluster starts)
         # fault events (cluster/faults.py): nodes without their storage fabric, and whether two nodes
         # reach each other over the cluster network (None: always)
@@ -434,16 +447,31 @@ class IoModel:
 
     def _reprice(self, csv: str) -> None:
         ages = self._ages(csv)
-        writers = self._writers.get(csv)
-        if writers is None:  # (write flow, ops per MiB, copy-on-write time constant, a group) per group
-            writers = self._writers[csv] = [(g.write_flow, g.write_ops_per_mib, g.cow_decay_s, g)
-                                            for g in (self.groups[i] for i in self._groups_of_csv[csv])
-                                            if g.write_flow is not None]
-        mult: dict[float, float] = {}  # by time constant (the groups of a template share it)
-        for _f, _w, decay, g in writers:
-            if decay not in mult:
-                mult[decay] = self._write_multiplier(g, ages)
-        self.net.set_ops_many([w[0] for w in writers], [w[1] * mult[w[2]] for w in writers])
+        w = self._writers.get(csv)
+        if w is None:
+            w = self._writers[csv] = self._writer_set(csv)
+        if not w.flows:
+            return
+        mult = np.array([self._write_multiplier(g, ages) for g in w.reps])
+        ops = w.ops_per_mib * mult[w.which]
+        if w.batch is None or not self.net.set_steady_ops(w.batch, ops):
+            self.net.set_ops_many(w.flows, ops.tolist())  # (a flow ended or changed: one by one)
+            w.batch = self.net.steady_ops(w.flows)
+
+    def _writer_set(self, csv: str) -> _Writers:
+        flows, ops, which, reps = [], [], [], []
+        decays: dict[float, int] = {}  # by time constant (the groups of a template share it)
+        for g in (self.groups[i] for i in self._groups_of_csv[csv]):
+            if g.write_flow is None:
+                continue
+            flows.append(g.write_flow)
+            ops.append(g.write_ops_per_mib)
+            if g.cow_decay_s not in decays:
+                decays[g.cow_decay_s] = len(reps)
+                reps.append(g)
+            which.append(decays[g.cow_decay_s])
+        return _Writers(flows, np.array(ops, dtype=float), np.array(which, dtype=int), reps,
+                        self.net.steady_ops(flows))
 
     def _cow_ticker(self):  # type: ignore[no-untyped-def]
         """While snapshots exist, the copy-on-write share decays: re-price every

@@ -24,6 +24,7 @@ class FlowClasses:
         self._free.extend(range(2 * old - 1, old - 1, -1))
         self._cls += [-1] * old
         self._tok += [0] * old
+        self._stok += [0] * old
         self._k += [0] * old
         for name in ("_opm", "_v0", "_moved0", "_left0"):
             getattr(self, name).extend([0.0] * old)

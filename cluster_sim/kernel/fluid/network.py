@@ -16,7 +16,7 @@ import simpy
 from cluster_sim.kernel.fluid.allocation import Allocation
 from cluster_sim.kernel.fluid.classes import FlowClasses
 from cluster_sim.kernel.fluid.completions import Completions
-from cluster_sim.kernel.fluid.steady import SteadyFlows
+from cluster_sim.kernel.fluid.steady import SteadyFlows, SteadyOps
 from cluster_sim.kernel.instant import FLUID, InstantHooks
 
 HISTORY = 1024  # recomputations kept in FluidNetwork.hist_* (listeners read the last one)
@@ -120,6 +120,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         self._moved0: list[float] = [0.0] * size
         self._left0: list[float] = [0.0] * size
         self._tok: list[int] = [0] * size  # counts its joins: heap entries of an earlier one are void
+        self._stok: list[int] = [0] * size  # counts its steady adds and removes (SteadyOps.valid)
         self._fresh: set[int] = set()  # joined its class in this instant: rate 0 until allocated
         # per class
         self._ckey: dict[tuple[tuple[int, ...], float, float, int], int] = {}
@@ -389,6 +390,37 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
             self._ops_base[k] = v
         if acc:
             self._mark()
+
+    def steady_ops(self, flows: list[Flow]) -> SteadyOps | None:
+        """A handle for re-pricing these steady flows' ops together (`set_steady_ops`), or None if
+        they are not all steady flows of one ops class (then use `set_ops_many`)."""
+        if self._steady_off or not flows or not all(f.active for f in flows):
+            return None
+        slots = [f.slot for f in flows]
+        recs = [self._steady.get(s) for s in slots]
+        if any(r is None for r in recs) or len({self._k[s] for s in slots}) != 1:
+            return None
+        return SteadyOps(slots, self._k[slots[0]], [r[1] for r in recs], self._stok)
+
+    def set_steady_ops(self, batch: SteadyOps, ops_per_mib: np.ndarray) -> bool:
+        """`set_ops_many` for a handle's flows (`steady_ops`), in numpy: each flow's ops change
+        (cap x the change of its ops per MiB) is added to its class's sum in the flows' order
+        (np.cumsum adds one after the other, as the loop of `set_ops_many` does). False, and
+        nothing done, once a flow of it has ended or changed (then use `set_ops_many`)."""
+        if self._steady_off or batch.get(self._stok) != batch.tokens:
+            return False
+        opm = self._opm
+        old = batch.get(opm)
+        xs = ops_per_mib.tolist()
+        if tuple(xs) == old:
+            return True
+        k = batch.k
+        change = batch.caps * (ops_per_mib - np.array(old, dtype=float))
+        self._ops_base[k] = np.cumsum(np.concatenate(([self._ops_base[k]], change)))[-1]
+        for s, x in zip(batch.slots, xs, strict=True):
+            opm[s] = x
+        self._mark()
+        return True
 
     def set_capacity(self, link: str, mib_s: float) -> None:
         """Change a link's capacity from now on (a slowed backup target, a failed array controller);

@@ -21,11 +21,28 @@ as if they were ordinary flows.
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 
 import numpy as np
 
 _TOL = 1e-12  # relative slack of the two checks (sums kept by updates drift by about 1e-16)
 _R, _CAP, _W, _T0, _MOVED, _LINKS = range(6)  # a steady flow's record
+
+
+class SteadyOps:
+    """Steady flows of one ops class whose ops are re-priced together (a LUN's VMs' writes), as
+    `FluidNetwork.steady_ops` found them: their slots, caps, and each slot's steady token then
+    (a flow that ended, or was changed or moved, has another token: the handle no longer holds)."""
+
+    __slots__ = ("slots", "k", "caps", "get", "tokens")
+
+    def __init__(self, slots: list[int], k: int, caps: list[float], stok: list[int]):
+        self.slots = slots
+        self.k = k
+        self.caps = np.array(caps, dtype=float)
+        one = itemgetter(*slots)
+        self.get = one if len(slots) > 1 else (lambda seq: (one(seq),))  # (a tuple either way)
+        self.tokens = self.get(stok)
 
 
 class SteadyFlows:
@@ -197,6 +214,7 @@ class SteadyFlows:
         """Slot s runs steady on `links` (its own), plus the route's hops if route >= 0."""
         level = cap / w
         self._steady[s] = [route, cap, w, self.env.now, moved, links]
+        self._stok[s] += 1
         for li in links:
             self._d_on[li].add(s)
             self._load_in(li, cap, 1, level)
@@ -218,6 +236,7 @@ class SteadyFlows:
 
     def _steady_remove(self, s: int) -> list:
         rec = self._steady.pop(s)
+        self._stok[s] += 1
         route, cap, links = rec[_R], rec[_CAP], rec[_LINKS]
         for li in links:
             self._d_on[li].discard(s)
