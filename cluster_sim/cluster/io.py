@@ -308,6 +308,44 @@ class IoModel:
             self._gcls[gid] = k
             self._gmark[gid] = self._cint.item(k)
 
+    def _set_hops_many(self, gids: list[int], hops: list[tuple[int, ...]]) -> bool:
+        """`_set_hops` for these groups of one CSV (a CSV redirected or back), in numpy: the
+        groups that change class are brought up to date together, their CSV's sums taking each
+        group's share one after the other (np.cumsum), as one call at a time would. False, and
+        nothing done, for groups of several CSVs, a class not made yet, or fewer than 8 groups
+        changing class (the caller goes one at a time)."""
+        cls, gcls = self._cls, self._gcls
+        groups = self.groups
+        ks = [cls.get((h, groups[g].controller)) for g, h in zip(gids, hops, strict=True)]
+        which = [i for i, (g, k) in enumerate(zip(gids, ks, strict=True)) if k != gcls[g]]
+        g = [gids[i] for i in which]
+        if len(g) < 8 or None in ks or len({self._gcsv[x] for x in g}) > 1:
+            return False
+        k = [ks[i] for i in which]
+        old = [gcls[x] for x in g]
+        gmark, gtime, gint, counts = self._gmark, self._gtime, self._gint, self._counts
+        cint, now = self._cint, self.net.env.now
+        c = cint[old]  # _bring
+        d = c - np.array([gmark[x] for x in g])
+        n = np.array([counts[x] for x in g], dtype=float)
+        dt = now - np.array([gtime[x] for x in g])
+        ci = self._gcsv[g[0]]
+        lat, tim = self.csv_lat[self.phase], self.csv_time[self.phase]
+        lat[ci] = np.cumsum(np.concatenate(([lat[ci]], n * d))).item(-1)
+        tim[ci] = np.cumsum(np.concatenate(([tim[ci]], n * dt))).item(-1)
+        new_int = (np.array([gint[x] for x in g]) + d).tolist()
+        mark = cint[k].tolist()
+        for x, kx, ix, mx in zip(g, k, new_int, mark, strict=True):
+            gint[x] = ix
+            gtime[x] = now
+            gcls[x] = kx
+            gmark[x] = mx
+        if n.any():  # (the classes in use are taken again: their set may have changed)
+            np.subtract.at(self._ccount, old, n)
+            np.add.at(self._ccount, k, n)
+            self._act_stale = True
+        return True
+
     def _write_multiplier(self, g: Group, ages: list[float] | None = None) -> float:
         """Back-end I/Os per host write on this group's LUN now (copy-on-write, change tracking);
         `ages`: of the LUN's live snapshots, if the caller has them."""
@@ -402,11 +440,14 @@ class IoModel:
         if moves:
             self.net.move_routes_idx(moves)
         moved = False
+        # no rebuild: every group moved with its route (their classes set together, if they can be)
+        together = not any(t[3] for t in todo) and self._set_hops_many([t[0].gid for t in todo], [t[1] for t in todo])
         for g, hops, redirected, rebuild in todo:  # then each group, in order (a rebuild takes new slots)
             if rebuild:
                 self._refresh(g)
                 continue
-            self._set_hops(g.gid, hops)  # moved with its route
+            if not together:
+                self._set_hops(g.gid, hops)  # moved with its route
             g.redirected = redirected
             moved = moved or (g.read_flow is not None and g.read_flow.active) or (
                 g.write_flow is not None and g.write_flow.active)
