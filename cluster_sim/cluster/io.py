@@ -311,7 +311,7 @@ class IoModel:
     def _set_hops_many(self, gids: list[int], hops: list[tuple[int, ...]]) -> bool:
         """`_set_hops` for these groups of one CSV (a CSV redirected or back), in numpy: the
         groups that change class are brought up to date together, their CSV's sums taking each
-        group's share one after the other (np.cumsum), as one call at a time would. False, and
+        group's share one after the other (np.add.accumulate), as one call at a time would. False, and
         nothing done, for groups of several CSVs, a class not made yet, or fewer than 8 groups
         changing class (the caller goes one at a time)."""
         cls, gcls = self._cls, self._gcls
@@ -331,8 +331,8 @@ class IoModel:
         dt = now - np.array([gtime[x] for x in g])
         ci = self._gcsv[g[0]]
         lat, tim = self.csv_lat[self.phase], self.csv_time[self.phase]
-        lat[ci] = np.cumsum(np.concatenate(([lat[ci]], n * d))).item(-1)
-        tim[ci] = np.cumsum(np.concatenate(([tim[ci]], n * dt))).item(-1)
+        lat[ci] = np.add.accumulate(np.concatenate(([lat[ci]], n * d))).item(-1)
+        tim[ci] = np.add.accumulate(np.concatenate(([tim[ci]], n * dt))).item(-1)
         new_int = (np.array([gint[x] for x in g]) + d).tolist()
         mark = cint[k].tolist()
         for x, kx, ix, mx in zip(g, k, new_int, mark, strict=True):
@@ -559,7 +559,7 @@ class IoModel:
     def _on_rates(self) -> None:
         self._settle()
         if self._act_stale:
-            act = self._act = np.flatnonzero(self._ccount[: self._ncls] > 0)
+            act = self._act = (self._ccount[: self._ncls] > 0).nonzero()[0]
             h = self._chops[act]
             self._act_path = (self._cctrl[act], h[:, 0], h[:, 1], h[:, 2])
             self._act_stale = False

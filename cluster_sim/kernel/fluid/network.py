@@ -405,7 +405,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
     def set_steady_ops(self, batch: SteadyOps, ops_per_mib: np.ndarray) -> bool:
         """`set_ops_many` for a handle's flows (`steady_ops`), in numpy: each flow's ops change
         (cap x the change of its ops per MiB) is added to its class's sum in the flows' order
-        (np.cumsum adds one after the other, as the loop of `set_ops_many` does). False, and
+        (np.add.accumulate adds one after the other, as the loop of `set_ops_many` does). False, and
         nothing done, once a flow of it has ended or changed (then use `set_ops_many`)."""
         if self._steady_off or batch.get(self._stok) != batch.tokens:
             return False
@@ -416,7 +416,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
             return True
         k = batch.k
         change = batch.caps * (ops_per_mib - np.array(old, dtype=float))
-        self._ops_base[k] = np.cumsum(np.concatenate(([self._ops_base[k]], change)))[-1]
+        self._ops_base[k] = np.add.accumulate(np.concatenate(([self._ops_base[k]], change)))[-1]
         for s, x in zip(batch.slots, xs, strict=True):
             opm[s] = x
         self._mark()
