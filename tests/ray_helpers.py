@@ -23,6 +23,7 @@ class KillingBackend(RayBackend):
         self.victim, self.at_send, self.sig = victim, at_send, sig
         self.sent = 0
         self.hit: list[int] = []  # PIDs signalled
+        self.after = 0  # batches sent to the victim after that (each finds its actor gone)
         super().__init__(names, **kw)
 
     def revive_all(self) -> None:
@@ -35,6 +36,8 @@ class KillingBackend(RayBackend):
         pid = None
         if mine and self.sent + 1 == self.at_send:
             pid = actor_pid(self, node)
+        if mine and self.hit:
+            self.after += 1
         out = super().send(node, ops)
         if mine:
             self.sent += 1

@@ -193,7 +193,9 @@ def test_a_real_actor_process_killed_at_a_random_batch_changes_no_result(ray_ses
         be.close()
     assert summary_json(local.summary) == summary_json(g.summary)
     assert [r.model_dump() for r in local.vms] == [r.model_dump() for r in g.vms]
-    if be.hit:  # (the victim may get fewer batches than at_send, e.g. a node crashed early)
+    # the victim may get fewer batches than at_send (e.g. a node crashed early), and the signal may
+    # land after it answered its last batch of the run: its loss shows once it is sent another
+    if be.hit and be.after:
         assert any(n.startswith(f"{victim}: Ray actor lost") for n in be.notes), be.notes
 
 
