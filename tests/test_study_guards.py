@@ -195,7 +195,7 @@ def test_a_ray_worker_stopped_mid_run_is_cut_at_the_deadline_and_the_run_retried
     # start within about a second); a deadline far above a run's time, far below Ray's own keepalive
     # watchdog (minutes), which would otherwise kill the stopped worker and retry the task itself
     big = ("overrides: {fleet.0.count: 3000, cluster.nodes: 8, storage.csvs: 8, cluster.node_memory_gib: 4096}\n"
-           "grid: {backup.retries: [0, 1]}\nseeds: 1\ngenerations: [ws2016]\nrun_timeout_s: 60\n")
+           "grid: {backup.retries: [0, 1]}\nseeds: 1\ngenerations: [ws2016]\nrun_timeout_s: 30\n")
     plan = load_study(make_study(tmp_path, big))
     stopped: list[int] = []
 
