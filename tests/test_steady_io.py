@@ -160,3 +160,45 @@ def test_a_csvs_groups_change_path_class_together_with_the_same_sums_bit_for_bit
     assert groups == 18 and used == [16, 16]
     assert many == one
     assert many[0]["baseline"][0] > 0.0
+
+
+class _KeepsNothing(dict):
+    def __setitem__(self, key, value) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+def test_a_csvs_plan_of_moves_used_again_gives_the_same_state_bit_for_bit_as_planned_anew() -> None:
+    # 9 nodes, 18 VMs on one CSV: five snapshots' holds (redirected and back), a VM moved to
+    # another node between the second and the third (its groups change: the plans are made
+    # again), and a second CSV hold overlapping the last. With the plans kept, 10 changes of
+    # paths need 4 plans (2 before the move, 2 after); planned anew each time, the same state to
+    # the last bit: every sum of the I/O model, the link loads and each VM's mean latency.
+    def run(keep: bool):  # type: ignore[no-untyped-def]
+        cm = _cluster(nodes=9, per_template=9)
+        io, vol = cm.io, cm.csvs["csv-1"]
+        if not keep:
+            io._plans = _KeepsNothing()
+        planned = []
+        plan = io._plan
+        io._plan = lambda gids: planned.append(len(gids)) or plan(gids)  # type: ignore[method-assign]
+        t = 5.0
+        for i in range(5):
+            cm.env.run(until=t)
+            hold = vol.hold("snapshot", vol.coordinator)
+            cm.env.run(until=t + 2.0)
+            vol.release(hold)
+            t += 5.0
+            if i == 1:
+                vm = next(v for v, h in sorted(cm.host.items()) if h != vol.coordinator)
+                cm.move_vm_ownership(vm, cm.host[vm], next(n for n in cm.nodes if n not in (cm.host[vm],)))
+        cm.env.run(until=t)
+        io.finish()
+        state = (io.csv_lat, io.csv_time, io._gint, io._gcls, io._ccount.tolist(), cm.net.link_load(),
+                 {v: io.vm_mean_latency_ms(v) for v in sorted(cm.host)}, [g.redirected for g in io.groups])
+        return state, len(planned)
+
+    kept, plans_kept = run(True)
+    anew, plans_anew = run(False)
+    assert (plans_kept, plans_anew) == (4, 10)
+    assert kept == anew
+    assert not any(kept[-1])  # every group back on its direct path

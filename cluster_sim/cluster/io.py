@@ -114,6 +114,13 @@ class IoModel:
         self._paths: dict = {}  # node, or (node, coordinator): link indices of the path
         self._routes: dict[tuple[str, str], int] = {}  # (node, CSV): the fluid route of its VMs' I/O
         self._writers: dict[str, _Writers] = {}  # per CSV, its groups' write flows (until one is rebuilt)
+        # per CSV: its groups' rebuilds so far, the state (coordinator, redirected) its groups'
+        # paths were last taken in, and per (CSV, state before, state after) the last plan of that
+        # change of paths (_paths_changed)
+        self._csv_ver: dict[str, int] = dict.fromkeys(csvs.volumes, 0)
+        self._csv_state = {v.name: (v.coordinator, v.redirected) for v in csvs}  # (as each change leaves it)
+        self._plans: dict[str, tuple] = {}
+        self._fault_ver = 0  # faults that changed which links exist (paths_changed)
         self.write_overhead = 0.0  # change-tracking filter on the hosts (set before the cluster starts)
         # fault events (cluster/faults.py): nodes without their storage fabric, and whether two nodes
         # reach each other over the cluster network (None: always)
@@ -384,6 +391,7 @@ class IoModel:
                 self.net.stop(f)
         g.read_flow = g.write_flow = None
         self._writers.pop(g.csv, None)
+        self._csv_ver[g.csv] += 1  # (a plan of its CSV no longer holds)
         n = len(g.members)
         if n != self._counts[g.gid]:
             self._bring(g.gid)
@@ -406,42 +414,33 @@ class IoModel:
                                           ops_class=g.controller, steady=True, route=r)
 
     def _csv_changed(self, csv: str) -> None:
-        self._paths_changed(self._groups_of_csv[csv])
+        vol = self.csvs[csv]
+        state = (vol.coordinator, vol.redirected)
+        # what decides the groups that move and where: the CSV's groups (members, stalled, as of
+        # their last rebuild), the faults, and the CSV's state before and after (no fabric lost)
+        key = None if self.no_fabric else (csv, self._csv_state.get(csv), state, self._csv_ver[csv], self._fault_ver)
+        self._csv_state[csv] = state
+        self._paths_changed(self._groups_of_csv[csv], key)
 
-    def _paths_changed(self, gids: list[int]) -> None:
+    def _paths_changed(self, gids: list[int], key: tuple | None = None) -> None:
         """These groups take their paths again: a group cut off or whole again rebuilds its flows;
         one redirected or back, or whose coordinator moved while redirected, moves with its route
-        (the VMs of its node and CSV: one move for all of them)."""
+        (the VMs of its node and CSV: one move for all of them). A CSV's plan of which groups and
+        routes move (`_plan`) is kept per change of its state and used again while its groups and
+        the faults are as they were (`key`): a CSV goes back and forth between the same two states
+        once per snapshot."""
         self._settle()  # (a group that changes path class is brought up to date)
-        now: dict[tuple[str, str], tuple[tuple[int, ...], bool, bool]] = {}
-        todo: list[tuple[Group, tuple[int, ...], bool, bool]] = []  # (group, hops, redirected, rebuild)
-        moves: list[tuple[int, tuple[int, ...]]] = []  # (route, hops), once per route, in order
-        queued: set[int] = set()
-        for gid in gids:  # first the routes of the groups that move
-            g = self.groups[gid]
-            if not g.members:
-                continue
-            key = (g.node, g.csv)
-            got = now.get(key)
-            if got is None:
-                got = now[key] = self._path(g)
-            hops, redirected, stalled = got
-            if stalled != g.stalled:
-                todo.append((g, hops, redirected, True))  # cut off (its flows stop) or whole again
-            elif not stalled and (redirected != g.redirected or g.redirected):
-                # redirected or back, or the coordinator moved while redirected
-                r = self._routes.get(key)
-                if r is None:
-                    self._route(g, hops)
-                elif r not in queued:
-                    queued.add(r)
-                    moves.append((r, hops))
-                todo.append((g, hops, redirected, False))
+        plan = self._plans.get(key[:3]) if key is not None else None
+        if plan is None or plan[0] != key:
+            plan = (key, *self._plan(gids))
+            if key is not None and plan[-1]:
+                self._plans[key[:3]] = plan
+        _key, todo, moves, gids_moved, hops_moved, _reusable = plan
         if moves:
             self.net.move_routes_idx(moves)
         moved = False
         # no rebuild: every group moved with its route (their classes set together, if they can be)
-        together = not any(t[3] for t in todo) and self._set_hops_many([t[0].gid for t in todo], [t[1] for t in todo])
+        together = gids_moved is not None and self._set_hops_many(gids_moved, hops_moved)
         for g, hops, redirected, rebuild in todo:  # then each group, in order (a rebuild takes new slots)
             if rebuild:
                 self._refresh(g)
@@ -454,9 +453,48 @@ class IoModel:
         if moved:
             self.net.touch()  # rates are recomputed as for any move, even to the same links
 
+    def _plan(self, gids: list[int]) -> tuple[list, list, list[int] | None, list, bool]:
+        """Which of these groups move, and how: (group, hops, redirected, rebuild) per group in
+        order, the (route, hops) moves once per route in order, the moved groups and their hops
+        (None if a group rebuilds), and whether the plan holds again for the same key (no rebuild,
+        no route made)."""
+        now: dict[tuple[str, str], tuple[tuple[int, ...], bool, bool]] = {}
+        todo: list[tuple[Group, tuple[int, ...], bool, bool]] = []
+        moves: list[tuple[int, tuple[int, ...]]] = []
+        queued: set[int] = set()
+        reusable = True
+        for gid in gids:  # first the routes of the groups that move
+            g = self.groups[gid]
+            if not g.members:
+                continue
+            key = (g.node, g.csv)
+            got = now.get(key)
+            if got is None:
+                got = now[key] = self._path(g)
+            hops, redirected, stalled = got
+            if stalled != g.stalled:
+                todo.append((g, hops, redirected, True))  # cut off (its flows stop) or whole again
+                reusable = False
+            elif not stalled and (redirected != g.redirected or g.redirected):
+                # redirected or back, or the coordinator moved while redirected
+                r = self._routes.get(key)
+                if r is None:
+                    self._route(g, hops)
+                    reusable = False
+                elif r not in queued:
+                    queued.add(r)
+                    moves.append((r, hops))
+                todo.append((g, hops, redirected, False))
+        if not reusable and any(t[3] for t in todo):  # (a rebuild: the groups one at a time)
+            return todo, moves, None, [], False
+        return todo, moves, [t[0].gid for t in todo], [t[1] for t in todo], reusable
+
     def paths_changed(self) -> None:
         """A fault changed which links exist (a partition, a lost or restored storage fabric):
         every group takes its path again."""
+        self._fault_ver += 1
+        for vol in self.csvs:
+            self._csv_state[vol.name] = (vol.coordinator, vol.redirected)
         self._paths_changed(list(range(len(self.groups))))
 
     def controller_moved(self, csv: str) -> None:
