@@ -143,7 +143,7 @@ def test_a_csvs_groups_change_path_class_together_with_the_same_sums_bit_for_bit
         io = cm.io
         used = []
         many = io._set_hops_many
-        io._set_hops_many = lambda g, h: used.append(len(g)) or (together and many(g, h))  # type: ignore[method-assign]
+        io._set_hops_many = lambda m: used.append(len(m.gids)) or (together and many(m))  # type: ignore[method-assign]
         coord = cm.csvs["csv-1"].coordinator
         cm.env.run(until=5.0)
         hold = cm.csvs["csv-1"].hold("snapshot", coord)

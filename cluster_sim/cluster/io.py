@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -84,6 +85,20 @@ class _Writers:
     which: np.ndarray
     reps: list[Group]
     batch: SteadyOps | None
+
+
+class _Moved:
+    """The groups that move with their routes in a plan (IoModel._plan), their hops, and once
+    known their path classes."""
+
+    __slots__ = ("gids", "hops", "get", "ks")
+
+    def __init__(self, gids: list[int], hops: list[tuple[int, ...]]):
+        self.gids = gids
+        self.hops = hops
+        one = itemgetter(*gids) if gids else None
+        self.get = one if len(gids) > 1 else (lambda seq: tuple(seq[g] for g in gids))  # (a tuple either way)
+        self.ks: np.ndarray | None = None
 
 
 class IoModel:
@@ -315,34 +330,34 @@ class IoModel:
             self._gcls[gid] = k
             self._gmark[gid] = self._cint.item(k)
 
-    def _set_hops_many(self, gids: list[int], hops: list[tuple[int, ...]]) -> bool:
-        """`_set_hops` for these groups of one CSV (a CSV redirected or back), in numpy: the
-        groups that change class are brought up to date together, their CSV's sums taking each
-        group's share one after the other (np.add.accumulate), as one call at a time would. False, and
-        nothing done, for groups of several CSVs, a class not made yet, or fewer than 8 groups
-        changing class (the caller goes one at a time)."""
-        cls, gcls = self._cls, self._gcls
-        groups = self.groups
-        ks = [cls.get((h, groups[g].controller)) for g, h in zip(gids, hops, strict=True)]
-        which = [i for i, (g, k) in enumerate(zip(gids, ks, strict=True)) if k != gcls[g]]
-        g = [gids[i] for i in which]
-        if len(g) < 8 or None in ks or len({self._gcsv[x] for x in g}) > 1:
+    def _set_hops_many(self, m: _Moved) -> bool:
+        """`_set_hops` for the groups of one CSV that moved with their routes (a CSV redirected or
+        back), in numpy: the groups that change class are brought up to date together, their CSV's
+        sums taking each group's share one after the other (np.add.accumulate), as one call at a
+        time would. False, and nothing done, for fewer than 8 groups, groups of several CSVs, a
+        class not made yet, or a group that keeps its class (the caller goes one at a time)."""
+        if len(m.gids) < 8:
             return False
-        k = [ks[i] for i in which]
-        old = [gcls[x] for x in g]
+        gcls = self._gcls
+        if m.ks is None:  # their classes (kept with the plan: a class, once made, stays)
+            ks = [self._cls.get((h, self.groups[g].controller)) for g, h in zip(m.gids, m.hops, strict=True)]
+            if None in ks or len({self._gcsv[g] for g in m.gids}) > 1:
+                return False
+            m.ks = np.array(ks, dtype=int)
+        get = m.get
+        old = np.array(get(gcls), dtype=int)
+        if (old == m.ks).any():  # (some keep their class: never seen in a redirection or back)
+            return False
         gmark, gtime, gint, counts = self._gmark, self._gtime, self._gint, self._counts
+        mk, tm, it, n = (np.array(get(x), dtype=float) for x in (gmark, gtime, gint, counts))
+        g, k = m.gids, m.ks
         cint, now = self._cint, self.net.env.now
-        c = cint[old]  # _bring
-        d = c - np.array([gmark[x] for x in g])
-        n = np.array([counts[x] for x in g], dtype=float)
-        dt = now - np.array([gtime[x] for x in g])
+        d = cint[old] - mk  # _bring
         ci = self._gcsv[g[0]]
         lat, tim = self.csv_lat[self.phase], self.csv_time[self.phase]
         lat[ci] = np.add.accumulate(np.concatenate(([lat[ci]], n * d))).item(-1)
-        tim[ci] = np.add.accumulate(np.concatenate(([tim[ci]], n * dt))).item(-1)
-        new_int = (np.array([gint[x] for x in g]) + d).tolist()
-        mark = cint[k].tolist()
-        for x, kx, ix, mx in zip(g, k, new_int, mark, strict=True):
+        tim[ci] = np.add.accumulate(np.concatenate(([tim[ci]], n * (now - tm)))).item(-1)
+        for x, kx, ix, mx in zip(g, k.tolist(), (it + d).tolist(), cint[k].tolist(), strict=True):
             gint[x] = ix
             gtime[x] = now
             gcls[x] = kx
@@ -435,12 +450,12 @@ class IoModel:
             plan = (key, *self._plan(gids))
             if key is not None and plan[-1]:
                 self._plans[key[:3]] = plan
-        _key, todo, moves, gids_moved, hops_moved, _reusable = plan
+        _key, todo, moves, together_, _reusable = plan
         if moves:
             self.net.move_routes_idx(moves)
         moved = False
         # no rebuild: every group moved with its route (their classes set together, if they can be)
-        together = gids_moved is not None and self._set_hops_many(gids_moved, hops_moved)
+        together = together_ is not None and self._set_hops_many(together_)
         for g, hops, redirected, rebuild in todo:  # then each group, in order (a rebuild takes new slots)
             if rebuild:
                 self._refresh(g)
@@ -453,7 +468,7 @@ class IoModel:
         if moved:
             self.net.touch()  # rates are recomputed as for any move, even to the same links
 
-    def _plan(self, gids: list[int]) -> tuple[list, list, list[int] | None, list, bool]:
+    def _plan(self, gids: list[int]) -> tuple[list, list, _Moved | None, bool]:
         """Which of these groups move, and how: (group, hops, redirected, rebuild) per group in
         order, the (route, hops) moves once per route in order, the moved groups and their hops
         (None if a group rebuilds), and whether the plan holds again for the same key (no rebuild,
@@ -486,8 +501,8 @@ class IoModel:
                     moves.append((r, hops))
                 todo.append((g, hops, redirected, False))
         if not reusable and any(t[3] for t in todo):  # (a rebuild: the groups one at a time)
-            return todo, moves, None, [], False
-        return todo, moves, [t[0].gid for t in todo], [t[1] for t in todo], reusable
+            return todo, moves, None, False
+        return todo, moves, _Moved([t[0].gid for t in todo], [t[1] for t in todo]), reusable
 
     def paths_changed(self) -> None:
         """A fault changed which links exist (a partition, a lost or restored storage fabric):
