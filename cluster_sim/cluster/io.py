@@ -500,7 +500,7 @@ class IoModel:
                     queued.add(r)
                     moves.append((r, hops))
                 todo.append((g, hops, redirected, False))
-        if not reusable and any(t[3] for t in todo):  # (a rebuild: the groups one at a time)
+        if any(t[3] for t in todo):  # (a rebuild: the groups one at a time)
             return todo, moves, None, False
         return todo, moves, _Moved([t[0].gid for t in todo], [t[1] for t in todo]), reusable
 

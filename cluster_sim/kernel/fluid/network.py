@@ -120,7 +120,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         self._moved0: list[float] = [0.0] * size
         self._left0: list[float] = [0.0] * size
         self._tok: list[int] = [0] * size  # counts its joins: heap entries of an earlier one are void
-        self._stok: list[int] = [0] * size  # counts its steady adds and removes (SteadyOps.valid)
+        self._stok: list[int] = [0] * size  # counts its steady adds and removes (a SteadyOps handle holds while they are as it saw them)
         self._fresh: set[int] = set()  # joined its class in this instant: rate 0 until allocated
         # per class
         self._ckey: dict[tuple[tuple[int, ...], float, float, int], int] = {}
