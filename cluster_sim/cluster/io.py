@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 _BINS = np.logspace(-3, 6, 901)  # latency histogram edges in ms: 0.001 ms .. 1000 s
 PHASES = ("baseline", "backup", "after")
+_PLANS_PER_CSV = 4  # plans kept per CSV (a snapshot's redirection and back take 2) [P]
 
 
 @dataclass
@@ -130,11 +131,11 @@ class IoModel:
         self._routes: dict[tuple[str, str], int] = {}  # (node, CSV): the fluid route of its VMs' I/O
         self._writers: dict[str, _Writers] = {}  # per CSV, its groups' write flows (until one is rebuilt)
         # per CSV: its groups' rebuilds so far, the state (coordinator, redirected) its groups'
-        # paths were last taken in, and per (CSV, state before, state after) the last plan of that
-        # change of paths (_paths_changed)
+        # paths were last taken in, and its plans per change of state (state before, state after)
+        # made since its last rebuild and the last fault (_paths_changed)
         self._csv_ver: dict[str, int] = dict.fromkeys(csvs.volumes, 0)
         self._csv_state = {v.name: (v.coordinator, v.redirected) for v in csvs}  # (as each change leaves it)
-        self._plans: dict[str, tuple] = {}
+        self._plans: dict[str, tuple[tuple[int, int], dict]] = {}
         self._fault_ver = 0  # faults that changed which links exist (paths_changed)
         self.write_overhead = 0.0  # change-tracking filter on the hosts (set before the cluster starts)
         # fault events (cluster/faults.py): nodes without their storage fabric, and whether two nodes
@@ -445,12 +446,21 @@ class IoModel:
         the faults are as they were (`key`): a CSV goes back and forth between the same two states
         once per snapshot."""
         self._settle()  # (a group that changes path class is brought up to date)
-        plan = self._plans.get(key[:3]) if key is not None else None
-        if plan is None or plan[0] != key:
-            plan = (key, *self._plan(gids))
-            if key is not None and plan[-1]:
-                self._plans[key[:3]] = plan
-        _key, todo, moves, together_, _reusable = plan
+        kept = None  # the CSV's plans of this count of rebuilds and faults (older ones never hold again)
+        plan = None
+        if key is not None:
+            csv, change, since = key[0], key[1:3], key[3:]
+            kept = self._plans.get(csv)
+            if kept is None or kept[0] != since:
+                kept = self._plans[csv] = (since, {})
+            plan = kept[1].get(change)
+        if plan is None:
+            plan = self._plan(gids)
+            if kept is not None and plan[-1]:
+                if len(kept[1]) >= _PLANS_PER_CSV:  # (memory: ws2008r2 moves coordinators all over)
+                    kept[1].clear()
+                kept[1][change] = plan
+        todo, moves, together_, _reusable = plan
         if moves:
             self.net.move_routes_idx(moves)
         moved = False
