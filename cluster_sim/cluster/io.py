@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 _BINS = np.logspace(-3, 6, 901)  # latency histogram edges in ms: 0.001 ms .. 1000 s
 PHASES = ("baseline", "backup", "after")
 _PLANS_PER_CSV = 4  # plans kept per CSV (a snapshot's redirection and back take 2) [P]
+_MANY = 8  # groups moving together that are set in numpy (fewer: one at a time is as quick) [P]
 
 
 @dataclass
@@ -97,8 +98,7 @@ class _Moved:
     def __init__(self, gids: list[int], hops: list[tuple[int, ...]]):
         self.gids = gids
         self.hops = hops
-        one = itemgetter(*gids) if gids else None
-        self.get = one if len(gids) > 1 else (lambda seq: tuple(seq[g] for g in gids))  # (a tuple either way)
+        self.get = itemgetter(*gids) if len(gids) >= _MANY else None  # (fewer go one at a time)
         self.ks: np.ndarray | None = None
 
 
@@ -335,9 +335,9 @@ class IoModel:
         """`_set_hops` for the groups of one CSV that moved with their routes (a CSV redirected or
         back), in numpy: the groups that change class are brought up to date together, their CSV's
         sums taking each group's share one after the other (np.add.accumulate), as one call at a
-        time would. False, and nothing done, for fewer than 8 groups, groups of several CSVs, a
+        time would. False, and nothing done, for fewer than _MANY groups, groups of several CSVs, a
         class not made yet, or a group that keeps its class (the caller goes one at a time)."""
-        if len(m.gids) < 8:
+        if m.get is None:  # fewer than _MANY
             return False
         gcls = self._gcls
         if m.ks is None:  # their classes (kept with the plan: a class, once made, stays)
@@ -431,35 +431,34 @@ class IoModel:
 
     def _csv_changed(self, csv: str) -> None:
         vol = self.csvs[csv]
-        state = (vol.coordinator, vol.redirected)
-        # what decides the groups that move and where: the CSV's groups (members, stalled, as of
-        # their last rebuild), the faults, and the CSV's state before and after (no fabric lost)
-        key = None if self.no_fabric else (csv, self._csv_state.get(csv), state, self._csv_ver[csv], self._fault_ver)
-        self._csv_state[csv] = state
-        self._paths_changed(self._groups_of_csv[csv], key)
+        change = (self._csv_state[csv], (vol.coordinator, vol.redirected))  # its state before, after
+        self._csv_state[csv] = change[1]
+        if self.no_fabric:  # (a coordinator moves before paths_changed is told of a lost fabric)
+            self._paths_changed(self._groups_of_csv[csv])
+            return
+        # what else decides the groups that move and where: the CSV's groups (members, stalled,
+        # as of their last rebuild) and the faults; plans of older counts never hold again
+        since = (self._csv_ver[csv], self._fault_ver)
+        kept = self._plans.get(csv)
+        if kept is None or kept[0] != since:
+            kept = self._plans[csv] = (since, {})
+        self._paths_changed(self._groups_of_csv[csv], kept[1], change)
 
-    def _paths_changed(self, gids: list[int], key: tuple | None = None) -> None:
+    def _paths_changed(self, gids: list[int], plans: dict | None = None, change: tuple | None = None) -> None:
         """These groups take their paths again: a group cut off or whole again rebuilds its flows;
         one redirected or back, or whose coordinator moved while redirected, moves with its route
         (the VMs of its node and CSV: one move for all of them). A CSV's plan of which groups and
-        routes move (`_plan`) is kept per change of its state and used again while its groups and
-        the faults are as they were (`key`): a CSV goes back and forth between the same two states
-        once per snapshot."""
+        routes move (`_plan`) is kept in `plans` per change of its state and used again while its
+        groups and the faults are as they were: a CSV goes back and forth between the same two
+        states once per snapshot."""
         self._settle()  # (a group that changes path class is brought up to date)
-        kept = None  # the CSV's plans of this count of rebuilds and faults (older ones never hold again)
-        plan = None
-        if key is not None:
-            csv, change, since = key[0], key[1:3], key[3:]
-            kept = self._plans.get(csv)
-            if kept is None or kept[0] != since:
-                kept = self._plans[csv] = (since, {})
-            plan = kept[1].get(change)
+        plan = plans.get(change) if plans is not None else None
         if plan is None:
             plan = self._plan(gids)
-            if kept is not None and plan[-1]:
-                if len(kept[1]) >= _PLANS_PER_CSV:  # (memory: ws2008r2 moves coordinators all over)
-                    kept[1].clear()
-                kept[1][change] = plan
+            if plans is not None and plan[-1]:
+                if len(plans) >= _PLANS_PER_CSV:  # (memory: ws2008r2 moves coordinators all over)
+                    plans.clear()
+                plans[change] = plan
         todo, moves, together_, _reusable = plan
         if moves:
             self.net.move_routes_idx(moves)

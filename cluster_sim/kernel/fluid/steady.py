@@ -178,6 +178,7 @@ class SteadyFlows:
         return self._r_total[r]
 
     # ---- per-link sums ---------------------------------------------------------------------
+    # (_route_moves writes these two out in its loop, with P added at its end: keep them alike)
     def _load_in(self, li: int, x: float, n: int, level: float) -> None:
         self._P[li] += x
         self._capload[li] += x
