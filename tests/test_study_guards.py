@@ -191,11 +191,12 @@ def test_the_lock_of_a_killed_sweep_is_taken_over(tmp_path: Path) -> None:
 # ---- a frozen Ray worker ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_ray_worker_stopped_mid_run_is_cut_at_the_deadline_and_the_run_retried(tmp_path: Path) -> None:
-    # 3000 VMs: a run takes seconds, so the worker is stopped in the middle of it (the driver hears of a
-    # start within about a second); a deadline far above a run's time, far below Ray's own keepalive
-    # watchdog (minutes), which would otherwise kill the stopped worker and retry the task itself
+    # 3000 VMs: a run takes seconds (1.7 s measured), so the worker is stopped in the middle of it (the
+    # driver hears of a start within about a second); a deadline far above a run's time (15 s: 9x, room
+    # for a machine three times slower), far below Ray's own keepalive watchdog (minutes), which would
+    # otherwise kill the stopped worker and retry the task itself
     big = ("overrides: {fleet.0.count: 3000, cluster.nodes: 8, storage.csvs: 8, cluster.node_memory_gib: 4096}\n"
-           "grid: {backup.retries: [0, 1]}\nseeds: 1\ngenerations: [ws2016]\nrun_timeout_s: 30\n")
+           "grid: {backup.retries: [0, 1]}\nseeds: 1\ngenerations: [ws2016]\nrun_timeout_s: 15\n")
     plan = load_study(make_study(tmp_path, big))
     stopped: list[int] = []
 
