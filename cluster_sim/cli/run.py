@@ -174,19 +174,21 @@ def _finish_generation(scratch: Path, trace: bool, draw: bool, g: GenerationResu
     """A generation's folder under the run's scratch folder, written (and its timeline.png and
     trace.perfetto.json drawn) in the process that ran it; what goes back to the command is its
     result without the trace (written, and the largest part of it)."""
+    from cluster_sim.kernel.collector import fewer_collections
     from cluster_sim.results import write_generation
 
     folder = scratch / g.summary.generation
     if not trace:
         g.trace = None
-    write_generation(g, folder)
-    if draw:
-        try:
-            from cluster_sim.report.html import draw_generation
+    with fewer_collections():  # the simulation's heap is still large here (kernel/collector.py)
+        write_generation(g, folder)
+        if draw:
+            try:
+                from cluster_sim.report.html import draw_generation
 
-            g.drawn = draw_generation(folder)
-        except Exception as exc:  # noqa: BLE001 - a report that cannot be drawn is a warning
-            g.drawn = (None, None, f"{type(exc).__name__}: {exc}")
+                g.drawn = draw_generation(folder)
+            except Exception as exc:  # noqa: BLE001 - a report that cannot be drawn is a warning
+                g.drawn = (None, None, f"{type(exc).__name__}: {exc}")
     g.trace = None
     return g
 
