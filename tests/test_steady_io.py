@@ -202,3 +202,47 @@ def test_a_csvs_plan_of_moves_used_again_gives_the_same_state_bit_for_bit_as_pla
     assert (plans_kept, plans_anew) == (4, 10)
     assert kept == anew
     assert not any(kept[-1])  # every group back on its direct path
+
+
+class _AlwaysTrue(set):
+    """An empty set of nodes without their fabric that is still true: every change of a CSV goes
+    the long way (a plan made from scratch for every group), the reference below."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def test_a_coordinator_moved_while_not_redirected_makes_no_plan_and_leaves_the_same_state_bit_for_bit() -> None:
+    # 3 nodes, 6 VMs on one CSV, ws2008r2's way: the coordinator moves to node-2, node-3, then back
+    # to node-1 (3 moves, not redirected before or after), each followed by a snapshot's hold
+    # (redirected and back: 2 plans a round, 6 in all). A move leaves every group on its node's own
+    # path, so it needs no plan: 6 plans, against 9 when every change is planned from scratch; the
+    # state is the same to the last bit (sums of the I/O model, link loads, each VM's latency).
+    def run(reference: bool):  # type: ignore[no-untyped-def]
+        cm = _cluster(nodes=3, per_template=3)
+        io, vol = cm.io, cm.csvs["csv-1"]
+        assert vol.coordinator == "node-1"
+        if reference:
+            io.no_fabric = _AlwaysTrue()
+        planned = []
+        plan = io._plan
+        io._plan = lambda gids: planned.append(len(gids)) or plan(gids)  # type: ignore[method-assign]
+        t = 5.0
+        for node in ("node-2", "node-3", "node-1"):
+            cm.env.run(until=t)
+            vol.move_coordinator(node)
+            cm.env.run(until=t + 1.0)
+            hold = vol.hold("snapshot", vol.coordinator)
+            cm.env.run(until=t + 3.0)
+            vol.release(hold)
+            t += 5.0
+        cm.env.run(until=t)
+        io.finish()
+        state = (io.csv_lat, io.csv_time, io._gint, io._gcls, io._ccount.tolist(), cm.net.link_load(),
+                 {v: io.vm_mean_latency_ms(v) for v in sorted(cm.host)}, [g.redirected for g in io.groups])
+        return state, len(planned)
+
+    short, plans_short = run(False)
+    ref, plans_ref = run(True)
+    assert (plans_short, plans_ref) == (6, 9)
+    assert short == ref
