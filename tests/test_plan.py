@@ -171,8 +171,10 @@ def test_plan_fingerprint_changes_with_what_the_trials_depend_on(tmp_path):
 # on a local Ray instance
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """One 8-trial plan on the tiny scenario, run to the end."""
+def reference(tmp_path_factory, ray_session):
+    """One 8-trial plan on the tiny scenario, run to the end. The plans of this module run on one
+    local Ray instance (conftest's ray_session, which a plan joins and leaves running): about 6 s of
+    Ray's start and shutdown per plan saved."""
     folder = tmp_path_factory.mktemp("reference")
     spec = load_plan(make_plan(folder))
     outcome = run_plan(spec, folder / "out", num_cpus=2)
@@ -313,7 +315,7 @@ def test_resume_refuses_a_folder_of_another_plan(reference, tmp_path):
 
 
 @pytest.mark.slow
-def test_infeasible_plan_says_so_and_names_the_constraint_no_trial_met(tmp_path):
+def test_infeasible_plan_says_so_and_names_the_constraint_no_trial_met(tmp_path, ray_session):
     # a VM without a SCSI controller always fails on ws2012r2 (Event 10103)
     noscsi = {"template": "noscsi", "count": 1, "disks": [{"size_gib": 4}], "scsi_controller": False}
     plan = make_plan(tmp_path, trials=4, extra=(noscsi,))
@@ -329,7 +331,7 @@ def test_infeasible_plan_says_so_and_names_the_constraint_no_trial_met(tmp_path)
 
 
 @pytest.mark.slow
-def test_two_objective_plan_draws_the_pareto_front_with_nsga2(tmp_path):
+def test_two_objective_plan_draws_the_pareto_front_with_nsga2(tmp_path, ray_session):
     plan = make_plan(tmp_path, trials=10, objective="[{minimize: backup_window_s}, {minimize: avhdx_vm_s}]",
                      constraints="[outcomes.failed == 0]")
     out = tmp_path / "out"
@@ -386,7 +388,7 @@ sampler_seed: 0
 
 
 @pytest.mark.slow
-def test_advisor_reaches_the_grid_optimum_within_2_percent_with_a_third_of_the_runs(tmp_path):
+def test_advisor_reaches_the_grid_optimum_within_2_percent_with_a_third_of_the_runs(tmp_path, ray_session):
     (tmp_path / "sc.yaml").write_text(GRID_SCENARIO)
     (tmp_path / "plan.yaml").write_text(GRID_PLAN)
     spec = load_plan(tmp_path / "plan.yaml")
@@ -437,6 +439,9 @@ def test_a_plan_over_a_scenario_with_a_policy_runs_every_trial_under_that_policy
     # ws2016 takes one snapshot set over both CSVs; GroupByCsvOwner one set per owner node: the 2
     # CSVs of the tiny cluster are coordinated by its 2 nodes, so every run has 2 sets (the policy's
     # code reaches the Ray workers with the plan's runs; before, every trial failed to import it)
+    import ray
+
+    ray.shutdown()  # (the module's shared Ray has no policy code: this plan starts its own, which ships it)
     from plan_helpers import TINY_FILE
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "examples"))
