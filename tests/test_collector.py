@@ -4,6 +4,7 @@ collections inside, Python's own thresholds back after, however the block ends."
 from __future__ import annotations
 
 import gc
+import weakref
 
 import pytest
 
@@ -27,6 +28,41 @@ def test_a_block_runs_with_a_young_collection_every_20000_objects_and_gets_700_1
         assert gc.get_threshold() == (20_000, 10, 10)
         raise ValueError("a run that fails")
     assert gc.get_threshold() == (700, 10, 10)
+
+
+class _Node:
+    pass
+
+
+def _full_collections() -> int:
+    return gc.get_stats()[2]["collections"]
+
+
+def test_garbage_of_a_block_that_reached_the_oldest_generation_is_freed_by_one_full_collection_at_its_end(
+        python_thresholds) -> None:
+    gc.collect()
+    full = _full_collections()
+    with fewer_collections():
+        a, b = _Node(), _Node()
+        a.other, b.other = b, a  # a cycle: only the collector frees it
+        gone = weakref.ref(a)
+        # 500,000 lists kept: 25 young collections of 20,000, 2 middle ones (every 10 young), which
+        # move the cycle to the oldest generation; no full collection inside (10 middle ones needed)
+        kept = [[] for _ in range(500_000)]
+        del a, b
+        assert gone() is not None and _full_collections() == full
+    assert gone() is None  # freed at the end, not left for the next run
+    assert _full_collections() == full + 1
+    del kept
+
+
+def test_a_short_block_leaves_its_garbage_to_the_young_collections_without_a_full_one(python_thresholds) -> None:
+    gc.collect()
+    full = _full_collections()
+    with fewer_collections():
+        kept = [[] for _ in range(1_000)]  # fewer than one young collection's 20,000
+    assert _full_collections() == full
+    del kept
 
 
 def test_a_higher_young_threshold_set_by_the_caller_is_not_lowered(python_thresholds) -> None:
