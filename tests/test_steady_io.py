@@ -167,6 +167,24 @@ class _KeepsNothing(dict):
         pass
 
 
+def _counting_plans(io) -> list[int]:  # type: ignore[no-untyped-def]
+    """The sizes of the plans the I/O model makes from now on, one entry per plan."""
+    planned: list[int] = []
+    plan = io._plan
+    io._plan = lambda gids: planned.append(len(gids)) or plan(gids)
+    return planned
+
+
+def _io_state_at_the_end(cm, t: float) -> tuple:  # type: ignore[no-untyped-def]
+    """Run to t, finish, and every sum of the I/O model, the link loads, each VM's mean latency
+    and each group's redirected flag."""
+    io = cm.io
+    cm.env.run(until=t)
+    io.finish()
+    return (io.csv_lat, io.csv_time, io._gint, io._gcls, io._ccount.tolist(), cm.net.link_load(),
+            {v: io.vm_mean_latency_ms(v) for v in sorted(cm.host)}, [g.redirected for g in io.groups])
+
+
 def test_a_csvs_plan_of_moves_used_again_gives_the_same_state_bit_for_bit_as_planned_anew() -> None:
     # 9 nodes, 18 VMs on one CSV: five snapshots' holds (redirected and back), a VM moved to
     # another node between the second and the third (its groups change: the plans are made
@@ -178,9 +196,7 @@ def test_a_csvs_plan_of_moves_used_again_gives_the_same_state_bit_for_bit_as_pla
         io, vol = cm.io, cm.csvs["csv-1"]
         if not keep:
             io._plans = _KeepsNothing()
-        planned = []
-        plan = io._plan
-        io._plan = lambda gids: planned.append(len(gids)) or plan(gids)  # type: ignore[method-assign]
+        planned = _counting_plans(io)
         t = 5.0
         for i in range(5):
             cm.env.run(until=t)
@@ -191,11 +207,7 @@ def test_a_csvs_plan_of_moves_used_again_gives_the_same_state_bit_for_bit_as_pla
             if i == 1:
                 vm = next(v for v, h in sorted(cm.host.items()) if h != vol.coordinator)
                 cm.move_vm_ownership(vm, cm.host[vm], next(n for n in cm.nodes if n not in (cm.host[vm],)))
-        cm.env.run(until=t)
-        io.finish()
-        state = (io.csv_lat, io.csv_time, io._gint, io._gcls, io._ccount.tolist(), cm.net.link_load(),
-                 {v: io.vm_mean_latency_ms(v) for v in sorted(cm.host)}, [g.redirected for g in io.groups])
-        return state, len(planned)
+        return _io_state_at_the_end(cm, t), len(planned)
 
     kept, plans_kept = run(True)
     anew, plans_anew = run(False)
@@ -224,9 +236,7 @@ def test_a_coordinator_moved_while_not_redirected_makes_no_plan_and_leaves_the_s
         assert vol.coordinator == "node-1"
         if reference:
             io.no_fabric = _AlwaysTrue()
-        planned = []
-        plan = io._plan
-        io._plan = lambda gids: planned.append(len(gids)) or plan(gids)  # type: ignore[method-assign]
+        planned = _counting_plans(io)
         t = 5.0
         for node in ("node-2", "node-3", "node-1"):
             cm.env.run(until=t)
@@ -236,11 +246,7 @@ def test_a_coordinator_moved_while_not_redirected_makes_no_plan_and_leaves_the_s
             cm.env.run(until=t + 3.0)
             vol.release(hold)
             t += 5.0
-        cm.env.run(until=t)
-        io.finish()
-        state = (io.csv_lat, io.csv_time, io._gint, io._gcls, io._ccount.tolist(), cm.net.link_load(),
-                 {v: io.vm_mean_latency_ms(v) for v in sorted(cm.host)}, [g.redirected for g in io.groups])
-        return state, len(planned)
+        return _io_state_at_the_end(cm, t), len(planned)
 
     short, plans_short = run(False)
     ref, plans_ref = run(True)
