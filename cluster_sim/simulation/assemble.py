@@ -50,16 +50,11 @@ PROGRESS_INTERVAL_S = 0.5  # [P] wall-clock seconds between two readings of a ru
 
 
 
+@fewer_collections()  # (kernel/collector.py: the collector's time, never a result)
 def run_generation(sc: Scenario, generation: str | None, backend: LocalBackend | RayBackend,
                    watch: Callable[[Callable[[], SimProgress]], None] | None = None) -> GenerationResult:
     """One generation on a fresh cluster. `watch` is given a function that reads where the simulation
     is (for a progress display sampling it from another thread: it only reads, so results stay the same)."""
-    with fewer_collections():  # (kernel/collector.py: the collector's time, never a result)
-        return _run_generation(sc, generation, backend, watch)
-
-
-def _run_generation(sc: Scenario, generation: str | None, backend: LocalBackend | RayBackend,
-                    watch: Callable[[Callable[[], SimProgress]], None] | None) -> GenerationResult:
     wall0 = time.perf_counter()
     vms = place_fleet(sc)
     streams = Streams(sc.seed)
