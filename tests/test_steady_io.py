@@ -151,8 +151,9 @@ def test_a_csvs_groups_change_path_class_together_with_the_same_sums_bit_for_bit
         cm.csvs["csv-1"].release(hold)
         cm.env.run(until=15.0)
         io.finish()
-        state = (io.csv_lat, io.csv_time, io._gint, io._gmark, io._gtime, io._gcls, io._ccount.tolist(),
-                 {v: io.vm_mean_latency_ms(v) for v in sorted(cm.host)})
+        ng = len(io.groups)
+        state = (io.csv_lat, io.csv_time, *(a[:ng].tolist() for a in (io._gint, io._gmark, io._gtime, io._gcls)),
+                 io._ccount.tolist(), {v: io.vm_mean_latency_ms(v) for v in sorted(cm.host)})
         return state, used, len(io.groups)
 
     one, used, groups = run(False)
@@ -181,7 +182,8 @@ def _io_state_at_the_end(cm, t: float) -> tuple:  # type: ignore[no-untyped-def]
     io = cm.io
     cm.env.run(until=t)
     io.finish()
-    return (io.csv_lat, io.csv_time, io._gint, io._gcls, io._ccount.tolist(), cm.net.link_load(),
+    ng = len(io.groups)
+    return (io.csv_lat, io.csv_time, io._gint[:ng].tolist(), io._gcls[:ng].tolist(), io._ccount.tolist(), cm.net.link_load(),
             {v: io.vm_mean_latency_ms(v) for v in sorted(cm.host)}, [g.redirected for g in io.groups])
 
 

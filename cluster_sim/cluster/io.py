@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -93,12 +92,12 @@ class _Moved:
     """The groups that move with their routes in a plan (IoModel._plan), their hops, and once
     known their path classes."""
 
-    __slots__ = ("gids", "hops", "get", "ks")
+    __slots__ = ("gids", "hops", "idx", "ks")
 
     def __init__(self, gids: list[int], hops: list[tuple[int, ...]]):
         self.gids = gids
         self.hops = hops
-        self.get = itemgetter(*gids) if len(gids) >= _MANY else None  # (fewer go one at a time)
+        self.idx = np.array(gids, dtype=np.intp) if len(gids) >= _MANY else None  # (fewer go one at a time)
         self.ks: np.ndarray | None = None
 
 
@@ -168,13 +167,15 @@ class IoModel:
         self._act_bin: np.ndarray | None = None  # and those latencies' histogram bins
         self._act_stale = True  # a class's VM count changed since _act was taken
         # per group: its class, CSV index, VMs doing I/O; its latency x time, and its class's
-        # integral and the time when that was last brought up to date (_bring)
-        self._gcls: list[int] = []
-        self._gcsv: list[int] = []
-        self._counts: list[int] = []
-        self._gint: list[float] = []
-        self._gmark: list[float] = []
-        self._gtime: list[float] = []
+        # integral and the time when that was last brought up to date (_bring) (arrays grown by
+        # doubling, the first len(groups) rows are groups: a CSV's groups moving with their routes
+        # change class in a few array operations, _set_hops_many)
+        self._gcls = np.zeros(16, dtype=np.int64)
+        self._gcsv = np.zeros(16, dtype=np.int64)
+        self._counts = np.zeros(16, dtype=np.int64)
+        self._gint = np.zeros(16)
+        self._gmark = np.zeros(16)
+        self._gtime = np.zeros(16)
         self._running = 0  # VMs doing I/O (the sum of _counts)
         self._vm_base: dict[str, float] = {}
         self._vm_acc: dict[str, float] = {}
@@ -208,12 +209,14 @@ class IoModel:
             self._gkey[key] = gid
             self._groups_of_csv[vm.csv].append(gid)
             k = self._class_of((), ctrl)  # (no hops until its path is set)
-            self._gcls.append(k)
-            self._gcsv.append(self._csv_index[vm.csv])
-            self._counts.append(0)
-            self._gint.append(0.0)
-            self._gmark.append(self._cint.item(k))
-            self._gtime.append(self.net.env.now)
+            if gid == len(self._gcls):  # full: twice the room
+                self._gcls, self._gcsv, self._counts, self._gint, self._gmark, self._gtime = (
+                    np.concatenate([a, np.zeros_like(a)])
+                    for a in (self._gcls, self._gcsv, self._counts, self._gint, self._gmark, self._gtime))
+            self._gcls[gid] = k
+            self._gcsv[gid] = self._csv_index[vm.csv]
+            self._gmark[gid] = self._cint.item(k)
+            self._gtime[gid] = self.net.env.now
         return self.groups[gid]
 
     def _class_of(self, hops: tuple[int, ...], ctrl: int) -> int:
@@ -240,15 +243,15 @@ class IoModel:
     def _bring(self, gid: int) -> None:
         """Bring the group's sums up to now (after _settle): its latency x time, and its CSV's in
         this phase, from its class's integral since they were last brought up to date."""
-        c = self._cint.item(self._gcls[gid])
-        d = c - self._gmark[gid]
+        c = self._cint.item(self._gcls.item(gid))
+        d = c - self._gmark.item(gid)
         now = self.net.env.now
-        t0 = self._gtime[gid]
+        t0 = self._gtime.item(gid)
         if d or now != t0:
             self._gint[gid] += d
-            n = self._counts[gid]
+            n = self._counts.item(gid)
             if n:
-                ci = self._gcsv[gid]
+                ci = self._gcsv.item(gid)
                 self.csv_lat[self.phase][ci] += n * d
                 self.csv_time[self.phase][ci] += n * (now - t0)
             self._gmark[gid] = c
@@ -260,7 +263,7 @@ class IoModel:
 
     def _group_integral(self, gid: int) -> float:
         self._bring(gid)
-        return self._gint[gid]
+        return self._gint.item(gid)
 
     def start_vm(self, vm: str, node: str) -> None:
         spec = self.spec[vm]
@@ -321,10 +324,10 @@ class IoModel:
         k = self._cls.get((hops, ctrl))  # (the known class without a call: this runs per group and redirection)
         if k is None:
             k = self._class_of(hops, ctrl)
-        old = self._gcls[gid]
+        old = self._gcls.item(gid)
         if k != old:
             self._bring(gid)
-            n = self._counts[gid]
+            n = self._counts.item(gid)
             if n:
                 self._add_to_class(old, -n)
                 self._add_to_class(k, n)
@@ -337,32 +340,31 @@ class IoModel:
         sums taking each group's share one after the other (np.add.accumulate), as one call at a
         time would. False, and nothing done, for fewer than _MANY groups, groups of several CSVs, a
         class not made yet, or a group that keeps its class (the caller goes one at a time)."""
-        if m.get is None:  # fewer than _MANY
+        g = m.idx
+        if g is None:  # fewer than _MANY
             return False
-        gcls = self._gcls
+        gcls, gcsv = self._gcls, self._gcsv
         if m.ks is None:  # their classes (kept with the plan: a class, once made, stays)
-            ks = [self._cls.get((h, self.groups[g].controller)) for g, h in zip(m.gids, m.hops, strict=True)]
-            if None in ks or len({self._gcsv[g] for g in m.gids}) > 1:
+            ks = [self._cls.get((h, self.groups[x].controller)) for x, h in zip(m.gids, m.hops, strict=True)]
+            if None in ks or (gcsv[g] != gcsv[g[0]]).any():
                 return False
-            m.ks = np.array(ks, dtype=int)
-        get = m.get
-        old = np.array(get(gcls), dtype=int)
-        if (old == m.ks).any():  # (some keep their class: never seen in a redirection or back)
+            m.ks = np.array(ks, dtype=np.int64)
+        k = m.ks
+        old = gcls[g]
+        if (old == k).any():  # (some keep their class: never seen in a redirection or back)
             return False
-        gmark, gtime, gint, counts = self._gmark, self._gtime, self._gint, self._counts
-        mk, tm, it, n = (np.array(get(x), dtype=float) for x in (gmark, gtime, gint, counts))
-        g, k = m.gids, m.ks
+        gint, gtime = self._gint, self._gtime
+        n = self._counts[g].astype(float)
         cint, now = self._cint, self.net.env.now
-        d = cint[old] - mk  # _bring
-        ci = self._gcsv[g[0]]
+        d = cint[old] - self._gmark[g]  # _bring
+        ci = gcsv.item(g[0])
         lat, tim = self.csv_lat[self.phase], self.csv_time[self.phase]
         lat[ci] = np.add.accumulate(np.concatenate(([lat[ci]], n * d))).item(-1)
-        tim[ci] = np.add.accumulate(np.concatenate(([tim[ci]], n * (now - tm)))).item(-1)
-        for x, kx, ix, mx in zip(g, k.tolist(), (it + d).tolist(), cint[k].tolist(), strict=True):
-            gint[x] = ix
-            gtime[x] = now
-            gcls[x] = kx
-            gmark[x] = mx
+        tim[ci] = np.add.accumulate(np.concatenate(([tim[ci]], n * (now - gtime[g])))).item(-1)
+        gint[g] += d
+        gtime[g] = now
+        gcls[g] = k
+        self._gmark[g] = cint[k]
         if n.any():  # (the classes in use are taken again: their set may have changed)
             np.subtract.at(self._ccount, old, n)
             np.add.at(self._ccount, k, n)
@@ -409,10 +411,11 @@ class IoModel:
         self._writers.pop(g.csv, None)
         self._csv_ver[g.csv] += 1  # (a plan of its CSV no longer holds)
         n = len(g.members)
-        if n != self._counts[g.gid]:
+        had = self._counts.item(g.gid)
+        if n != had:
             self._bring(g.gid)
-            self._running += n - self._counts[g.gid]
-            self._add_to_class(self._gcls[g.gid], n - self._counts[g.gid])
+            self._running += n - had
+            self._add_to_class(self._gcls.item(g.gid), n - had)
             self._counts[g.gid] = n
         hops, g.redirected, g.stalled = self._path(g)
         self._set_hops(g.gid, hops)
@@ -657,7 +660,8 @@ class IoModel:
         self._settle()
         self._bring_all()  # (each CSV's sums so far belong to the phase that ends)
         if self.phase == "baseline" and self.baseline_snapshot is None:
-            self.baseline_snapshot = (self._clat[np.array(self._gcls, dtype=int)], np.array(self._counts, dtype=float))
+            ng = len(self.groups)
+            self.baseline_snapshot = (self._clat[self._gcls[:ng]], self._counts[:ng].astype(float))
         self.phase = phase
 
     def percentiles(self, phase: str) -> tuple[float, float]:
@@ -676,8 +680,8 @@ class IoModel:
         self._bring_all()
         for vm in list(self.vm_group):
             gid = self.vm_group[vm]
-            self._vm_acc[vm] = self._vm_acc.get(vm, 0.0) + self._gint[gid] - self._vm_base[vm]
-            self._vm_base[vm] = self._gint[gid]
+            self._vm_acc[vm] = self._vm_acc.get(vm, 0.0) + self._gint.item(gid) - self._vm_base[vm]
+            self._vm_base[vm] = self._gint.item(gid)
             self._vm_time[vm] = self._vm_time.get(vm, 0.0) + self.net.env.now - self._vm_since[vm]
             self._vm_since[vm] = self.net.env.now
 
@@ -690,7 +694,7 @@ class IoModel:
             return float(self.csv_lat[phase][i] / t)
         if phase == "baseline" and self.baseline_snapshot is not None:
             lat, cnt = self.baseline_snapshot
-            mine = np.array(self._gcsv[: len(cnt)]) == i
+            mine = self._gcsv[: len(cnt)] == i
             w = cnt[mine].sum()
             return float((lat[mine] * cnt[mine]).sum() / w) if w > 0 else math.nan
         return math.nan
