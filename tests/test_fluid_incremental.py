@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import simpy
 
-from cluster_sim.kernel.fluid import FluidNetwork, max_min_fair
+from cluster_sim.kernel.fluid import FluidNetwork, max_min_fair, steady
 
 REL = 1e-9
 ABS = 1e-9
@@ -300,11 +300,37 @@ def test_a_steady_flow_is_a_fixed_load_that_moves_with_its_csv():
     assert vm.transferred == pytest.approx(100.0, rel=1e-12)  # 25 MiB/s for 4 s, its progress kept
 
 
-def test_routes_moved_together_leave_every_link_the_same_sums_bit_for_bit_as_moved_one_at_a_time():
+def _count_batches(monkeypatch, arrays_from: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Batches of route moves in array operations from `arrays_from` routes on (steady._VECTOR_MOVES);
+    counts the batches and those of several routes done one step at a time."""
+    monkeypatch.setattr(steady, "_VECTOR_MOVES", arrays_from)
+    seen = {"batches": 0, "one step at a time": 0}
+    ready, loop = steady.SteadyFlows._route_moves_ready, steady.SteadyFlows._route_moves
+
+    def counted_ready(self, batch):  # type: ignore[no-untyped-def]
+        seen["batches"] += 1
+        return ready(self, batch)
+
+    def counted_loop(self, moves):  # type: ignore[no-untyped-def]
+        seen["one step at a time"] += len(moves) > 1
+        return loop(self, moves)
+
+    monkeypatch.setattr(steady.SteadyFlows, "_route_moves_ready", counted_ready)
+    monkeypatch.setattr(steady.SteadyFlows, "_route_moves", counted_loop)
+    return seen
+
+
+@pytest.mark.parametrize("arrays_from", [1, 10**9], ids=["in arrays", "one step at a time"])
+def test_routes_moved_together_leave_every_link_the_same_sums_bit_for_bit_as_moved_one_at_a_time(monkeypatch,
+                                                                                                 arrays_from):
     # Routes r1, r2, r4 (a VM of 0.1, 0.2 and 0.3 MiB/s) on fabrics f1, f2, f4 move together onto
     # their cluster NICs, the coordinator's NIC n3 and its fabric f3 (a CSV redirected), and back.
     # f3's sum takes 0.1, 0.2, 0.3 in that order: 0.6000000000000001 (the reverse order gives 0.6).
-    # Back, the NICs and f3 are empty again: exact zeros, not drift.
+    # Back, the NICs and f3 are empty again: exact zeros, not drift. Redirected again, the
+    # coordinator moves to node 4: n4 is left (by r4) and entered (by r1, r2) by the same moves,
+    # which are then done one step at a time even where arrays are used (from 1 route on, or never).
+    seen = _count_batches(monkeypatch, arrays_from)
+
     def build():
         env = simpy.Environment()
         net = FluidNetwork(env, {x: 100.0 for x in ("f1", "f2", "f3", "f4", "n1", "n2", "n3", "n4")})
@@ -315,17 +341,21 @@ def test_routes_moved_together_leave_every_link_the_same_sums_bit_for_bit_as_mov
         return net, routes
 
     def sums(net):
-        return net._P.tolist(), list(net._capload), list(net._D), list(net._d_cnt)
+        return (net._P.tolist(), net._capload.tolist(), net._D.tolist(), net._d_cnt.tolist(), net._d_n.tolist(),
+                net._d_max.tolist(), net._d_rn.tolist(), sorted(net.changed_links), sorted(net._d_check))
 
     one, routes = build()
     many, _ = build()
     i = many.link
     there = [(r, (i(f"n{n}"), i("n3"), i("f3"))) for r, n in zip(routes, (1, 2, 4), strict=True)]
     back = [(r, (i(f"f{n}"),)) for r, n in zip(routes, (1, 2, 4), strict=True)]
-    for moves in (there, back):
+    to_4 = [(routes[0], (i("n1"), i("n4"), i("f4"))), (routes[1], (i("n2"), i("n4"), i("f4"))),
+            (routes[2], (i("f4"),))]
+    for moves in (there, back, there, to_4):
         for r, hops in moves:
             one.move_route_idx(r, hops)
         many.move_routes_idx(moves)
+        assert sums(many) == sums(one)  # (before the recomputation, which clears what changed)
         one.settle_now()
         many.settle_now()
         assert sums(many) == sums(one)
@@ -333,9 +363,90 @@ def test_routes_moved_together_leave_every_link_the_same_sums_bit_for_bit_as_mov
         if moves is there:
             assert load["f3"] == load["n3"] == 0.6000000000000001 != (0.3 + 0.2) + 0.1
             assert (load["f1"], load["n1"]) == (0.0, 0.1)
-        else:
+        elif moves is back:
             assert [load[x] for x in ("f3", "n1", "n2", "n3", "n4")] == [0.0] * 5
             assert [load[x] for x in ("f1", "f2", "f4")] == [0.1, 0.2, 0.3]
+        else:  # n4: 0.3 (r4 through n3), + 0.1 + 0.2, - 0.3 (r4 direct now); f4: 0.1 + 0.2 + 0.3
+            assert [load[x] for x in ("f3", "n3", "n1", "n2")] == [0.0, 0.0, 0.1, 0.2]
+            assert (load["n4"], load["f4"]) == (0.3000000000000001, 0.6000000000000001)
+    # of the four batches, to_4 always went one step at a time, the others in arrays if they could
+    assert seen == {"batches": 4, "one step at a time": 1 if arrays_from == 1 else 4}
+
+
+def _redirections(seed: int, net: FluidNetwork, together: bool) -> list:
+    """A random cluster of 4-12 nodes and 1-4 CSVs on `net`: each node's VMs of a CSV are 1-3
+    steady flows on the route of that node and CSV, with a few backup copies (ordinary flows) on
+    the fabrics; then 40 changes, each a CSV redirected through its coordinator, back, its
+    coordinator moved while redirected, or a VM's flow started or stopped. Route moves go to the
+    kernel as one batch (`together`) or one route at a time. Returns the state after each change:
+    every per-link sum, count and bound, then every flow's rate once allocated."""
+    rng = np.random.default_rng(seed)
+    nodes, csvs = int(rng.integers(4, 13)), int(rng.integers(1, 5))
+    i = net.link
+    fab = [i(f"f{n}") for n in range(nodes)]
+    nic = [i(f"n{n}") for n in range(nodes)]
+    coord = [int(rng.integers(nodes)) for _ in range(csvs)]
+    redirected = [False] * csvs
+    route = {(n, c): net.route_idx((fab[n],)) for n in range(nodes) for c in range(csvs)}
+    flows = [net.start([], cap_mib_s=float(rng.uniform(0.1, 8.0)), steady=True, route=route[k])
+             for k in route for _ in range(int(rng.integers(1, 4)))]
+    flows += [net.start([f"f{int(rng.integers(nodes))}"], size_mib=float(rng.uniform(50.0, 500.0)))
+              for _ in range(int(rng.integers(0, 4)))]
+    states = []
+
+    def hops(n: int, c: int) -> tuple[int, ...]:
+        x = coord[c]
+        return (nic[n], nic[x], fab[x]) if redirected[c] and n != x else (fab[n],)
+
+    for _ in range(40):
+        c = int(rng.integers(csvs))
+        before = {n: hops(n, c) for n in range(nodes)}
+        u = rng.random()
+        if u < 0.7:  # redirected, or back
+            redirected[c] = not redirected[c]
+        elif u < 0.85:  # its coordinator moves (while redirected: NICs left and entered)
+            coord[c] = int(rng.integers(nodes))
+        elif u < 0.93:
+            k = (int(rng.integers(nodes)), c)
+            flows.append(net.start([], cap_mib_s=float(rng.uniform(0.1, 8.0)), steady=True, route=route[k]))
+        else:
+            live = [f for f in flows if f.active]
+            if live:
+                net.stop(live[int(rng.integers(len(live)))])
+        moves = [(route[(n, c)], hops(n, c)) for n in range(nodes) if hops(n, c) != before[n]]
+        if together:
+            net.move_routes_idx(moves)
+        else:
+            for r, h in moves:
+                net.move_route_idx(r, h)
+        states.append((net._P.tolist(), net._capload.tolist(), net._D.tolist(), net._d_cnt.tolist(),
+                       net._d_n.tolist(), net._d_max.tolist(), net._d_rn.tolist(), sorted(net.changed_links),
+                       sorted(net._d_check), sorted(net._seeds)))
+        dt = float(rng.choice([0.0, 0.5, 2.0]))
+        if dt:
+            net.env.run(until=net.env.now + dt)
+        else:
+            net.settle_now()
+        states.append([f.rate for f in flows])
+    return states
+
+
+def test_redirections_moved_in_arrays_leave_the_same_sums_and_rates_bit_for_bit_as_one_route_at_a_time(
+        monkeypatch):
+    # 80 random clusters (_redirections), each twice: route moves as one batch, in arrays from 2
+    # routes on, or one route at a time. The same state after every change, to the last bit; most
+    # batches went in arrays, a coordinator moved while redirected one step at a time.
+    seen = _count_batches(monkeypatch, 2)
+
+    def network(seed: int) -> FluidNetwork:
+        rng = np.random.default_rng(seed + 1)
+        links = {f"{kind}{n}": float(rng.uniform(20.0, 200.0)) for kind in "fn" for n in range(12)}
+        return FluidNetwork(simpy.Environment(), links)
+
+    for seed in range(80):
+        assert _redirections(seed, network(seed), True) == _redirections(seed, network(seed), False), seed
+    assert seen["batches"] > 500 and seen["one step at a time"] > 30, seen  # (637 and 70)
+    assert seen["batches"] - seen["one step at a time"] > 0.6 * seen["batches"], seen
 
 
 def test_steady_flows_repriced_together_in_numpy_add_their_ops_as_one_by_one_and_a_stale_handle_refuses():

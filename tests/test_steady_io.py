@@ -50,8 +50,8 @@ def test_a_redirected_csv_moves_one_route_per_other_node_and_its_vms_io_crosses_
     assert {n: load[f"fabric:{n}"] for n in cm.nodes} == pytest.approx(per_node, rel=1e-12)
 
     calls = []  # the route moves handed to the kernel, a list per call
-    route_moves = net._route_moves
-    net._route_moves = lambda m: calls.append([r for r, _ in m]) or route_moves(m)  # type: ignore[method-assign]
+    move_routes = net.move_routes
+    net.move_routes = lambda b: calls.append([r for r, _ in b.moves]) or move_routes(b)  # type: ignore[method-assign]
     hold = cm.csvs["csv-1"].hold("snapshot", coord)
     cm.env.run(until=10.0)
     assert len(calls) == 1 and len(calls[0]) == len(set(calls[0])) == len(others)  # one batch: a route per node

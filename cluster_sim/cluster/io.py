@@ -44,7 +44,7 @@ from cluster_sim.cluster.csv import CsvTable
 from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, cluster_nic, fabric
 from cluster_sim.cluster.writes import cow_decay_s, cow_share
 from cluster_sim.kernel.fluid import Flow, FluidNetwork
-from cluster_sim.kernel.fluid.steady import SteadyOps
+from cluster_sim.kernel.fluid.steady import RouteMoves, SteadyOps
 from cluster_sim.scenario import Scenario
 from cluster_sim.scenario.placement import VmSpec
 
@@ -470,8 +470,8 @@ class IoModel:
                     plans.clear()
                 plans[change] = plan
         todo, moves, together_, _reusable = plan
-        if moves:
-            self.net.move_routes_idx(moves)
+        if moves is not None:
+            self.net.move_routes(moves)
         moved = False
         # no rebuild: every group moved with its route (their classes set together, if they can be)
         together = together_ is not None and self._set_hops_many(together_)
@@ -487,11 +487,11 @@ class IoModel:
         if moved:
             self.net.touch()  # rates are recomputed as for any move, even to the same links
 
-    def _plan(self, gids: list[int]) -> tuple[list, list, _Moved | None, bool]:
+    def _plan(self, gids: list[int]) -> tuple[list, RouteMoves | None, _Moved | None, bool]:
         """Which of these groups move, and how: (group, hops, redirected, rebuild) per group in
-        order, the (route, hops) moves once per route in order, the moved groups and their hops
-        (None if a group rebuilds), and whether the plan holds again for the same key (no rebuild,
-        no route made)."""
+        order, the (route, hops) moves once per route in order (made ready for the kernel, None if
+        none), the moved groups and their hops (None if a group rebuilds), and whether the plan
+        holds again for the same key (no rebuild, no route made)."""
         now: dict[tuple[str, str], tuple[tuple[int, ...], bool, bool]] = {}
         todo: list[tuple[Group, tuple[int, ...], bool, bool]] = []
         moves: list[tuple[int, tuple[int, ...]]] = []
@@ -519,9 +519,10 @@ class IoModel:
                     queued.add(r)
                     moves.append((r, hops))
                 todo.append((g, hops, redirected, False))
+        batch = self.net.route_moves(moves) if moves else None
         if any(t[3] for t in todo):  # (a rebuild: the groups one at a time)
-            return todo, moves, None, False
-        return todo, moves, _Moved([t[0].gid for t in todo], [t[1] for t in todo]), reusable
+            return todo, batch, None, False
+        return todo, batch, _Moved([t[0].gid for t in todo], [t[1] for t in todo]), reusable
 
     def paths_changed(self) -> None:
         """A fault changed which links exist (a partition, a lost or restored storage fabric):

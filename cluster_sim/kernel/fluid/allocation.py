@@ -165,7 +165,7 @@ class Allocation:
             fill = sorted(li for li in region if self._over(li))
             room = self._pcapacity
             if self._steady:  # steady flows take their caps first
-                room = {li: self._pcapacity[li] - self._D[li] for li in fill}
+                room = {li: self._pcapacity[li] - self._D.item(li) for li in fill}
             frozen, by, bound = _fill(fill, room, {li: self._sorted_on(li) for li in fill}, links_of,
                                       self._c_acap, self._c_aw, self._c_level)
             levels = dict(bound)

@@ -16,7 +16,7 @@ import simpy
 from cluster_sim.kernel.fluid.allocation import Allocation
 from cluster_sim.kernel.fluid.classes import FlowClasses
 from cluster_sim.kernel.fluid.completions import Completions
-from cluster_sim.kernel.fluid.steady import SteadyFlows, SteadyOps
+from cluster_sim.kernel.fluid.steady import RouteMoves, SteadyFlows, SteadyOps
 from cluster_sim.kernel.instant import FLUID, InstantHooks
 
 HISTORY = 1024  # recomputations kept in FluidNetwork.hist_* (listeners read the last one)
@@ -143,7 +143,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         self._c_ver: list[int] = []  # heap entries of older versions are void
         # per link
         self._on_link: list[set[int]] = [set() for _ in range(n_links)]
-        self._capload: list[float] = [0.0] * n_links  # members' finite caps (re-summed near capacity)
+        self._capload = np.zeros(n_links)  # members' finite caps (re-summed near capacity)
         self._uncapped: list[int] = [0] * n_links
         self._pcapacity: list[float] = self.capacity.tolist()
         self._binding: list[bool] = [False] * n_links
@@ -289,7 +289,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         if self._r_hops[r] == hops:
             return
         if self._steady_off:  # its flows are ordinary flows now: each moves
-            self._r_hops[r] = hops
+            self._set_route_hops(r, hops)
             for s in sorted(self._r_plain[r]):
                 self._move_class_member(s, hops + self._plain_route[s][1])
             if self._r_plain[r]:
@@ -301,11 +301,21 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
     def move_routes_idx(self, moves: list[tuple[int, tuple[int, ...]]]) -> None:
         """`move_route_idx` for each (route, hops), in order (a CSV redirected or back moves the
         route of every node at once)."""
+        self.move_routes(self.route_moves(moves))
+
+    def route_moves(self, moves: list[tuple[int, tuple[int, ...]]]) -> RouteMoves:
+        """These moves, (route, hops) in order, made ready to be applied (`move_routes`) as often
+        as the routes are where they are now (a CSV redirected and back, snapshot after snapshot)."""
+        return RouteMoves(moves, self._r_hops)
+
+    def move_routes(self, batch: RouteMoves) -> None:
+        """`move_routes_idx` of a batch made ready by `route_moves` (from wherever the routes are:
+        where they were then, in array operations)."""
         if self._steady_off:
-            for r, hops in moves:
+            for r, hops in batch.moves:
                 self.move_route_idx(r, hops)
             return
-        if self._route_moves(moves):
+        if self._route_moves_ready(batch):
             self._mark()
 
     def touch(self) -> None:

@@ -21,12 +21,14 @@ as if they were ordinary flows.
 from __future__ import annotations
 
 import math
+from itertools import chain
 from operator import itemgetter
 
 import numpy as np
 
 _TOL = 1e-12  # relative slack of the two checks (sums kept by updates drift by about 1e-16)
 _R, _CAP, _W, _T0, _MOVED, _LINKS = range(6)  # a steady flow's record
+_VECTOR_MOVES = 8  # routes moved together from which array operations are quicker than a loop [P]
 
 
 class SteadyOps:
@@ -45,6 +47,47 @@ class SteadyOps:
         self.tokens = self.get(stok)
 
 
+class RouteMoves:
+    """A batch of route moves, (route, hops) in order (a CSV redirected or back: the route of
+    every node), made ready for array operations once (`FluidNetwork.route_moves`) and applied
+    as often as the routes are where they were then (`FluidNetwork.move_routes`): each step (a
+    route leaving a link, or entering one) in order, the route it belongs to and its sign, and
+    the links touched with the last step on each."""
+
+    __slots__ = ("moves", "expect", "routes", "news", "idx", "step", "sign", "isign", "new_idx", "new_route",
+                 "links", "links_list", "last", "arrays")
+
+    def __init__(self, moves: list[tuple[int, tuple[int, ...]]], r_hops: list[tuple[int, ...]]):
+        self.moves = moves
+        self.expect = [r_hops[r] for r, _ in moves]  # where each route must be for the batch to hold
+        live = [(r, old, hops) for (r, hops), old in zip(moves, self.expect, strict=True) if hops != old]
+        self.routes = [r for r, _, _ in live]
+        self.news = [hops for _, _, hops in live]
+        left = set(chain.from_iterable(old for _, old, _ in live))
+        entered = set(chain.from_iterable(self.news))
+        # in arrays if no route comes twice and no link is both left and entered (then a link only
+        # left loses flows at every step: emptied, if at all, at its last step)
+        self.arrays = (len(live) >= _VECTOR_MOVES and len(set(self.routes)) == len(live)
+                       and left.isdisjoint(entered))
+        if not self.arrays:
+            return
+        order: list[tuple[int, int, int]] = []  # (route, link, sign): its old links, then its new ones
+        for i, (_, old, hops) in enumerate(live):
+            order += [(i, li, -1) for li in old]
+            order += [(i, li, 1) for li in hops]
+        self.idx = np.array([li for _, li, _ in order], dtype=np.intp)
+        self.step = np.array([i for i, _, _ in order], dtype=np.intp)
+        self.isign = np.array([sg for _, _, sg in order], dtype=np.int64)
+        self.sign = self.isign.astype(float)
+        on = self.isign > 0
+        self.new_idx = self.idx[on]
+        self.new_route = self.step[on]
+        links, first_back = np.unique(self.idx[::-1], return_index=True)
+        self.links = links
+        self.links_list = links.tolist()
+        self.last = len(self.idx) - 1 - first_back  # the last step on each link
+
+
 class SteadyFlows:
     """Mixin of `FluidNetwork`: steady flows and routes as per-link loads, and their fall-back
     to classes."""
@@ -55,13 +98,15 @@ class SteadyFlows:
         # slot -> [route (-1: none), cap, weight, time joined, moved then, its own links]
         self._steady: dict[int, list] = {}
         self._steady_off = False  # True once they became ordinary flows (for the rest of the run)
-        self._D: list[float] = [0.0] * n_links  # steady load per link (also counted in P and capload)
-        self._d_cnt: list[int] = [0] * n_links  # steady flows on it (own links or routes)
+        # (per-link numbers in numpy arrays: a batch of route moves updates them in a few array
+        # operations, `move_routes`)
+        self._D = np.zeros(n_links)  # steady load per link (also counted in P and capload)
+        self._d_cnt = np.zeros(n_links, dtype=np.int64)  # steady flows on it (own links or routes)
         self._d_on: list[set[int]] = [set() for _ in range(n_links)]  # slots with it as their own link
-        self._d_routes: list[set[int]] = [set() for _ in range(n_links)]  # routes through it
+        self._d_rn = np.zeros(n_links, dtype=np.int64)  # routes through it (`_routes_through`: which)
         # an upper bound of the highest cap level on each link (exact again when a check needs it)
-        self._d_max: list[float] = [-math.inf] * n_links
-        self._d_n: list[int] = [0] * n_links  # updates of D since it was last summed exactly
+        self._d_max = np.full(n_links, -math.inf)
+        self._d_n = np.zeros(n_links, dtype=np.int64)  # updates of D since it was last summed exactly
         self._d_check: set[int] = set()  # links whose steady load grew (checked against capacity)
         self._d_grew = False  # some load grew: the allocation checks for overloaded links
         # routes: hops, members, their caps summed, highest cap level (bound), updates of the sum
@@ -84,8 +129,72 @@ class SteadyFlows:
         self._r_n.append(0)
         self._r_plain.append(set())
         for li in hops:
-            self._d_routes[li].add(r)
+            self._d_rn[li] += 1
         return r
+
+    def _routes_through(self, li: int) -> list[int]:
+        """The routes through link li (a scan: needed only for an exact re-sum or a stale bound)."""
+        return [r for r, hops in enumerate(self._r_hops) if li in hops]
+
+    def _set_route_hops(self, r: int, hops: tuple[int, ...]) -> None:
+        for li in self._r_hops[r]:
+            self._d_rn[li] -= 1
+        for li in hops:
+            self._d_rn[li] += 1
+        self._r_hops[r] = hops
+
+    def _route_moves_ready(self, batch: RouteMoves) -> int:
+        """`_route_moves` of a batch made ready (RouteMoves), in array operations when its routes
+        are where they were and each has flows; returns how many flows moved.
+
+        The per-link sums P, capload and D take each route's -total on the links it leaves and
+        +total on those it enters with np.add.at, which adds in the order given: each link takes
+        the same additions in the same order as one move at a time. An emptied link's last step
+        goes after the others, with the exact zeros of `_load_out`."""
+        r_hops, r_slots = self._r_hops, self._r_slots
+        if not batch.arrays or any(r_hops[r] != old for (r, _), old in zip(batch.moves, batch.expect, strict=True)):
+            return self._route_moves(batch.moves)
+        routes = batch.routes
+        n = np.array([len(r_slots[r]) for r in routes], dtype=np.int64)
+        if not n.all():  # (a route without flows moves its links only: one at a time)
+            return self._route_moves(batch.moves)
+        r_total, r_max = self._r_total, self._r_max
+        tot = np.array([r_total[r] for r in routes])
+        idx, step = batch.idx, batch.step
+        dcnt, D, capload, P, dmax, d_n = self._d_cnt, self._D, self._capload, self._P, self._d_max, self._d_n
+        np.add.at(dcnt, idx, n[step] * batch.isign)
+        gone = dcnt[batch.links] == 0  # (links only left: entered ones gain flows)
+        val = tot[step] * batch.sign
+        i_k = idx
+        emptied = None
+        if gone.any():  # their last step goes after the others
+            emptied = batch.links[gone]
+            keep = np.ones(len(idx), dtype=bool)
+            keep[batch.last[gone]] = False
+            i_k, val = idx[keep], val[keep]
+        np.add.at(P, i_k, val)
+        np.add.at(capload, i_k, val)
+        np.add.at(D, i_k, val)
+        np.add.at(d_n, idx, 1)
+        np.add.at(self._d_rn, idx, batch.isign)
+        np.maximum.at(dmax, batch.new_idx, np.array([r_max[r] for r in routes])[batch.new_route])
+        if emptied is not None:  # none left: exact zeros, not drift
+            x = D[emptied]
+            P[emptied] -= x
+            capload[emptied] -= x
+            D[emptied] = 0.0
+            d_n[emptied] = 0
+            dmax[emptied] = -math.inf
+        links = batch.links
+        self.changed_links.update(batch.links_list)
+        self._seeds.update(links[self._bind_np[links]].tolist())
+        grew = tot > 0.0
+        if grew.any():
+            self._d_grew = True
+            self._d_check.update(batch.new_idx[grew[batch.new_route]].tolist())
+        for r, hops in zip(routes, batch.news, strict=True):
+            r_hops[r] = hops
+        return int(n.sum())
 
     def _route_move(self, r: int, hops: tuple[int, ...]) -> int:
         """Move route r and its flows; returns how many flows moved."""
@@ -98,7 +207,7 @@ class SteadyFlows:
         link's P takes the same additions in the same order as one move at a time). Returns how
         many flows moved."""
         r_hops, r_slots, r_total, r_max = self._r_hops, self._r_slots, self._r_total, self._r_max
-        d_routes, capload, D, dcnt, dn, dmax = self._d_routes, self._capload, self._D, self._d_cnt, self._d_n, self._d_max
+        d_rn, capload, D, dcnt, dn, dmax = self._d_rn, self._capload, self._D, self._d_cnt, self._d_n, self._d_max
         binding, seeds, dcheck, changed = self._binding, self._seeds, self._d_check, self.changed_links
         p_idx: list[int] = []
         p_add: list[float] = []
@@ -110,15 +219,11 @@ class SteadyFlows:
             members = r_slots[r]
             n = len(members)
             if not n:
-                for li in old:
-                    d_routes[li].discard(r)
-                for li in hops:
-                    d_routes[li].add(r)
-                r_hops[r] = hops
+                self._set_route_hops(r, hops)
                 continue
             tot, level = r_total[r], r_max[r]
             for li in old:  # _load_out
-                d_routes[li].discard(r)
+                d_rn[li] -= 1
                 cnt = dcnt[li] - n
                 dcnt[li] = cnt
                 p_idx.append(li)
@@ -137,7 +242,7 @@ class SteadyFlows:
                 if binding[li]:
                     seeds.add(li)
             for li in hops:  # _load_in
-                d_routes[li].add(r)
+                d_rn[li] += 1
                 p_idx.append(li)
                 p_add.append(tot)
                 capload[li] += tot
@@ -270,28 +375,28 @@ class SteadyFlows:
 
     def _steady_slots_on(self, li: int) -> set[int]:
         out = set(self._d_on[li])
-        for r in self._d_routes[li]:
+        for r in self._routes_through(li):
             out |= self._r_slots[r]
         return out
 
     def _steady_exact(self, li: int) -> float:
         """The link's steady load for a re-sum: added up exactly again after many updates."""
-        if self._d_n[li] > self._EXACT_AFTER + len(self._d_on[li]) + len(self._d_routes[li]):
+        if self._d_n[li] > self._EXACT_AFTER + len(self._d_on[li]) + self._d_rn[li]:
             st = self._steady
             self._D[li] = math.fsum([st[s][_CAP] for s in self._d_on[li]]
-                                    + [self._route_exact(r) for r in self._d_routes[li]])
+                                    + [self._route_exact(r) for r in self._routes_through(li)])
             self._d_n[li] = 0
-        return self._D[li]
+        return self._D.item(li)
 
     # ---- the check and the fall-back -------------------------------------------------------
     def _steady_holds(self) -> bool:
         """Is every steady flow at its cap still max-min (see the module docstring)?"""
-        D, cap = self._D, self._pcapacity
-        for li in self._d_check:
-            if D[li] > cap[li] * (1 + _TOL):
-                self._d_check = set()
+        D, check = self._D, self._d_check
+        if check:
+            self._d_check = set()
+            grew = np.fromiter(check, dtype=np.intp, count=len(check))
+            if (D[grew] > self.capacity[grew] * (1 + _TOL)).any():
                 return False
-        self._d_check = set()
         dmax, plam = self._d_max, self._plam
         for b in self._blist:
             if dmax[b] > plam[b] * (1 + _TOL):
