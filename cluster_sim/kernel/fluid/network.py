@@ -306,7 +306,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
     def route_moves(self, moves: list[tuple[int, tuple[int, ...]]]) -> RouteMoves:
         """These moves, (route, hops) in order, made ready to be applied (`move_routes`) as often
         as the routes are where they are now (a CSV redirected and back, snapshot after snapshot)."""
-        return RouteMoves(moves, self._r_hops)
+        return RouteMoves(moves)
 
     def move_routes(self, batch: RouteMoves) -> None:
         """`move_routes_idx` of a batch made ready by `route_moves` (from wherever the routes are:

@@ -21,8 +21,8 @@ as if they were ordinary flows.
 from __future__ import annotations
 
 import math
-from itertools import chain
-from operator import itemgetter
+from itertools import chain, compress, count, repeat
+from operator import contains, itemgetter
 
 import numpy as np
 
@@ -49,35 +49,37 @@ class SteadyOps:
 
 class RouteMoves:
     """A batch of route moves, (route, hops) in order (a CSV redirected or back: the route of
-    every node), made ready for array operations once (`FluidNetwork.route_moves`) and applied
-    as often as the routes are where they were then (`FluidNetwork.move_routes`): each step (a
-    route leaving a link, or entering one) in order, the route it belongs to and its sign, and
-    the links touched with the last step on each."""
+    every node), from `FluidNetwork.route_moves`, applied by `FluidNetwork.move_routes` as often
+    as needed (a CSV's plan kept). Made ready for array operations at its first use (`ready`,
+    about half the cost of moving its routes one step at a time) and applied in arrays as long as
+    the routes are where they were then: each step (a route leaving a link, or entering one) in
+    order, the route it belongs to and its sign, and the links touched with the last step on each."""
 
-    __slots__ = ("moves", "expect", "routes", "news", "idx", "step", "sign", "isign", "new_idx", "new_route",
-                 "links", "links_list", "last", "arrays")
+    __slots__ = ("moves", "expect", "arrays", "routes", "news", "idx", "step", "sign", "isign", "new_idx",
+                 "new_route", "links", "links_list", "last")
 
-    def __init__(self, moves: list[tuple[int, tuple[int, ...]]], r_hops: list[tuple[int, ...]]):
+    def __init__(self, moves: list[tuple[int, tuple[int, ...]]]):
         self.moves = moves
-        self.expect = [r_hops[r] for r, _ in moves]  # where each route must be for the batch to hold
+        self.expect: list[tuple[int, ...]] | None = None  # (made ready) where each route must be
+
+    def ready(self, r_hops: list[tuple[int, ...]]) -> None:
+        moves = self.moves
+        self.expect = [r_hops[r] for r, _ in moves]
         live = [(r, old, hops) for (r, hops), old in zip(moves, self.expect, strict=True) if hops != old]
         self.routes = [r for r, _, _ in live]
         self.news = [hops for _, _, hops in live]
-        left = set(chain.from_iterable(old for _, old, _ in live))
-        entered = set(chain.from_iterable(self.news))
+        olds = [old for _, old, _ in live]
         # in arrays if no route comes twice and no link is both left and entered (then a link only
         # left loses flows at every step: emptied, if at all, at its last step)
         self.arrays = (len(live) >= _VECTOR_MOVES and len(set(self.routes)) == len(live)
-                       and left.isdisjoint(entered))
+                       and set(chain.from_iterable(olds)).isdisjoint(chain.from_iterable(self.news)))
         if not self.arrays:
             return
-        order: list[tuple[int, int, int]] = []  # (route, link, sign): its old links, then its new ones
-        for i, (_, old, hops) in enumerate(live):
-            order += [(i, li, -1) for li in old]
-            order += [(i, li, 1) for li in hops]
-        self.idx = np.array([li for _, li, _ in order], dtype=np.intp)
-        self.step = np.array([i for i, _, _ in order], dtype=np.intp)
-        self.isign = np.array([sg for _, _, sg in order], dtype=np.int64)
+        # the steps: each route's old links, then its new ones, route after route
+        self.idx = np.fromiter(chain.from_iterable(chain.from_iterable(zip(olds, self.news))), dtype=np.intp)
+        lens = np.array([(len(o), len(h)) for o, h in zip(olds, self.news, strict=True)]).ravel()
+        self.step = np.repeat(np.arange(len(live)).repeat(2), lens)
+        self.isign = np.repeat(np.tile(np.array([-1, 1], dtype=np.int64), len(live)), lens)
         self.sign = self.isign.astype(float)
         on = self.isign > 0
         self.new_idx = self.idx[on]
@@ -134,7 +136,7 @@ class SteadyFlows:
 
     def _routes_through(self, li: int) -> list[int]:
         """The routes through link li (a scan: needed only for an exact re-sum or a stale bound)."""
-        return [r for r, hops in enumerate(self._r_hops) if li in hops]
+        return list(compress(count(), map(contains, self._r_hops, repeat(li))))
 
     def _set_route_hops(self, r: int, hops: tuple[int, ...]) -> None:
         for li in self._r_hops[r]:
@@ -152,6 +154,8 @@ class SteadyFlows:
         the same additions in the same order as one move at a time. An emptied link's last step
         goes after the others, with the exact zeros of `_load_out`."""
         r_hops, r_slots = self._r_hops, self._r_slots
+        if batch.expect is None:
+            batch.ready(r_hops)
         if not batch.arrays or any(r_hops[r] != old for (r, _), old in zip(batch.moves, batch.expect, strict=True)):
             return self._route_moves(batch.moves)
         routes = batch.routes
