@@ -76,7 +76,8 @@ class RouteMoves:
         if not self.arrays:
             return
         # the steps: each route's old links, then its new ones, route after route
-        self.idx = np.fromiter(chain.from_iterable(chain.from_iterable(zip(olds, self.news))), dtype=np.intp)
+        self.idx = np.fromiter(chain.from_iterable(chain.from_iterable(zip(olds, self.news, strict=True))),
+                               dtype=np.intp)
         lens = np.array([(len(o), len(h)) for o, h in zip(olds, self.news, strict=True)]).ravel()
         self.step = np.repeat(np.arange(len(live)).repeat(2), lens)
         self.isign = np.repeat(np.tile(np.array([-1, 1], dtype=np.int64), len(live)), lens)
