@@ -21,6 +21,7 @@ as if they were ordinary flows.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import chain, compress, count, repeat
 from operator import contains, itemgetter
 
@@ -29,6 +30,12 @@ import numpy as np
 _TOL = 1e-12  # relative slack of the two checks (sums kept by updates drift by about 1e-16)
 _R, _CAP, _W, _T0, _MOVED, _LINKS = range(6)  # a steady flow's record
 _VECTOR_MOVES = 8  # routes moved together from which array operations are quicker than a loop [P]
+
+
+def _getter(keys: list[int]) -> Callable[[list], tuple]:
+    """The items `keys` of a list, as a tuple (one key too)."""
+    one = itemgetter(*keys)
+    return one if len(keys) > 1 else (lambda seq: (one(seq),))
 
 
 class SteadyOps:
@@ -42,8 +49,7 @@ class SteadyOps:
         self.slots = slots
         self.k = k
         self.caps = np.array(caps, dtype=float)
-        one = itemgetter(*slots)
-        self.get = one if len(slots) > 1 else (lambda seq: (one(seq),))  # (a tuple either way)
+        self.get = _getter(slots)
         self.tokens = self.get(stok)
 
 
@@ -55,7 +61,7 @@ class RouteMoves:
     the routes are where they were then: each step (a route leaving a link, or entering one) in
     order, the route it belongs to and its sign, and the links touched with the last step on each."""
 
-    __slots__ = ("moves", "expect", "arrays", "routes", "news", "idx", "step", "sign", "isign", "new_idx",
+    __slots__ = ("moves", "expect", "where", "get", "arrays", "routes", "news", "idx", "step", "sign", "isign", "new_idx",
                  "new_route", "links", "links_list", "last")
 
     def __init__(self, moves: list[tuple[int, tuple[int, ...]]]):
@@ -64,9 +70,11 @@ class RouteMoves:
 
     def ready(self, r_hops: list[tuple[int, ...]]) -> None:
         moves = self.moves
-        self.expect = [r_hops[r] for r, _ in moves]
+        self.where = _getter([r for r, _ in moves])  # (the routes' items of a per-route list, in C)
+        self.expect = self.where(r_hops)
         live = [(r, old, hops) for (r, hops), old in zip(moves, self.expect, strict=True) if hops != old]
         self.routes = [r for r, _, _ in live]
+        self.get = _getter(self.routes) if live else None
         self.news = [hops for _, _, hops in live]
         olds = [old for _, old, _ in live]
         # in arrays if no route comes twice and no link is both left and entered (then a link only
@@ -155,16 +163,17 @@ class SteadyFlows:
         the same additions in the same order as one move at a time. An emptied link's last step
         goes after the others, with the exact zeros of `_load_out`."""
         r_hops, r_slots = self._r_hops, self._r_slots
+        if not batch.moves:
+            return 0
         if batch.expect is None:
             batch.ready(r_hops)
-        if not batch.arrays or any(r_hops[r] != old for (r, _), old in zip(batch.moves, batch.expect, strict=True)):
+        if not batch.arrays or batch.where(r_hops) != batch.expect:
             return self._route_moves(batch.moves)
-        routes = batch.routes
-        n = np.array([len(r_slots[r]) for r in routes], dtype=np.int64)
+        routes, get = batch.routes, batch.get
+        n = np.fromiter(map(len, get(r_slots)), dtype=np.int64, count=len(routes))
         if not n.all():  # (a route without flows moves its links only: one at a time)
             return self._route_moves(batch.moves)
-        r_total, r_max = self._r_total, self._r_max
-        tot = np.array([r_total[r] for r in routes])
+        tot = np.array(get(self._r_total))
         idx, step = batch.idx, batch.step
         dcnt, D, capload, P, dmax, d_n = self._d_cnt, self._D, self._capload, self._P, self._d_max, self._d_n
         np.add.at(dcnt, idx, n[step] * batch.isign)
@@ -182,7 +191,7 @@ class SteadyFlows:
         np.add.at(D, i_k, val)
         np.add.at(d_n, idx, 1)
         np.add.at(self._d_rn, idx, batch.isign)
-        np.maximum.at(dmax, batch.new_idx, np.array([r_max[r] for r in routes])[batch.new_route])
+        np.maximum.at(dmax, batch.new_idx, np.array(get(self._r_max))[batch.new_route])
         if emptied is not None:  # none left: exact zeros, not drift
             x = D[emptied]
             P[emptied] -= x
