@@ -6,7 +6,9 @@ the other flows share what is left: a steady flow is a term of the per-link sum 
 array's ops), and a change of it (a start, a stop, a move to other links) costs O(its links),
 not a class's bookkeeping and re-solve. Steady flows may share a route (`route(links)`: the
 hops of the VMs of one node on one CSV): moving a route (`move_route`, the CSV redirected or
-back) moves all of them at O(the route's links), whatever their number.
+back) moves all of them at O(the route's links), whatever their number. The routes of every node
+move as one batch (`RouteMoves`, made ready once and applied in numpy array operations while the
+routes are where they were: the same additions to each link's sums, in the same order).
 
 That is exact as long as max-min would give every steady flow its cap: no link is loaded beyond
 its capacity by steady flows alone, and no binding link has a water level below a steady flow's
