@@ -210,9 +210,8 @@ class IoModel:
             self._groups_of_csv[vm.csv].append(gid)
             k = self._class_of((), ctrl)  # (no hops until its path is set)
             if gid == len(self._gcls):  # full: twice the room
-                self._gcls, self._gcsv, self._counts, self._gint, self._gmark, self._gtime = (
-                    np.concatenate([a, np.zeros_like(a)])
-                    for a in (self._gcls, self._gcsv, self._counts, self._gint, self._gmark, self._gtime))
+                self._gcls, self._gcsv, self._counts, self._gint, self._gmark, self._gtime = _twice_the_room(
+                    self._gcls, self._gcsv, self._counts, self._gint, self._gmark, self._gtime)
             self._gcls[gid] = k
             self._gcsv[gid] = self._csv_index[vm.csv]
             self._gmark[gid] = self._cint.item(k)
@@ -226,8 +225,8 @@ class IoModel:
             self._ncls += 1
             if k == len(self._cctrl):  # full: twice the room
                 self._chops = np.vstack([self._chops, np.full_like(self._chops, -1)])
-                self._cctrl, self._ccount, self._clat, self._cint = (
-                    np.concatenate([a, np.zeros_like(a)]) for a in (self._cctrl, self._ccount, self._clat, self._cint))
+                self._cctrl, self._ccount, self._clat, self._cint = _twice_the_room(
+                    self._cctrl, self._ccount, self._clat, self._cint)
             self._chops[k, : len(hops)] = hops
             self._cctrl[k] = ctrl
         return k
@@ -703,6 +702,11 @@ class IoModel:
     def vm_mean_latency_ms(self, vm: str) -> float:
         t = self._vm_time.get(vm, 0.0)
         return self._vm_acc.get(vm, 0.0) / t if t > 0 else math.nan
+
+
+def _twice_the_room(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each array followed by as many zeros (per-class and per-group rows, grown by doubling)."""
+    return tuple(np.concatenate([a, np.zeros_like(a)]) for a in arrays)
 
 
 def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs: tuple[float, ...]) -> tuple[float, ...]:
