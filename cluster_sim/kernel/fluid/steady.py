@@ -63,7 +63,7 @@ class RouteMoves:
     the routes are where they were then: each step (a route leaving a link, or entering one) in
     order, the route it belongs to and its sign, and the links touched with the last step on each."""
 
-    __slots__ = ("moves", "expect", "where", "get", "arrays", "routes", "news", "idx", "step", "sign", "isign", "new_idx",
+    __slots__ = ("moves", "expect", "where", "get", "arrays", "routes", "news", "idx", "step", "isign", "new_idx",
                  "new_route", "links", "links_list", "last")
 
     def __init__(self, moves: list[tuple[int, tuple[int, ...]]]):
@@ -91,7 +91,6 @@ class RouteMoves:
         lens = np.array([(len(o), len(h)) for o, h in zip(olds, self.news, strict=True)]).ravel()
         self.step = np.repeat(np.arange(len(live)).repeat(2), lens)
         self.isign = np.repeat(np.tile(np.array([-1, 1], dtype=np.int64), len(live)), lens)
-        self.sign = self.isign.astype(float)
         on = self.isign > 0
         self.new_idx = self.idx[on]
         self.new_route = self.step[on]
@@ -180,7 +179,7 @@ class SteadyFlows:
         dcnt, D, capload, P, dmax, d_n = self._d_cnt, self._D, self._capload, self._P, self._d_max, self._d_n
         np.add.at(dcnt, idx, n[step] * batch.isign)
         gone = dcnt[batch.links] == 0  # (links only left: entered ones gain flows)
-        val = tot[step] * batch.sign
+        val = tot[step] * batch.isign  # (-total or +total: a product by +-1 is exact)
         i_k = idx
         emptied = None
         if gone.any():  # their last step goes after the others
@@ -223,7 +222,7 @@ class SteadyFlows:
         link's P takes the same additions in the same order as one move at a time). Returns how
         many flows moved."""
         r_hops, r_slots, r_total, r_max = self._r_hops, self._r_slots, self._r_total, self._r_max
-        d_rn, capload, D, dcnt, dn, dmax = self._d_rn, self._capload, self._D, self._d_cnt, self._d_n, self._d_max
+        capload, D, dcnt, dn, dmax = self._capload, self._D, self._d_cnt, self._d_n, self._d_max
         binding, seeds, dcheck, changed = self._binding, self._seeds, self._d_check, self.changed_links
         p_idx: list[int] = []
         p_add: list[float] = []
@@ -239,7 +238,6 @@ class SteadyFlows:
                 continue
             tot, level = r_total[r], r_max[r]
             for li in old:  # _load_out
-                d_rn[li] -= 1
                 cnt = dcnt[li] - n
                 dcnt[li] = cnt
                 p_idx.append(li)
@@ -258,7 +256,6 @@ class SteadyFlows:
                 if binding[li]:
                     seeds.add(li)
             for li in hops:  # _load_in
-                d_rn[li] += 1
                 p_idx.append(li)
                 p_add.append(tot)
                 capload[li] += tot
@@ -271,7 +268,7 @@ class SteadyFlows:
                     seeds.add(li)
                 if tot > 0.0:
                     dcheck.add(li)
-            r_hops[r] = hops
+            self._set_route_hops(r, hops)
             changed.update(old)
             changed.update(hops)
             if tot > 0.0:
