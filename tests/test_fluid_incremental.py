@@ -531,3 +531,37 @@ def test_a_copy_ending_raises_the_level_of_the_others_by_the_sums_alone():
     assert net.resolved == solved  # the level moved; no class was re-solved
     env.run(until=others[1].done)
     assert env.now == pytest.approx(5 + 90 / 2.4, rel=1e-12)
+
+
+def test_a_batch_of_route_moves_made_ready_lists_each_step_in_order_and_leaves_out_routes_already_there() -> None:
+    # 9 routes on links 10..18 each, every one moving to its own link 20+i and the shared links 30
+    # and 31 (a CSV redirected: each node's fabric left, its NIC and the coordinator's entered);
+    # route 3 is there already (left out). 8 routes move: from _VECTOR_MOVES (8) in arrays. The
+    # steps, route after route: its old link (-1), then its 3 new ones (+1); links 30 and 31 last
+    # entered by the 8th route (steps 30 and 31), each route's own links at their only step.
+    from cluster_sim.kernel.fluid.steady import _VECTOR_MOVES, RouteMoves
+
+    assert _VECTOR_MOVES == 8
+    r_hops = [(10 + i,) for i in range(9)]
+    r_hops[3] = (23, 30, 31)
+    batch = RouteMoves([(i, (20 + i, 30, 31)) for i in range(9)])
+    batch.ready(r_hops)
+    live = [0, 1, 2, 4, 5, 6, 7, 8]
+    assert batch.arrays and batch.routes == live and batch.expect == tuple(r_hops)
+    assert batch.news == [(20 + i, 30, 31) for i in live]
+    assert batch.idx.tolist() == [x for i in live for x in (10 + i, 20 + i, 30, 31)]
+    assert batch.step.tolist() == [k for k in range(8) for _ in range(4)]
+    assert batch.isign.tolist() == [-1, 1, 1, 1] * 8
+    assert batch.new_idx.tolist() == [x for i in live for x in (20 + i, 30, 31)]
+    assert batch.new_route.tolist() == [k for k in range(8) for _ in range(3)]
+    assert batch.links_list == [10, 11, 12, 14, 15, 16, 17, 18, 20, 21, 22, 24, 25, 26, 27, 28, 30, 31]
+    assert batch.last.tolist() == [0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29, 30, 31]
+
+    # a link both left and entered (route 0 goes through route 1's old link): one move at a time
+    crossing = RouteMoves([(i, (11,) if i == 0 else (20 + i, 30, 31)) for i in range(9)])
+    crossing.ready([(10 + i,) for i in range(9)])
+    assert not crossing.arrays and crossing.routes == list(range(9))
+    # 7 routes to move: fewer than _VECTOR_MOVES, one at a time
+    few = RouteMoves([(i, (20 + i, 30, 31)) for i in range(7)])
+    few.ready([(10 + i,) for i in range(9)])
+    assert not few.arrays and few.routes == list(range(7))

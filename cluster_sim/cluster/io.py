@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -94,11 +95,26 @@ class _Moved:
 
     __slots__ = ("gids", "hops", "idx", "ks")
 
-    def __init__(self, gids: list[int], hops: list[tuple[int, ...]]):
+    def __init__(self, gids: list[int], hops: list[tuple[int, ...]], idx: np.ndarray | None = None):
         self.gids = gids
         self.hops = hops
-        self.idx = np.array(gids, dtype=np.intp) if len(gids) >= _MANY else None  # (fewer go one at a time)
+        many = len(gids) >= _MANY  # (fewer go one at a time)
+        self.idx = (np.array(gids, dtype=np.intp) if idx is None else idx) if many else None
         self.ks: np.ndarray | None = None
+
+
+class _Layout:
+    """A CSV's groups as `_plan_fast` reads them (in the order of `_groups_of_csv`): their ids, the
+    groups, their nodes' indices and their routes (-1: none yet). Kept until the CSV gains a group
+    or a route, or its LUN changes controller; a group's VMs coming or going leave it as it is."""
+
+    __slots__ = ("gids", "groups", "node", "route")
+
+    def __init__(self, gids: np.ndarray, groups: list[Group], node: np.ndarray, route: np.ndarray):
+        self.gids = gids
+        self.groups = groups
+        self.node = node
+        self.route = route
 
 
 class IoModel:
@@ -136,6 +152,12 @@ class IoModel:
         self._csv_state = {v.name: (v.coordinator, v.redirected) for v in csvs}  # (as each change leaves it)
         self._plans: dict[str, tuple[tuple[int, int], dict]] = {}
         self._fault_ver = 0  # faults that changed which links exist (paths_changed)
+        self._layouts: dict[str, _Layout] = {}  # per CSV, for _plan_fast
+        self._node_idx: dict[str, int] = {}  # a node's index in _node_names (groups' nodes, as met)
+        self._node_names: list[str] = []
+        self._direct_by_node: list[tuple[int, ...]] = []  # per node index: its direct path
+        self._smb_by_coord: dict[str, list[tuple[int, ...]]] = {}  # per coordinator: each node's path through it
+        self._cls_rows: dict[tuple[str | None, int], np.ndarray] = {}  # _class_row
         self.write_overhead = 0.0  # change-tracking filter on the hosts (set before the cluster starts)
         # fault events (cluster/faults.py): nodes without their storage fabric, and whether two nodes
         # reach each other over the cluster network (None: always)
@@ -208,6 +230,7 @@ class IoModel:
                                      ctrl, cow_decay_s(vm)))
             self._gkey[key] = gid
             self._groups_of_csv[vm.csv].append(gid)
+            self._layouts.pop(vm.csv, None)
             k = self._class_of((), ctrl)  # (no hops until its path is set)
             if gid == len(self._gcls):  # full: twice the room
                 self._gcls, self._gcsv, self._counts, self._gint, self._gmark, self._gtime = _twice_the_room(
@@ -397,6 +420,7 @@ class IoModel:
         r = self._routes.get(key)
         if r is None:
             r = self._routes[key] = self.net.route_idx(hops)
+            self._layouts.pop(g.csv, None)
         else:
             self.net.move_route_idx(r, hops)
         return r
@@ -451,9 +475,10 @@ class IoModel:
         kept = self._plans.get(csv)
         if kept is None or kept[0] != since:
             kept = self._plans[csv] = (since, {})
-        self._paths_changed(self._groups_of_csv[csv], kept[1], change)
+        self._paths_changed(self._groups_of_csv[csv], kept[1], change, csv)
 
-    def _paths_changed(self, gids: list[int], plans: dict | None = None, change: tuple | None = None) -> None:
+    def _paths_changed(self, gids: list[int], plans: dict | None = None, change: tuple | None = None,
+                       csv: str | None = None) -> None:
         """These groups take their paths again: a group cut off or whole again rebuilds its flows;
         one redirected or back, or whose coordinator moved while redirected, moves with its route
         (the VMs of its node and CSV: one move for all of them). A CSV's plan of which groups and
@@ -463,7 +488,7 @@ class IoModel:
         self._settle()  # (a group that changes path class is brought up to date)
         plan = plans.get(change) if plans is not None else None
         if plan is None:
-            plan = self._plan(gids)
+            plan = (csv is not None and self._plan_fast(csv, change)) or self._plan(gids)
             if plans is not None and plan[-1]:
                 if len(plans) >= _PLANS_PER_CSV:  # (memory: ws2008r2 moves coordinators all over)
                     plans.clear()
@@ -523,6 +548,85 @@ class IoModel:
             return todo, batch, None, False
         return todo, batch, _Moved([t[0].gid for t in todo], [t[1] for t in todo]), reusable
 
+    def _plan_fast(self, csv: str, change: tuple) -> tuple[list, RouteMoves | None, _Moved, bool] | None:
+        """`_plan` of a CSV's change of state in array operations, the same plan; None (then `_plan`)
+        after a fault that changed which links exist (paths may be cut or through another node), or
+        when a group that moves has no route yet.
+
+        Without such faults a group's path is its node's own, or, while its CSV is redirected and
+        its node is not the coordinator, through the coordinator; no group is cut off, so none is
+        rebuilt; a group with VMs moves if it is redirected after the change or was before (its
+        path class has a second hop: `_path` gave it a path through a coordinator)."""
+        if self._fault_ver:
+            return None
+        lay = self._layouts.get(csv)
+        if lay is None:
+            lay = self._layouts[csv] = self._layout(csv)
+        coord, redirected = change[1]
+        gids = lay.gids
+        after = lay.node != self._node_idx.get(coord, -1) if redirected else np.zeros(len(gids), dtype=bool)
+        before = self._chops[self._gcls[gids], 1] >= 0
+        go = ((self._counts[gids] > 0) & (after | before)).nonzero()[0]
+        routes = lay.route[go]
+        if (routes < 0).any():
+            return None  # (`_plan` makes the route)
+        red = after[go].tolist()
+        at = lay.node[go]
+        nodes = at.tolist()
+        direct = self._direct_by_node
+        if redirected and all(red):  # (redirected: every group that moves is off the coordinator)
+            hops = list(map(self._smb_row(coord).__getitem__, nodes))
+        elif not redirected:
+            hops = list(map(direct.__getitem__, nodes))
+        else:  # (the coordinator moved while redirected: its new node's groups go direct)
+            smb = self._smb_row(coord)
+            hops = [smb[n] if r else direct[n] for n, r in zip(nodes, red, strict=True)]
+        todo = list(zip(map(lay.groups.__getitem__, go.tolist()), hops, red, repeat(False)))
+        moves = list(dict(zip(routes.tolist(), hops, strict=True)).items())  # (once per route, where it first comes)
+        idx = gids[go]
+        moved = _Moved(idx.tolist(), hops, idx)
+        if moved.idx is not None:  # their path classes, where every one is made already
+            ctrl = self._ctrl_of_csv[csv]
+            for again in (False, True):  # (again: with the classes made since the rows were)
+                ks = self._class_row(None, ctrl, again)[at]
+                if redirected:
+                    ks = np.where(after[go], self._class_row(coord, ctrl, again)[at], ks)
+                if (ks >= 0).all():
+                    moved.ks = ks
+                    break
+        return todo, self.net.route_moves(moves) if moves else None, moved, True
+
+    def _layout(self, csv: str) -> _Layout:
+        gids = self._groups_of_csv[csv]
+        groups = [self.groups[i] for i in gids]
+        for g in groups:
+            if g.node not in self._node_idx:
+                self._node_idx[g.node] = len(self._node_names)
+                self._node_names.append(g.node)
+                self._direct_by_node.append(self._direct_path(g.node))
+                self._smb_by_coord.clear()  # (a node more in each row)
+                self._cls_rows.clear()
+        routes = [self._routes.get((g.node, csv), -1) for g in groups]
+        return _Layout(np.array(gids, dtype=np.intp), groups,
+                       np.array([self._node_idx[g.node] for g in groups], dtype=np.intp), np.array(routes, dtype=np.int64))
+
+    def _class_row(self, coord: str | None, ctrl: int, anew: bool = False) -> np.ndarray:
+        """Each known node's path class (-1: not made when the row was) on its own path (coord
+        None) or through `coord`, with controller `ctrl`; made again if `anew`."""
+        key = (coord, ctrl)
+        row = self._cls_rows.get(key)
+        if row is None or anew:
+            paths = self._direct_by_node if coord is None else self._smb_row(coord)
+            row = self._cls_rows[key] = np.array([self._cls.get((h, ctrl), -1) for h in paths], dtype=np.int64)
+        return row
+
+    def _smb_row(self, coord: str) -> list[tuple[int, ...]]:
+        """Each known node's path to its LUNs through `coord` (by node index)."""
+        row = self._smb_by_coord.get(coord)
+        if row is None:
+            row = self._smb_by_coord[coord] = [self._smb_path(n, coord) for n in self._node_names]
+        return row
+
     def paths_changed(self) -> None:
         """A fault changed which links exist (a partition, a lost or restored storage fabric):
         every group takes its path again."""
@@ -539,6 +643,7 @@ class IoModel:
         self._settle()
         ctrl = self.array.luns[csv].controller
         self._ctrl_of_csv[csv] = ctrl
+        self._layouts.pop(csv, None)
         for gid in self._groups_of_csv[csv]:
             g = self.groups[gid]
             g.controller = ctrl

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from itertools import chain, compress, count, repeat
-from operator import contains, itemgetter
+from operator import contains, eq, itemgetter
 
 import numpy as np
 
@@ -72,32 +72,40 @@ class RouteMoves:
 
     def ready(self, r_hops: list[tuple[int, ...]]) -> None:
         moves = self.moves
-        self.where = _getter([r for r, _ in moves])  # (the routes' items of a per-route list, in C)
-        self.expect = self.where(r_hops)
-        live = [(r, old, hops) for (r, hops), old in zip(moves, self.expect, strict=True) if hops != old]
-        self.routes = [r for r, _, _ in live]
-        self.get = _getter(self.routes) if live else None
-        self.news = [hops for _, _, hops in live]
-        olds = [old for _, old, _ in live]
+        routes = [r for r, _ in moves]
+        self.where = _getter(routes)  # (the routes' items of a per-route list, in C)
+        olds = self.expect = self.where(r_hops)
+        news = [hops for _, hops in moves]
+        if any(map(eq, news, olds)):  # (routes already where they go stay out)
+            live = [(r, old, hops) for (r, hops), old in zip(moves, olds, strict=True) if hops != old]
+            routes = [r for r, _, _ in live]
+            news = [hops for _, _, hops in live]
+            olds = tuple(old for _, old, _ in live)
+        self.routes = routes
+        self.get = _getter(routes) if routes else None
+        self.news = news
+        n = len(routes)
         # in arrays if no route comes twice and no link is both left and entered (then a link only
         # left loses flows at every step: emptied, if at all, at its last step)
-        self.arrays = (len(live) >= _VECTOR_MOVES and len(set(self.routes)) == len(live)
-                       and set(chain.from_iterable(olds)).isdisjoint(chain.from_iterable(self.news)))
+        self.arrays = (n >= _VECTOR_MOVES and len(set(routes)) == n
+                       and set(chain.from_iterable(olds)).isdisjoint(chain.from_iterable(news)))
         if not self.arrays:
             return
         # the steps: each route's old links, then its new ones, route after route
-        self.idx = np.fromiter(chain.from_iterable(chain.from_iterable(zip(olds, self.news, strict=True))),
-                               dtype=np.intp)
-        lens = np.array([(len(o), len(h)) for o, h in zip(olds, self.news, strict=True)]).ravel()
-        self.step = np.repeat(np.arange(len(live)).repeat(2), lens)
-        self.isign = np.repeat(np.tile(np.array([-1, 1], dtype=np.int64), len(live)), lens)
-        on = self.isign > 0
-        self.new_idx = self.idx[on]
-        self.new_route = self.step[on]
-        links, first_back = np.unique(self.idx[::-1], return_index=True)
+        both = list(chain.from_iterable(zip(olds, news, strict=True)))
+        lens = np.fromiter(map(len, both), dtype=np.intp, count=2 * n)
+        self.idx = idx = np.fromiter(chain.from_iterable(both), dtype=np.intp)
+        self.step = step = np.repeat(np.arange(n).repeat(2), lens)
+        sign = np.ones(2 * n, dtype=np.int64)
+        sign[::2] = -1
+        self.isign = isign = np.repeat(sign, lens)
+        on = isign > 0
+        self.new_idx = idx[on]
+        self.new_route = step[on]
+        links, first_back = np.unique(idx[::-1], return_index=True)
         self.links = links
         self.links_list = links.tolist()
-        self.last = len(self.idx) - 1 - first_back  # the last step on each link
+        self.last = len(idx) - 1 - first_back  # the last step on each link
 
 
 class SteadyFlows:
