@@ -52,6 +52,29 @@ def test_worker_count_follows_the_scenario_size_and_the_request() -> None:
     assert simulation.local_workers(scenario(vms=12, parallel_min_vms=10), 4) >= 1
 
 
+def test_the_longest_generation_at_the_scenarios_size_is_handed_out_first() -> None:
+    # registry.cost_of: VMs x (ms per VM + ms per VM and node x nodes). The headline, 800 VMs on 8
+    # nodes: ws2008r2 800 x (1.54 + 0.045 x 8) = 1,520 ms, ws2012 800 x (2.43 + 0.021 x 8) = 2,078.4,
+    # ws2012r2 800 x (2.97 + 0.004 x 8) = 2,401.6, ws2016 960: ws2012r2 first. Scaled to 8,000 on
+    # 64 nodes: 35,360, 30,192, 25,808 and 9,600 ms: ws2008r2 first, and with two workers ws2016
+    # after it, beside ws2012 then ws2012r2 (the one split of the four in two that ends soonest).
+    from cluster_sim.backup.registry import cost_of
+
+    assert [round(cost_of(g, 800, 8), 1) for g in GENS] == [1520.0, 2078.4, 2401.6, 960.0]
+    assert [round(cost_of(g, 8000, 64), 1) for g in GENS] == [35360.0, 30192.0, 25808.0, 9600.0]
+    assert cost_of(None, 800, 8) == 0.0
+    def sized(vms: int, nodes: int) -> cluster_sim.Scenario:
+        return scenario_from_dict({"name": "sized", "cluster": {"nodes": nodes}, "storage": {"csvs": nodes},
+                                   "fleet": [{"template": "win", "count": vms, "memory_gib": 1,
+                                              "disks": [{"size_gib": 4}]}],
+                                   "backup": {"generations": GENS}})
+
+    small, big = sized(800, 8), sized(8000, 64)
+    assert small.vm_count() == 800 and big.vm_count() == 8000
+    assert [GENS[i] for i in simulation.longest_first(small, GENS)] == ["ws2012r2", "ws2012", "ws2008r2", "ws2016"]
+    assert [GENS[i] for i in simulation.longest_first(big, GENS)] == ["ws2008r2", "ws2012", "ws2012r2", "ws2016"]
+
+
 def test_a_generation_that_raises_in_a_worker_raises_in_the_caller(monkeypatch) -> None:
     real = executors.run_generation
 

@@ -11,7 +11,7 @@ from cluster_sim.simulation.assemble import (
     SimProgressFn,
     run_generation,
 )
-from cluster_sim.simulation.executors import GENERATION_COST, local_workers, run
+from cluster_sim.simulation.executors import local_workers, longest_first, run
 from cluster_sim.simulation.ray_session import (
     RaySession,
     RayUnavailable,
@@ -20,6 +20,6 @@ from cluster_sim.simulation.ray_session import (
 )
 
 __all__ = [
-    "GENERATION_COST", "PROGRESS_INTERVAL_S", "Progress", "RaySession", "RayUnavailable", "SimProgress",
-    "SimProgressFn", "check_ray_address", "local_workers", "package_runtime_env", "run", "run_generation",
+    "PROGRESS_INTERVAL_S", "Progress", "RaySession", "RayUnavailable", "SimProgress",
+    "SimProgressFn", "check_ray_address", "local_workers", "longest_first", "package_runtime_env", "run", "run_generation",
 ]

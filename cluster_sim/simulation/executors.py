@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cluster_sim.backup.registry import REGISTRY
+from cluster_sim.backup.registry import cost_of
 from cluster_sim.cluster.nodes import LocalBackend, RayBackend
 from cluster_sim.results import (
     GenerationResult,
@@ -32,7 +32,12 @@ from cluster_sim.simulation.ray_session import RaySession
 # Relative cost of one generation on the local backend, to hand out the longest first when
 # generations run side by side ([P] from the 800-VM scenario's profile; a wrong guess only costs
 # balance, never results).
-GENERATION_COST = {name: g.cost for name, g in REGISTRY.items()}
+
+
+def longest_first(sc: Scenario, gens: list[str | None]) -> list[int]:
+    """The generations' indices in the order a pool hands them out: the longest run first
+    (`registry.cost_of` at the scenario's size), so the shortest fills in at the end."""
+    return sorted(range(len(gens)), key=lambda i: -cost_of(gens[i], sc.vm_count(), sc.cluster.nodes))
 
 
 def local_workers(sc: Scenario, n_generations: int, workers: int | None = None) -> int:
@@ -138,7 +143,7 @@ def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("fork")
-    order = sorted(range(len(gens)), key=lambda i: -GENERATION_COST.get(gens[i] or "", 0))
+    order = longest_first(sc, gens)
     queue = ctx.Queue()
 
     def label(i: int) -> str:

@@ -138,13 +138,14 @@ class StudyPlan:
         return out
 
     def run_size(self, point: int, generation: str) -> float:
-        """The work of one run, for the ETA: VMs x backup jobs x the generation's relative cost [P]
-        (the measured times of finished runs correct it as the study goes)."""
+        """The work of one run, for the ETA: backup jobs x the generation's cost at the scenario's size
+        (`registry.cost_of`; a VM a millisecond without a backup) [P] (the measured times of finished
+        runs correct it as the study goes)."""
         sc = self.scenarios[point]
         jobs = len(sc.backup.schedule) if sc.backup and sc.backup.schedule else 1
-        from cluster_sim.simulation import GENERATION_COST
+        from cluster_sim.backup.registry import cost_of
 
-        return sc.vm_count() * jobs * GENERATION_COST.get(generation, 1)
+        return jobs * (cost_of(generation, sc.vm_count(), sc.cluster.nodes) or float(sc.vm_count()))
 
     @property
     def total_runs(self) -> int:
