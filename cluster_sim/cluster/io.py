@@ -34,6 +34,7 @@ running integral only when the group changes (members, path, controller) or the 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -93,11 +94,14 @@ class _Moved:
     """The groups that move with their routes in a plan (IoModel._plan), their hops, and once
     known their path classes."""
 
-    __slots__ = ("gids", "hops", "idx", "ks")
+    __slots__ = ("gids", "hops", "idx", "ks", "groups", "reds")
 
-    def __init__(self, gids: list[int], hops: list[tuple[int, ...]], idx: np.ndarray | None = None):
+    def __init__(self, gids: list[int], hops: list[tuple[int, ...]], idx: np.ndarray | None = None,
+                 groups: list[Group] | None = None, reds: list[bool] | None = None):
         self.gids = gids
         self.hops = hops
+        self.groups = groups or []  # the groups themselves, and whether each is redirected after
+        self.reds = reds or []
         many = len(gids) >= _MANY  # (fewer go one at a time)
         self.idx = (np.array(gids, dtype=np.intp) if idx is None else idx) if many else None
         self.ks: np.ndarray | None = None
@@ -496,18 +500,24 @@ class IoModel:
         todo, moves, together_, _reusable = plan
         if moves is not None:
             self.net.move_routes(moves)
-        moved = False
-        # no rebuild: every group moved with its route (their classes set together, if they can be)
-        together = together_ is not None and self._set_hops_many(together_)
-        for g, hops, redirected, rebuild in todo:  # then each group, in order (a rebuild takes new slots)
-            if rebuild:
-                self._refresh(g)
-                continue
-            if not together:
+        if together_ is not None:  # no rebuild: every group moved with its route
+            if not self._set_hops_many(together_):  # (their classes set together, if they can be)
+                for g, hops, _r, _b in todo:
+                    self._set_hops(g.gid, hops)
+            groups = together_.groups
+            deque(map(setattr, groups, repeat("redirected"), together_.reds), maxlen=0)
+            moved = any((g.read_flow is not None and g.read_flow.active)
+                        or (g.write_flow is not None and g.write_flow.active) for g in groups)
+        else:
+            moved = False
+            for g, hops, redirected, rebuild in todo:  # each group, in order (a rebuild takes new slots)
+                if rebuild:
+                    self._refresh(g)
+                    continue
                 self._set_hops(g.gid, hops)  # moved with its route
-            g.redirected = redirected
-            moved = moved or (g.read_flow is not None and g.read_flow.active) or (
-                g.write_flow is not None and g.write_flow.active)
+                g.redirected = redirected
+                moved = moved or (g.read_flow is not None and g.read_flow.active) or (
+                    g.write_flow is not None and g.write_flow.active)
         if moved:
             self.net.touch()  # rates are recomputed as for any move, even to the same links
 
@@ -546,7 +556,8 @@ class IoModel:
         batch = self.net.route_moves(moves) if moves else None
         if any(t[3] for t in todo):  # (a rebuild: the groups one at a time)
             return todo, batch, None, False
-        return todo, batch, _Moved([t[0].gid for t in todo], [t[1] for t in todo]), reusable
+        return todo, batch, _Moved([t[0].gid for t in todo], [t[1] for t in todo], groups=[t[0] for t in todo],
+                                   reds=[t[2] for t in todo]), reusable
 
     def _plan_fast(self, csv: str, change: tuple) -> tuple[list, RouteMoves | None, _Moved, bool] | None:
         """`_plan` of a CSV's change of state in array operations, the same plan; None (then `_plan`)
@@ -581,10 +592,11 @@ class IoModel:
         else:  # (the coordinator moved while redirected: its new node's groups go direct)
             smb = self._smb_row(coord)
             hops = [smb[n] if r else direct[n] for n, r in zip(nodes, red, strict=True)]
-        todo = list(zip(map(lay.groups.__getitem__, go.tolist()), hops, red, repeat(False)))
+        groups = list(map(lay.groups.__getitem__, go.tolist()))
+        todo = list(zip(groups, hops, red, repeat(False)))
         moves = list(dict(zip(routes.tolist(), hops, strict=True)).items())  # (once per route, where it first comes)
         idx = gids[go]
-        moved = _Moved(idx.tolist(), hops, idx)
+        moved = _Moved(idx.tolist(), hops, idx, groups, red)
         if moved.idx is not None:  # their path classes, where every one is made already
             ctrl = self._ctrl_of_csv[csv]
             for again in (False, True):  # (again: with the classes made since the rows were)
