@@ -29,14 +29,11 @@ from cluster_sim.simulation.assemble import (
 )
 from cluster_sim.simulation.ray_session import RaySession
 
-# Relative cost of one generation on the local backend, to hand out the longest first when
-# generations run side by side ([P] from the 800-VM scenario's profile; a wrong guess only costs
-# balance, never results).
-
 
 def longest_first(sc: Scenario, gens: list[str | None]) -> list[int]:
-    """The generations' indices in the order a pool hands them out: the longest run first
-    (`registry.cost_of` at the scenario's size), so the shortest fills in at the end."""
+    """The generations' indices in the order a pool hands them out when they run side by side: the
+    longest run first (`registry.cost_of` at the scenario's VMs and nodes [P]), so the shortest fills
+    in at the end (a wrong guess only costs balance, never results)."""
     return sorted(range(len(gens)), key=lambda i: -cost_of(gens[i], sc.vm_count(), sc.cluster.nodes))
 
 
