@@ -63,6 +63,7 @@ def test_the_longest_generation_at_the_scenarios_size_is_handed_out_first() -> N
     assert [round(cost_of(g, 800, 8), 1) for g in GENS] == [1520.0, 2078.4, 2401.6, 960.0]
     assert [round(cost_of(g, 8000, 64), 1) for g in GENS] == [35360.0, 30192.0, 25808.0, 9600.0]
     assert cost_of(None, 800, 8) == 0.0
+
     def sized(vms: int, nodes: int) -> cluster_sim.Scenario:
         return scenario_from_dict({"name": "sized", "cluster": {"nodes": nodes}, "storage": {"csvs": nodes},
                                    "fleet": [{"template": "win", "count": vms, "memory_gib": 1,
