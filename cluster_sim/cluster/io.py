@@ -91,19 +91,19 @@ class _Writers:
 
 
 class _Moved:
-    """The groups that move with their routes in a plan (IoModel._plan), their hops, and once
-    known their path classes."""
+    """The groups that move with their routes in a plan (IoModel._plan), their hops, whether each
+    is redirected after, and once known their path classes."""
 
-    __slots__ = ("gids", "hops", "idx", "ks", "groups", "reds")
+    __slots__ = ("groups", "gids", "hops", "reds", "idx", "ks")
 
-    def __init__(self, gids: list[int], hops: list[tuple[int, ...]], idx: np.ndarray | None = None,
-                 groups: list[Group] | None = None, reds: list[bool] | None = None):
-        self.gids = gids
+    def __init__(self, groups: list[Group], hops: list[tuple[int, ...]], reds: list[bool],
+                 idx: np.ndarray | None = None):
+        self.groups = groups
+        self.gids = [g.gid for g in groups]
         self.hops = hops
-        self.groups = groups or []  # the groups themselves, and whether each is redirected after
-        self.reds = reds or []
-        many = len(gids) >= _MANY  # (fewer go one at a time)
-        self.idx = (np.array(gids, dtype=np.intp) if idx is None else idx) if many else None
+        self.reds = reds
+        many = len(groups) >= _MANY  # (fewer go one at a time)
+        self.idx = (np.array(self.gids, dtype=np.intp) if idx is None else idx) if many else None
         self.ks: np.ndarray | None = None
 
 
@@ -504,10 +504,8 @@ class IoModel:
             if not self._set_hops_many(together_):  # (their classes set together, if they can be)
                 for g, hops, _r, _b in todo:
                     self._set_hops(g.gid, hops)
-            groups = together_.groups
-            deque(map(setattr, groups, repeat("redirected"), together_.reds), maxlen=0)
-            moved = any((g.read_flow is not None and g.read_flow.active)
-                        or (g.write_flow is not None and g.write_flow.active) for g in groups)
+            deque(map(setattr, together_.groups, repeat("redirected"), together_.reds), maxlen=0)
+            moved = any(map(_flowing, together_.groups))
         else:
             moved = False
             for g, hops, redirected, rebuild in todo:  # each group, in order (a rebuild takes new slots)
@@ -516,8 +514,7 @@ class IoModel:
                     continue
                 self._set_hops(g.gid, hops)  # moved with its route
                 g.redirected = redirected
-                moved = moved or (g.read_flow is not None and g.read_flow.active) or (
-                    g.write_flow is not None and g.write_flow.active)
+                moved = moved or _flowing(g)
         if moved:
             self.net.touch()  # rates are recomputed as for any move, even to the same links
 
@@ -556,8 +553,7 @@ class IoModel:
         batch = self.net.route_moves(moves) if moves else None
         if any(t[3] for t in todo):  # (a rebuild: the groups one at a time)
             return todo, batch, None, False
-        return todo, batch, _Moved([t[0].gid for t in todo], [t[1] for t in todo], groups=[t[0] for t in todo],
-                                   reds=[t[2] for t in todo]), reusable
+        return todo, batch, _Moved([t[0] for t in todo], [t[1] for t in todo], [t[2] for t in todo]), reusable
 
     def _plan_fast(self, csv: str, change: tuple) -> tuple[list, RouteMoves | None, _Moved, bool] | None:
         """`_plan` of a CSV's change of state in array operations, the same plan; None (then `_plan`)
@@ -583,20 +579,13 @@ class IoModel:
             return None  # (`_plan` makes the route)
         red = after[go].tolist()
         at = lay.node[go]
-        nodes = at.tolist()
         direct = self._direct_by_node
-        if redirected and all(red):  # (redirected: every group that moves is off the coordinator)
-            hops = list(map(self._smb_row(coord).__getitem__, nodes))
-        elif not redirected:
-            hops = list(map(direct.__getitem__, nodes))
-        else:  # (the coordinator moved while redirected: its new node's groups go direct)
-            smb = self._smb_row(coord)
-            hops = [smb[n] if r else direct[n] for n, r in zip(nodes, red, strict=True)]
+        smb = self._smb_row(coord) if redirected else direct
+        hops = [smb[n] if r else direct[n] for n, r in zip(at.tolist(), red, strict=True)]
         groups = list(map(lay.groups.__getitem__, go.tolist()))
         todo = list(zip(groups, hops, red, repeat(False)))
         moves = list(dict(zip(routes.tolist(), hops, strict=True)).items())  # (once per route, where it first comes)
-        idx = gids[go]
-        moved = _Moved(idx.tolist(), hops, idx, groups, red)
+        moved = _Moved(groups, hops, red, gids[go])
         if moved.idx is not None:  # their path classes, where every one is made already
             ctrl = self._ctrl_of_csv[csv]
             for again in (False, True):  # (again: with the classes made since the rows were)
@@ -819,6 +808,11 @@ class IoModel:
     def vm_mean_latency_ms(self, vm: str) -> float:
         t = self._vm_time.get(vm, 0.0)
         return self._vm_acc.get(vm, 0.0) / t if t > 0 else math.nan
+
+
+def _flowing(g: Group) -> bool:
+    """Has the group a flow that is active (its read or its write)?"""
+    return (g.read_flow is not None and g.read_flow.active) or (g.write_flow is not None and g.write_flow.active)
 
 
 def _twice_the_room(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
