@@ -3,6 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# test processes side by side (pytest-xdist, one test file each at a time): one per core of the
+# 2-core reference machine; TEST_WORKERS=0 runs the suite in this process, one test after another
+TEST_WORKERS ?= 2
 
 .PHONY: setup scenario-800vm test soak bench lint golden golden-check clean
 
@@ -18,7 +21,7 @@ scenario-800vm: $(STAMP)
 	$(BIN)/cluster-sim run scenarios/800vm-8node.yaml --out results/800vm-8node
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 soak: $(STAMP)
 	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -q tests/test_properties.py
