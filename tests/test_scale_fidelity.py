@@ -205,6 +205,30 @@ def test_writer_enumeration_counts_checkpoints_and_past_the_writer_limit_it_time
     assert r2.writer_enumeration_s >= 40 * 3.3 - 1e-9
 
 
+def test_checkpoints_per_node_follow_checkpoints_made_merged_and_vms_that_move() -> None:
+    # 4 VMs on 2 nodes (round_robin: win-0001, win-0003 -> node-1; win-0002, win-0004 -> node-2)
+    from cluster_sim.cluster.model import ClusterModel
+    from cluster_sim.cluster.nodes import LocalBackend
+    from cluster_sim.kernel.rng import Streams
+
+    sc = scenario_from_dict(scenario_dict(fleet=[template("win", count=4, size_gib=1)], nodes=2, csvs=2))
+    cm = ClusterModel(sc, place_fleet(sc), LocalBackend(["node-1", "node-2"]), Streams(sc.seed))
+    cm.start()
+    assert cm.checkpoints_by_node() == {}
+    a1 = cm.array.create_checkpoint("win-0001", "backup")
+    cm.array.create_checkpoint("win-0001", "backup")
+    cm.array.create_checkpoint("win-0003", "backup")
+    cm.array.create_checkpoint("win-0002", "backup")
+    assert cm.checkpoints_by_node() == {"node-1": 3, "node-2": 1}
+    cm.move_vm_ownership("win-0001", "node-1", "node-2")  # its 2 checkpoints go with it
+    assert cm.checkpoints_by_node() == {"node-1": 1, "node-2": 3}
+    cm.array.merge_checkpoint(a1)
+    cm.array.merge_checkpoint(a1)  # (merged once: a second merge changes nothing)
+    assert cm.checkpoints_by_node() == {"node-1": 1, "node-2": 2}
+    cm.move_vm_ownership("win-0004", "node-2", "node-1")  # no checkpoint: nothing moves
+    assert cm.checkpoints_by_node() == {"node-1": 1, "node-2": 2}
+
+
 # =================================================================================================
 # batches honour the host constraint
 # =================================================================================================

@@ -56,6 +56,7 @@ class ClusterApi:
     gateway: NodeGateway
     migrations: Migrations
     host: dict[str, str]
+    _checkpoints_on: dict[str, int]
     up: set[str]
     alive: set[str]
     booting: set[str]
@@ -101,12 +102,8 @@ class ClusterApi:
         return self.csvs[csv].coordinator
 
     def checkpoints_by_node(self) -> dict[str, int]:
-        """Live AVHDX checkpoints per node (of the VMs each node owns)."""
-        out: dict[str, int] = {}
-        for vm, k in self.array.live_checkpoints.items():
-            h = self.host[vm]
-            out[h] = out.get(h, 0) + k
-        return out
+        """Live AVHDX checkpoints per node (of the VMs each node owns; nodes with none left out)."""
+        return {n: k for n, k in self._checkpoints_on.items() if k}
 
     def on_host(self, vm: str, node: str, incarnation: int | None = None) -> bool:
         """Does `node` (still the same incarnation, if given) run this VM now?"""

@@ -94,6 +94,11 @@ class ClusterModel(ClusterApi):
         self.migrations = Migrations(self)
         self.versions = Versions(sc, vms)  # mixed-version clusters (cluster/versions.py); inactive without
         self._inventory: dict[str, tuple[int, int]] | None = None
+        # live checkpoints per node, of the VMs each node owns: kept as checkpoints come and go and
+        # VMs move, not counted over every VM at each writer enumeration (one per set: ws2012r2
+        # takes a set per VM)
+        self._checkpoints_on: dict[str, int] = {n: 0 for n in self.nodes}
+        self.array.on_checkpoint_count = self._checkpoint_count
         # the fault events (cluster/faults.py)
         self.faults = Faults(self)
         self.io.no_fabric = self.faults.no_fabric
@@ -159,10 +164,19 @@ class ClusterModel(ClusterApi):
         """Per node, the VMs it owns (a copy: O(nodes), not O(VMs))."""
         return {n: vms for n, (vms, _) in self.node_inventory().items()}
 
+    def _checkpoint_count(self, vm: str, d: int) -> None:
+        h = self.host[vm]
+        self._checkpoints_on[h] += d
+
     def _set_host(self, vm: str, dst: str) -> None:
-        """The VM belongs to `dst`; the node inventory follows (two entries, not a recount)."""
+        """The VM belongs to `dst`; the node inventory and checkpoint counts follow (two entries
+        each, not a recount)."""
         src = self.host[vm]
         self.host[vm] = dst
+        k = self.array.live_checkpoints.get(vm, 0)
+        if k and src != dst:
+            self._checkpoints_on[src] -= k
+            self._checkpoints_on[dst] += k
         inv = self._inventory
         if inv is not None and src != dst:
             inv = dict(inv)  # (an inventory handed out before stays as it was)

@@ -101,6 +101,8 @@ class StorageArray:
         self.checkpoints: dict[str, Checkpoint] = {}
         self.live_checkpoints: dict[str, int] = {}  # VM -> its AVHDX checkpoints not yet merged
         self._seq = 0
+        # called with (vm, +1 | -1) when one of a VM's checkpoints is created or merged
+        self.on_checkpoint_count: Callable[[str, int], None] | None = None
         # called with (csv) whenever the set of live snapshots on a LUN changes
         self.on_protection_change: Callable[[str], None] | None = None
         # controller failures: the controllers down, each LUN's own controller (it fails back there),
@@ -347,6 +349,8 @@ class StorageArray:
         cp = Checkpoint(f"cp-{self._seq:06d}", vm, kind, self.env.now)
         self.checkpoints[cp.cid] = cp
         self.live_checkpoints[vm] = self.live_checkpoints.get(vm, 0) + 1
+        if self.on_checkpoint_count is not None:
+            self.on_checkpoint_count(vm, 1)
         self.trace("checkpoint_created", vm=vm, checkpoint=cp.cid, kind=kind)
         return cp
 
@@ -358,6 +362,8 @@ class StorageArray:
                 self.live_checkpoints[cp.vm] = left
             else:
                 self.live_checkpoints.pop(cp.vm, None)
+            if self.on_checkpoint_count is not None:
+                self.on_checkpoint_count(cp.vm, -1)
             self.trace("checkpoint_merged", vm=cp.vm, checkpoint=cp.cid)
 
     # -- accounting ------------------------------------------------------------------------------
