@@ -323,3 +323,63 @@ def test_a_plan_made_in_arrays_is_the_plan_made_group_by_group_and_leaves_the_sa
         (("node-5", True), 15, 8, False), (("node-5", False), 15, 8, True),
         (("node-9", True), 15, 8, False), (("node-1", True), 17, 9, False), (("node-1", False), 15, 8, True)]
     assert arrays == ref
+
+
+def test_a_latency_keeps_its_histogram_bin_until_it_crosses_an_edge_and_every_bin_is_searchsorteds() -> None:
+    # The latency histogram's bins are 1 % wide (100 a decade from 0.001 ms): edge 300 is 1 ms, edge
+    # 301 is 10 ** 0.01 = 1.0233 ms. A latency of exactly 1 ms is in bin 299 (a bin holds its upper
+    # edge); the next float above 1 ms and 1.02 ms are in bin 300; 1.03 ms is in bin 301. A class
+    # whose latency stays inside its bin is not searched again (its searchsorted index stays).
+    import numpy as np
+
+    from cluster_sim.cluster.io import _BINS
+
+    cm = _cluster(nodes=3, per_template=3)
+    cm.env.run(until=1.0)
+    io = cm.io
+    n = len(io._act)
+    assert n == 3  # one class a node in use (no redirection): each node's fabric, one controller
+    assert (_BINS[300], round(_BINS[301], 4)) == (1.0, 1.0233)
+    for ms, b in ((1.0, 299), (float(np.nextafter(1.0, 2.0)), 300), (1.02, 300), (1.03, 301)):
+        io._act_lat = np.full(n, ms)
+        before = io._cj[io._act].copy()
+        assert io._bins_now().tolist() == [b] * n
+        searched = (io._cj[io._act] != before).any()
+        assert searched == (ms in (1.0, float(np.nextafter(1.0, 2.0)), 1.03))  # 1.02: still bin 300
+    io._act_lat = np.array([0.0005, 2e6, 0.5])  # below the first edge, above the last, in between
+    assert io._bins_now().tolist() == [0, 899, int(_BINS.searchsorted(0.5)) - 1] == [0, 899, 269]
+
+
+def test_every_histogram_bin_kept_across_rate_changes_is_the_bin_searchsorted_gives() -> None:
+    # Redirections (a coordinator moved while a snapshot's hold redirects its CSV) change which
+    # classes are in use and every latency; at each rate change the bins kept or searched again
+    # equal searchsorted over all latencies, and both ways occur.
+    import numpy as np
+
+    from cluster_sim.cluster.io import _BINS
+
+    cm = _cluster(nodes=9, per_template=9)
+    io, vol = cm.io, cm.csvs["csv-1"]
+    kept_all, searched, made = [0], [0], io._bins_now
+
+    def checked() -> np.ndarray:
+        before = io._cj[io._act].copy()
+        bins = made()
+        ref = np.clip(_BINS.searchsorted(io._act_lat) - 1, 0, len(_BINS) - 2)
+        assert bins.tolist() == ref.tolist()
+        same = (io._cj[io._act] == before).all()
+        kept_all[0] += bool(same)
+        searched[0] += not same
+        return bins
+
+    io._bins_now = checked
+    t = 2.0
+    for node in ("node-2", "node-5", "node-1"):
+        cm.env.run(until=t)
+        vol.move_coordinator(node)
+        hold = vol.hold("snapshot", vol.coordinator)
+        cm.env.run(until=t + 2.0)
+        vol.release(hold)
+        t += 4.0
+    cm.env.run(until=t)
+    assert kept_all[0] > 0 and searched[0] > 0

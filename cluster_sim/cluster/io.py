@@ -54,6 +54,10 @@ if TYPE_CHECKING:
     from cluster_sim.cluster.storage import StorageArray
 
 _BINS = np.logspace(-3, 6, 901)  # latency histogram edges in ms: 0.001 ms .. 1000 s
+# searchsorted(_BINS, x) is the j with _BELOW[j] < x <= _ABOVE[j] (the edges with -inf and +inf
+# around them: the edge below and the edge above each j)
+_BELOW = np.concatenate(([-np.inf], _BINS))
+_ABOVE = np.concatenate((_BINS, [np.inf]))
 PHASES = ("baseline", "backup", "after")
 _PLANS_PER_CSV = 4  # plans kept per CSV (a snapshot's redirection and back take 2) [P]
 _MANY = 8  # groups moving together that are set in numpy (fewer: one at a time is as quick) [P]
@@ -187,10 +191,14 @@ class IoModel:
         self._ccount = np.zeros(16)
         self._clat = np.zeros(16)
         self._cint = np.zeros(16)
+        self._cj = np.zeros(16, dtype=np.int64)  # searchsorted(_BINS, latency) when last binned
         self._act = np.zeros(0, dtype=int)  # the classes with VMs at the last rate change
         self._act_path: tuple[np.ndarray, ...] = (np.zeros(0, dtype=int),) * 4  # their controllers, hops
         self._act_lat = np.zeros(0)  # their latencies then
-        self._act_bin: np.ndarray | None = None  # and those latencies' histogram bins
+        self._act_bin: np.ndarray | None = None  # and those latencies' histogram bins (None: not yet)
+        self._act_b = np.zeros(0, dtype=np.int64)  # their bins when last binned (_cj), and the
+        self._act_lo = np.zeros(0)  # edges below and above their latencies then
+        self._act_hi = np.zeros(0)
         self._act_stale = True  # a class's VM count changed since _act was taken
         # per group: its class, CSV index, VMs doing I/O; its latency x time, and its class's
         # integral and the time when that was last brought up to date (_bring) (arrays grown by
@@ -252,8 +260,8 @@ class IoModel:
             self._ncls += 1
             if k == len(self._cctrl):  # full: twice the room
                 self._chops = np.vstack([self._chops, np.full_like(self._chops, -1)])
-                self._cctrl, self._ccount, self._clat, self._cint = _twice_the_room(
-                    self._cctrl, self._ccount, self._clat, self._cint)
+                self._cctrl, self._ccount, self._clat, self._cint, self._cj = _twice_the_room(
+                    self._cctrl, self._ccount, self._clat, self._cint, self._cj)
             self._chops[k, : len(hops)] = hops
             self._cctrl[k] = ctrl
         return k
@@ -727,12 +735,28 @@ class IoModel:
             self._cint[act] += self._act_lat * dt
             if self._running > 0:
                 if self._act_bin is None:  # once per set of latencies
-                    b = _BINS.searchsorted(self._act_lat) - 1  # (np.clip's wrapper cost more than the work)
-                    np.maximum(b, 0, out=b)
-                    self._act_bin = np.minimum(b, len(_BINS) - 2, out=b)
+                    self._act_bin = self._bins_now()
                 self.hist[self.phase] += np.bincount(self._act_bin, weights=self._ccount[act] * dt,
                                                      minlength=len(_BINS) - 1)
         self._last_t = now
+
+    def _bins_now(self) -> np.ndarray:
+        """The histogram bin of each class in use at its latency now (_act_lat): the bins of
+        searchsorted, found for the classes whose latency left the bin it was in when last binned
+        only. A rate change moves few latencies across a bin's edge (bins are 1 % wide): 0.4 % of
+        them in a ws2012 run of 8000vm-64node, 4.4 % in ws2008r2, with about 3,000 classes in use;
+        searchsorted over them all took 85 us a rate change."""
+        lat = self._act_lat
+        inside = self._act_lo < lat
+        inside &= lat <= self._act_hi
+        if not inside.all():
+            out = (~inside).nonzero()[0]
+            j = _BINS.searchsorted(lat[out])
+            self._cj[self._act[out]] = j
+            self._act_b[out] = _bin_of(j)
+            self._act_lo[out] = _BELOW[j]
+            self._act_hi[out] = _ABOVE[j]
+        return self._act_b
 
     def _on_rates(self) -> None:
         self._settle()
@@ -740,6 +764,8 @@ class IoModel:
             act = self._act = (self._ccount[: self._ncls] > 0).nonzero()[0]
             h = self._chops[act]
             self._act_path = (self._cctrl[act], h[:, 0], h[:, 1], h[:, 2])
+            j = self._cj[act]
+            self._act_b, self._act_lo, self._act_hi = _bin_of(j), _BELOW[j], _ABOVE[j]
             self._act_stale = False
         lat = self._act_lat = self._latencies(self._act_path)
         self._clat[self._act] = lat
@@ -813,6 +839,14 @@ class IoModel:
 def _flowing(g: Group) -> bool:
     """Has the group a flow that is active (its read or its write)?"""
     return (g.read_flow is not None and g.read_flow.active) or (g.write_flow is not None and g.write_flow.active)
+
+
+def _bin_of(j: np.ndarray) -> np.ndarray:
+    """The histogram bin of searchsorted(_BINS, x) = j: the one below, below the first edge the
+    first bin, above the last the last bin."""
+    b = j - 1  # (np.clip's wrapper cost more than the work)
+    np.maximum(b, 0, out=b)
+    return np.minimum(b, len(_BINS) - 2, out=b)
 
 
 def _twice_the_room(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
