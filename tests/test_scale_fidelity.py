@@ -229,6 +229,60 @@ def test_checkpoints_per_node_follow_checkpoints_made_merged_and_vms_that_move()
     assert cm.checkpoints_by_node() == {"node-1": 1, "node-2": 2}
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["crash-during-backup", "drain-during-backup"])
+def test_writer_enumeration_kept_from_the_last_set_is_what_counting_every_node_again_gives(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A set's enumeration time is kept from the last set while the nodes' VMs, checkpoints and
+    # membership are as they were. With VMs moving (drained, failed over) and a node lost mid-run,
+    # each set's time equals the maximum over the live nodes counted again, and both the kept time
+    # and a time counted anew occur.
+    from pathlib import Path
+
+    import cluster_sim
+    from cluster_sim.backup.snapshots import SnapshotSteps
+
+    made = SnapshotSteps.writer_enumeration
+    seen = {"kept": 0, "counted": 0}
+
+    def checked(self, node, per_vm=True):  # type: ignore[no-untyped-def]
+        cm, cfg = self.cm, self.cfg
+        if per_vm:
+            inv, cps = cm.node_inventory(), cm.checkpoints_by_node()
+            want = max((cfg.writer_enumeration_base_s + cfg.writer_enumeration_per_vm_s * inv.get(n, (0, 0))[0]
+                        + cfg.writer_enumeration_per_vhd_s * inv.get(n, (0, 0))[1]
+                        + cfg.writer_enumeration_per_checkpoint_s * cps.get(n, 0))
+                       for n in cm.nodes if cm.is_up(n) and cm.is_alive(n))
+            last = self._enumerated
+        steps = made(self, node, per_vm)
+        try:
+            step = next(steps)  # (the time is taken before the first wait)
+        except StopIteration as end:
+            return end.value
+        if per_vm:
+            seen["kept" if self._enumerated is last else "counted"] += 1
+            assert self._enumerated[3] == want
+        while True:  # the rest as it was: what is sent or thrown in goes on to the step
+            try:
+                got = yield step
+            except BaseException as exc:  # (an interrupt: a node lost)
+                try:
+                    step = steps.throw(exc)
+                except StopIteration as end:
+                    return end.value
+                continue
+            try:
+                step = steps.send(got)
+            except StopIteration as end:
+                return end.value
+
+    monkeypatch.setattr(SnapshotSteps, "writer_enumeration", checked)
+    sc = cluster_sim.load_scenario(Path(__file__).resolve().parent.parent / "scenarios" / f"{name}.yaml",
+                                   ["run.workers=1"])  # (in this process, where the check is)
+    cluster_sim.run(sc, backend="local", generations=["ws2012", "ws2012r2"])
+    assert seen["kept"] > 0 and seen["counted"] > 1
+
+
 # =================================================================================================
 # batches honour the host constraint
 # =================================================================================================

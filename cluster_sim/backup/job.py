@@ -64,6 +64,7 @@ class BackupJob(Ledger, Steps, SnapshotSteps, Leftovers):
         self.sw_snapshots = 0
         self.hold_overruns = 0  # sets whose writes were held past hold_writes_limit_s
         self.enumeration_s = 0.0  # writer enumeration (KB4014317), summed over sets
+        self._enumerated: tuple | None = None  # (snapshots.py writer_enumeration)
         self.surfacing_s = 0.0  # snapshot LUNs surfaced on the requesting hosts, summed over sets
         self.lun_snapshots_in_sets = 0  # hardware LUN snapshots that sets of this job committed
         self.vms_in_sets = 0  # VM captures those sets served (effective VMs per snapshot)

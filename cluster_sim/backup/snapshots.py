@@ -24,15 +24,20 @@ class SnapshotSteps:
             self.trace("writer_enumeration", node=node, s=round(cfg.writer_enumeration_base_s, 6))
             yield self.env.timeout(cfg.writer_enumeration_base_s)
             return
-        inventory = cm.node_inventory()
+        inventory = cm.node_inventory()  # (the same object until a VM moves)
         checkpoints = cm.checkpoints_by_node()
-        t = 0.0
-        for n in cm.nodes:
-            if cm.is_up(n) and cm.is_alive(n):
+        live = cm.live_nodes()
+        last = self._enumerated  # the nodes' counts at the last set, and its time: kept while they hold
+        if last is not None and last[0] is inventory and last[1] == checkpoints and last[2] == live:
+            t = last[3]
+        else:
+            t = 0.0
+            for n in live:
                 vms, vhds = inventory.get(n, (0, 0))
                 t = max(t, cfg.writer_enumeration_base_s + cfg.writer_enumeration_per_vm_s * vms
                         + cfg.writer_enumeration_per_vhd_s * vhds
                         + cfg.writer_enumeration_per_checkpoint_s * checkpoints.get(n, 0))
+            self._enumerated = (inventory, checkpoints, live, t)
         if t > cfg.writer_freeze_limit_s:
             self.enumeration_s += cfg.writer_freeze_limit_s
             yield self.env.timeout(cfg.writer_freeze_limit_s)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 COMPONENTS = ("env", "trace", "nodes", "vms", "net", "array", "csvs", "io")
 QUERIES = ("host_of", "is_alive", "is_up", "incarnation_of", "is_booting", "is_unplaced", "is_migrating",
-           "is_settled", "coordinator", "checkpoints_by_node", "node_inventory", "runs_on", "on_host",
+           "is_settled", "coordinator", "checkpoints_by_node", "node_inventory", "live_nodes", "runs_on", "on_host",
            "has_fabric", "has_quorum", "reachable", "csv_path", "coordinator_lost_fabric_since",
            "releases_by_itself", "target_reachable", "heartbeat_interval_s", "failure_detection_s", "block_size_mib", "busy",
            "mixed_versions", "node_version", "functional_level", "vm_config_version", "version_counts")
@@ -77,6 +77,11 @@ class ClusterApi:
     def is_up(self, node: str) -> bool:
         """A member in the cluster service's view."""
         return node in self.up
+
+    def live_nodes(self) -> list[str]:
+        """The nodes both up in the cluster service's view and alive, in node order."""
+        up, alive = self.up, self.alive
+        return [n for n in self.nodes if n in up and n in alive]
 
     def incarnation_of(self, node: str) -> int:
         """Bumped each time the host dies: a restarted host is another incarnation."""
