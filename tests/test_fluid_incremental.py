@@ -533,6 +533,32 @@ def test_a_copy_ending_raises_the_level_of_the_others_by_the_sums_alone():
     assert env.now == pytest.approx(5 + 90 / 2.4, rel=1e-12)
 
 
+def test_link_loads_with_one_binding_link_are_its_level_times_each_links_weight_as_the_full_product():
+    # Backup target t = 12 binds 3 uncapped copies (4 each): one on fabric f1, two on f2 (fabrics
+    # of 100, not binding); with one binding link the loads are t's level times each link's weight
+    # of t-frozen flows: t 12, f1 4, f2 8. A second binding link (f1 cut to 2: that copy gets 2, the
+    # two others 5 each) takes the general product; both ways equal the product over the binding
+    # links to the last bit.
+    env = simpy.Environment()
+    net = FluidNetwork(env, {"t": 12.0, "f1": 100.0, "f2": 100.0})
+    net.start(["t", "f1"], 1e6)
+    net.start(["t", "f2"], 1e6)
+    net.start(["t", "f2"], 1e6)
+    net.settle_now()
+
+    def full_product() -> list[float]:
+        return (net._P + net._C[:, net._bidx] @ net._lam[net._bidx]).tolist()
+
+    assert len(net._bidx) == 1
+    assert net.link_load() == {"t": 12.0, "f1": 4.0, "f2": 8.0}
+    assert net._loads().tolist() == full_product()
+    net.set_capacity("f1", 2.0)
+    net.settle_now()
+    assert len(net._bidx) == 2
+    assert net.link_load() == {"t": 12.0, "f1": 2.0, "f2": 10.0}
+    assert net._loads().tolist() == full_product()
+
+
 def test_a_batch_of_route_moves_made_ready_lists_each_step_in_order_and_leaves_out_routes_already_there() -> None:
     # 9 routes on links 10..18 each, every one moving to its own link 20+i and the shared links 30
     # and 31 (a CSV redirected: each node's fabric left, its NIC and the coordinator's entered);

@@ -287,5 +287,8 @@ class FlowClasses:
         """Link loads at the levels `lam` (default: the present ones)."""
         lam = self._lam if lam is None else lam
         bidx = self._bidx
+        if len(bidx) == 1:  # (most instants: one binding link; a product of one term is that term)
+            b = bidx.item()
+            return self._P + self._C[:, b] * lam.item(b)
         return self._P + self._C[:, bidx] @ lam[bidx] if len(bidx) else self._P.copy()
 

@@ -492,7 +492,11 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
     def _record(self) -> None:
         load = self._loads()
         bidx = self._bidx
-        by_class = self._ops_base + self._lam[bidx] @ self._opc[bidx]
+        if len(bidx) == 1:  # (as in _loads)
+            b = bidx.item()
+            by_class = self._ops_base + self._opc[b] * self._lam.item(b)
+        else:
+            by_class = self._ops_base + self._lam[bidx] @ self._opc[bidx]
         ops = float(by_class.sum())
         t = float(self.env.now)
         if self.hist_t and self.hist_t[-1] == t:
