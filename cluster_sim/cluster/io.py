@@ -195,7 +195,7 @@ class IoModel:
         self._act = np.zeros(0, dtype=int)  # the classes with VMs at the last rate change
         self._act_path: tuple[np.ndarray, ...] = (np.zeros(0, dtype=int),) * 4  # their controllers, hops
         self._act_lat = np.zeros(0)  # their latencies then
-        self._act_bin: np.ndarray | None = None  # and those latencies' histogram bins (None: not yet)
+        self._binned = False  # _act_b holds those latencies' histogram bins (False: not yet checked)
         self._act_b = np.zeros(0, dtype=np.int64)  # their bins when last binned (_cj), and the
         self._act_lo = np.zeros(0)  # edges below and above their latencies then
         self._act_hi = np.zeros(0)
@@ -734,14 +734,14 @@ class IoModel:
         if dt > 0 and len(act):
             self._cint[act] += self._act_lat * dt
             if self._running > 0:
-                if self._act_bin is None:  # once per set of latencies
-                    self._act_bin = self._bins_now()
-                self.hist[self.phase] += np.bincount(self._act_bin, weights=self._ccount[act] * dt,
+                if not self._binned:  # once per set of latencies
+                    self._bins_now()
+                self.hist[self.phase] += np.bincount(self._act_b, weights=self._ccount[act] * dt,
                                                      minlength=len(_BINS) - 1)
         self._last_t = now
 
     def _bins_now(self) -> np.ndarray:
-        """The histogram bin of each class in use at its latency now (_act_lat): the bins of
+        """_act_b: the histogram bin of each class in use at its latency now (_act_lat): the bins of
         searchsorted, found for the classes whose latency left the bin it was in when last binned
         only. A rate change moves few latencies across a bin's edge (bins are 1 % wide): 0.4 % of
         them in a ws2012 run of 8000vm-64node, 4.4 % in ws2008r2, with about 3,000 classes in use;
@@ -756,6 +756,7 @@ class IoModel:
             self._act_b[out] = _bin_of(j)
             self._act_lo[out] = _BELOW[j]
             self._act_hi[out] = _ABOVE[j]
+        self._binned = True
         return self._act_b
 
     def _on_rates(self) -> None:
@@ -769,7 +770,7 @@ class IoModel:
             self._act_stale = False
         lat = self._act_lat = self._latencies(self._act_path)
         self._clat[self._act] = lat
-        self._act_bin = None
+        self._binned = False
         t = float(self.net.env.now)
         # the time series keeps the first state of each `series_step_s` (the percentiles above
         # come from the exact histogram, not from this series)

@@ -278,7 +278,7 @@ class ClusterModel(ClusterApi):
         """Every CSV whose coordinator the cluster holds failed moves to a node that is up: one
         that takes VMs if there is one, else a draining node (a drained node still runs the
         cluster service and can coordinate CSVs [MS]); with no node up, when one returns."""
-        hosts = self.candidates() or [n for n in self.nodes if n in self.up and n in self.alive]
+        hosts = self.candidates() or self.live_nodes()
         if not hosts:
             return
         for vol in self.csvs:
