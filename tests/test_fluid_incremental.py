@@ -591,3 +591,38 @@ def test_a_batch_of_route_moves_made_ready_lists_each_step_in_order_and_leaves_o
     few = RouteMoves([(i, (20 + i, 30, 31)) for i in range(7)])
     few.ready([(10 + i,) for i in range(9)])
     assert not few.arrays and few.routes == list(range(7))
+
+
+def test_the_same_route_moves_asked_again_are_one_batch_made_ready_once_unless_the_routes_are_elsewhere() -> None:
+    # A CSV's plans are made again after a group had no VM for a while (a VM saved for its
+    # backup); the same moves give the same batch, made ready once. 8 routes of 1 MiB/s on f0..f7
+    # move to (n_i, n8, f8) (redirected through node 8) and back, three times: 2 batches, each made
+    # ready at its first use. From elsewhere (the routes on g0..g7 first), the moves to node 8 are
+    # a new batch made ready there, applied in arrays (not one step at a time): f8 carries 8 MiB/s.
+    env = simpy.Environment()
+    net = FluidNetwork(env, {f"{k}{n}": 100.0 for k in "fgn" for n in range(9)})
+    i = net.link
+    routes = [net.route([f"f{n}"]) for n in range(8)]
+    for r in routes:
+        net.start([], cap_mib_s=1.0, steady=True, route=r)
+    net.settle_now()
+    to_8 = [(r, (i(f"n{n}"), i("n8"), i("f8"))) for n, r in enumerate(routes)]
+    back = [(r, (i(f"f{n}"),)) for n, r in enumerate(routes)]
+    batches = []
+    for _ in range(3):
+        for moves in (to_8, back):
+            b = net.route_moves(list(moves))
+            net.move_routes(b)
+            net.settle_now()
+            batches.append(b)
+    assert batches[0] is batches[2] is batches[4] and batches[1] is batches[3] is batches[5]
+    assert batches[0] is not batches[1] and len(net._batches) == 2 and batches[0].arrays
+    assert (net.link_load()["f8"], net.link_load()["f0"]) == (0.0, 1.0)  # (back where they started)
+    net.move_routes(net.route_moves([(r, (i(f"g{n}"),)) for n, r in enumerate(routes)]))
+    net.settle_now()
+    again = net.route_moves(list(to_8))  # (from g0..g7: not where batches[0] was made ready)
+    assert again is not batches[0] and again.expect is None
+    net.move_routes(again)
+    net.settle_now()
+    assert again.arrays and again.expect == tuple((i(f"g{n}"),) for n in range(8))
+    assert (net.link_load()["f8"], net.link_load()["n8"], net.link_load()["g0"]) == (8.0, 8.0, 0.0)

@@ -20,6 +20,7 @@ from cluster_sim.kernel.fluid.steady import RouteMoves, SteadyFlows, SteadyOps
 from cluster_sim.kernel.instant import FLUID, InstantHooks
 
 HISTORY = 1024  # recomputations kept in FluidNetwork.hist_* (listeners read the last one)
+ROUTE_BATCHES_KEPT = 4096  # [P] batches of route moves kept for reuse (memory: ws2008r2 moves coordinators all over)
 
 
 class Flow:
@@ -189,6 +190,7 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         self.hist_ops_class: deque[np.ndarray] = deque(maxlen=history)  # ops/s per ops class
         self.listeners: list[Callable[[], None]] = []  # called after every recomputation
         self._steady_init(n_links)
+        self._batches: dict[tuple[tuple[int, tuple[int, ...]], ...], RouteMoves] = {}  # (route_moves)
         self._record()
 
     # ---- public API -----------------------------------------------------------------------
@@ -305,8 +307,20 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
 
     def route_moves(self, moves: list[tuple[int, tuple[int, ...]]]) -> RouteMoves:
         """These moves, (route, hops) in order, made ready to be applied (`move_routes`) as often
-        as the routes are where they are now (a CSV redirected and back, snapshot after snapshot)."""
-        return RouteMoves(moves)
+        as the routes are where they are now (a CSV redirected and back, snapshot after snapshot).
+        The same moves asked again give the same batch, made ready once: a CSV's plans are made
+        again after one of its groups had no VM for a while (a VM saved for its backup), with the
+        same moves (a ws2012 run of 3,200 VMs asked 1,803 times for 64 different batches; making
+        one ready costs about as much as applying it). A batch checks where its routes are at each
+        use, so sharing one changes nothing; one made ready from elsewhere (the same moves from
+        another coordinator) is made anew, not applied one step at a time."""
+        key = tuple(moves)
+        batch = self._batches.get(key)
+        if batch is None or (batch.expect is not None and batch.where(self._r_hops) != batch.expect):
+            if len(self._batches) >= ROUTE_BATCHES_KEPT:
+                self._batches.clear()
+            batch = self._batches[key] = RouteMoves(moves)
+        return batch
 
     def move_routes(self, batch: RouteMoves) -> None:
         """`move_routes_idx` of a batch made ready by `route_moves` (from wherever the routes are:
