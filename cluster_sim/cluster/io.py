@@ -186,7 +186,7 @@ class IoModel:
         # at once; a group's sums take differences of its class's integral while it is in the class.
         self._cls: dict[tuple[tuple[int, ...], int], int] = {}
         self._ncls = 0
-        self._chops = np.full((16, 3), -1, dtype=int)
+        self._chops = np.full((3, 16), -1, dtype=int)  # (per hop position a row: gathers of contiguous rows)
         self._cctrl = np.zeros(16, dtype=int)
         self._ccount = np.zeros(16)
         self._clat = np.zeros(16)
@@ -259,10 +259,10 @@ class IoModel:
             k = self._cls[(hops, ctrl)] = self._ncls
             self._ncls += 1
             if k == len(self._cctrl):  # full: twice the room
-                self._chops = np.vstack([self._chops, np.full_like(self._chops, -1)])
+                self._chops = np.hstack([self._chops, np.full_like(self._chops, -1)])
                 self._cctrl, self._ccount, self._clat, self._cint, self._cj = _twice_the_room(
                     self._cctrl, self._ccount, self._clat, self._cint, self._cj)
-            self._chops[k, : len(hops)] = hops
+            self._chops[: len(hops), k] = hops
             self._cctrl[k] = ctrl
         return k
 
@@ -580,7 +580,7 @@ class IoModel:
         coord, redirected = change[1]
         gids = lay.gids
         after = lay.node != self._node_idx.get(coord, -1) if redirected else np.zeros(len(gids), dtype=bool)
-        before = self._chops[self._gcls[gids], 1] >= 0
+        before = self._chops[1][self._gcls[gids]] >= 0
         go = ((self._counts[gids] > 0) & (after | before)).nonzero()[0]
         routes = lay.route[go]
         if (routes < 0).any():
@@ -753,7 +753,7 @@ class IoModel:
             out = (~inside).nonzero()[0]
             j = _BINS.searchsorted(lat[out])
             self._cj[self._act[out]] = j
-            self._act_b[out] = _bin_of(j)
+            self._act_b[out] = _BIN_OF[j]
             self._act_lo[out] = _BELOW[j]
             self._act_hi[out] = _ABOVE[j]
         self._binned = True
@@ -763,10 +763,10 @@ class IoModel:
         self._settle()
         if self._act_stale:
             act = self._act = (self._ccount[: self._ncls] > 0).nonzero()[0]
-            h = self._chops[act]
-            self._act_path = (self._cctrl[act], h[:, 0], h[:, 1], h[:, 2])
+            h0, h1, h2 = self._chops
+            self._act_path = (self._cctrl[act], h0[act], h1[act], h2[act])
             j = self._cj[act]
-            self._act_b, self._act_lo, self._act_hi = _bin_of(j), _BELOW[j], _ABOVE[j]
+            self._act_b, self._act_lo, self._act_hi = _BIN_OF[j], _BELOW[j], _ABOVE[j]
             self._act_stale = False
         lat = self._act_lat = self._latencies(self._act_path)
         self._clat[self._act] = lat
@@ -848,6 +848,9 @@ def _bin_of(j: np.ndarray) -> np.ndarray:
     b = j - 1  # (np.clip's wrapper cost more than the work)
     np.maximum(b, 0, out=b)
     return np.minimum(b, len(_BINS) - 2, out=b)
+
+
+_BIN_OF = _bin_of(np.arange(len(_BINS) + 1))  # _bin_of(j) for each j searchsorted can give (one gather)
 
 
 def _twice_the_room(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:

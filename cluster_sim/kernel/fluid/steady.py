@@ -23,6 +23,7 @@ as if they were ordinary flows.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from itertools import chain, compress, count, repeat
 from operator import contains, eq, itemgetter
@@ -215,8 +216,7 @@ class SteadyFlows:
         if grew.any():
             self._d_grew = True
             self._d_check.update(batch.new_idx[grew[batch.new_route]].tolist())
-        for r, hops in zip(routes, batch.news, strict=True):
-            r_hops[r] = hops
+        deque(map(r_hops.__setitem__, routes, batch.news), maxlen=0)  # (each route's hops, in C)
         return int(n.sum())
 
     def _route_move(self, r: int, hops: tuple[int, ...]) -> int:
