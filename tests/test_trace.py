@@ -151,3 +151,62 @@ def test_lines_are_the_text_structlogs_bound_logger_renders_key_order_included()
         '"event": "copy_start"}',
         '{"sim_time_s": 1.0, "event": "done"}',
     ]
+
+
+def test_rows_are_what_the_written_lines_read_back_as_tuples_lists_and_a_top_level_nan_null(tmp_path):
+    # The report draws a run's generation from its trace's rows instead of parsing the lines it
+    # has just written: each row must be json.loads of its line. A tuple reads back as a list, a
+    # NaN at the top as None (null), a NaN inside a list as nan (JSON's NaN), a str enum as its
+    # value, a time rounded to the microsecond; spans likewise (a note only where there is one).
+    import enum
+    import math
+
+    class Kind(str, enum.Enum):
+        PIN = "backup_pin"
+
+    env = simpy.Environment()
+    trace = Trace(env)
+
+    def proc():
+        trace("hold", csv="CSV1", kind=Kind.PIN, at=(1, 2), lost=math.nan, inf=math.inf, deep=[math.nan, {"a": (3,)}])
+        yield env.timeout(0.12345678)
+        trace.open_span("k", "copy", "vm-1", "n1", 1)
+        yield env.timeout(1.0)
+        trace.close_span("k")
+        trace.open_span("k2", "attempt", "vm-1", "n1", 1)
+        yield env.timeout(0.5)
+        trace.close_span("k2", "failed: lost")
+
+    env.process(proc())
+    env.run()
+    trace.write_jsonl(tmp_path / "trace.jsonl")
+    trace.write_spans_jsonl(tmp_path / "spans.jsonl")
+    rows, read = list(trace.rows()), read_jsonl(tmp_path / "trace.jsonl")
+    assert rows == read
+    assert rows[0]["kind"] == "backup_pin" and type(rows[0]["kind"]) is str and rows[0]["at"] == [1, 2]
+    assert rows[0]["lost"] is None and rows[0]["inf"] == math.inf and math.isnan(rows[0]["deep"][0])
+    assert rows[0]["deep"][1] == {"a": [3]}
+    spans = list(trace.span_rows())
+    assert spans == read_jsonl(tmp_path / "spans.jsonl")
+    assert spans == [
+        {"phase": "copy", "vm": "vm-1", "node": "n1", "start_s": 0.123457, "end_s": 1.123457, "attempt": 1},
+        {"phase": "attempt", "vm": "vm-1", "node": "n1", "start_s": 1.123457, "end_s": 1.623457, "attempt": 1,
+         "note": "failed: lost"},
+    ]
+
+
+@pytest.mark.parametrize("scenario", ["crash-during-backup.yaml", "drain-during-backup.yaml", "rolling-upgrade.yaml"])
+def test_a_run_with_faults_has_rows_that_are_its_written_lines_read_back(scenario, tmp_path):
+    # every event of runs with crashes, drains and upgrades (their tuples, lists and missing numbers)
+    from pathlib import Path
+
+    import cluster_sim
+
+    path = Path(__file__).resolve().parent.parent / "scenarios" / scenario
+    sc = cluster_sim.load_scenario(path, ["run.backend=local", "run.workers=1"])
+    for g in cluster_sim.run(sc).generations:
+        g.trace.write_jsonl(tmp_path / "t.jsonl")
+        g.trace.write_spans_jsonl(tmp_path / "s.jsonl")
+        assert list(g.trace.rows()) == read_jsonl(tmp_path / "t.jsonl"), g.summary.generation
+        assert list(g.trace.span_rows()) == read_jsonl(tmp_path / "s.jsonl"), g.summary.generation
+        assert len(g.trace.events) > 100

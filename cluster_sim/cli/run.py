@@ -186,7 +186,7 @@ def _finish_generation(scratch: Path, trace: bool, draw: bool, g: GenerationResu
             try:
                 from cluster_sim.report.html import draw_generation
 
-                g.drawn = draw_generation(folder)
+                g.drawn = draw_generation(folder, g.trace)  # (drawn from the trace it wrote)
             except Exception as exc:  # noqa: BLE001 - a report that cannot be drawn is a warning
                 g.drawn = (None, None, f"{type(exc).__name__}: {exc}")
     g.trace = None

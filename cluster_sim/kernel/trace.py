@@ -30,6 +30,22 @@ def _json(obj: Any) -> Any:
     raise TypeError(f"not serialisable: {type(obj).__name__}")
 
 
+_PLAIN = frozenset((str, int, float, bool, type(None)))  # types a JSON line reads back as themselves
+
+
+def _as_read(row: dict[str, Any], encoder: json.JSONEncoder) -> dict[str, Any]:
+    """The row as its JSON line reads back: a NaN at the top is null (`_nan_to_null`); a value of
+    another type than str, int, float, bool or None (a tuple, a dict, an enum) goes through JSON
+    (a tuple comes back a list); the rest are what they were (a float's shortest repr reads back
+    as the same float)."""
+    for k, v in row.items():
+        if type(v) not in _PLAIN:
+            row[k] = json.loads(encoder.encode(v))
+        elif v != v:
+            row[k] = None
+    return row
+
+
 class Trace:
     def __init__(self, clock: Any):
         # anything with .now (a simpy Environment), held weakly: a finished run's trace must not
@@ -122,6 +138,23 @@ class Trace:
             for proc in chain:
                 line = proc(None, "info", line)
             yield line
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Each event as the dict its line of `lines` reads back as (json.loads): what the report
+        draws from, without writing and parsing the lines again (`_as_read`)."""
+        encoder = json.JSONEncoder(default=_json)
+        for t, event, ids in self.events:
+            yield _as_read({"sim_time_s": round(t, 6), **ids, "event": event}, encoder)
+
+    def span_rows(self) -> Iterator[dict[str, Any]]:
+        """Each span as the dict its line of spans.jsonl reads back as."""
+        encoder = json.JSONEncoder(default=_json)
+        for phase, vm, node, start, end, attempt, note in self.spans:
+            row = {"phase": phase, "vm": vm, "node": node, "start_s": round(start, 6), "end_s": round(end, 6),
+                   "attempt": attempt}
+            if note:
+                row["note"] = note
+            yield _as_read(row, encoder)
 
     def write_jsonl(self, path: str | Path) -> None:
         with open(path, "w", encoding="utf-8") as fh:

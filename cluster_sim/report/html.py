@@ -65,11 +65,12 @@ def generation_folders(folder: Path) -> list[Path]:
     return [found[n] for n in sorted(found, key=lambda n: (rank.get(n, len(rank)), natural_key(n)))]
 
 
-def draw_generation(gf: Path) -> tuple[Path | None, Path | None, str]:
-    """timeline.png and trace.perfetto.json of one generation folder: (png, json, error)."""
+def draw_generation(gf: Path, trace: Any = None) -> tuple[Path | None, Path | None, str]:
+    """timeline.png and trace.perfetto.json of one generation folder: (png, json, error); `trace`:
+    the generation's own trace, whose trace.jsonl and spans.jsonl the folder holds (spans.load)."""
     png = pj = None
     try:
-        tl = load(gf)
+        tl = load(gf, trace)
         png = timeline.render(tl, gf / "timeline.png")
         pj = perfetto.write(tl, gf / "trace.perfetto.json")
     except Exception as exc:  # one generation's failure must not hide the others

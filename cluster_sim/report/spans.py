@@ -249,11 +249,17 @@ def _step(changes: list[tuple[float, int]]) -> tuple[np.ndarray, np.ndarray]:
     return t[last], v[last]
 
 
-def load(folder: str | Path) -> Timeline:
+def load(folder: str | Path, trace: Any = None) -> Timeline:
+    """The timeline of a generation folder; `trace` (kernel.trace.Trace): the run's own trace, whose
+    rows are what its trace.jsonl and spans.jsonl read back as (drawn where the generation ran,
+    without parsing the lines it has just written)."""
     folder = Path(folder)
     summary = read_summary(folder)
-    events = read_trace(folder)
-    spans, attempts, failures = phase_spans(read_spans(folder))
+    if trace is None:
+        events, span_rows = read_trace(folder), read_spans(folder)
+    else:
+        events, span_rows = list(trace.rows()), list(trace.span_rows())
+    spans, attempts, failures = phase_spans(span_rows)
     outcomes: dict[str, tuple[str, str, float]] = {}
     home: dict[str, str] = {}
     for att in attempts:
