@@ -103,3 +103,43 @@ def test_the_report_leaves_out_generation_folders_of_another_run_and_says_so(tmp
     page = (mine / "report.html").read_text()
     assert 'id="gen-ws2016"' in page and 'id="gen-ws2012"' not in page and 'id="gen-ws2012r2"' not in page
     assert "seed 99" in page
+
+
+@pytest.mark.parametrize("side", ["left", "right", "labels only"])
+def test_scale_labels_drawn_as_texts_are_the_pixels_the_axis_ticks_draw(side) -> None:
+    # The timeline's per-band scales (64 nodes: 256 ticks) and its CSV labels are a marker line
+    # and texts (timeline_style._scale_labels), not matplotlib Ticks: the same pixels, to the last
+    # one, as the axis's own ticks and labels at those positions (left, right of a twin axes, or
+    # labels without marks as the CSV panel has them).
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.ticker import NullLocator
+
+    from cluster_sim.report.timeline_style import FONT_SMALL, _scale_labels
+
+    ys, labels = [0.5, 2.0, 4.25, 7.0], ["0", "50", "100", "CSV-07  12.5 min"]
+
+    def picture(by_texts: bool) -> np.ndarray:
+        fig = matplotlib.figure.Figure(figsize=(4, 3), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_axes((0.4, 0.1, 0.3, 0.8))
+        ax.set_ylim(0, 8)
+        ax.xaxis.set_major_locator(NullLocator())
+        if side == "right":
+            ax.yaxis.set_major_locator(NullLocator())
+            ax = ax.twinx()
+            ax.set_ylim(0, 8)
+        if by_texts:
+            _scale_labels(ax, ys, labels, right=side == "right", colour="#333333" if side == "right" else "black",
+                          tick_pt=0.0 if side == "labels only" else None)
+        else:
+            ax.set_yticks(ys)
+            ax.set_yticklabels(labels, fontsize=FONT_SMALL, **({"color": "#333333"} if side == "right" else {}))
+            if side == "labels only":
+                ax.tick_params(axis="y", length=0)
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba()).copy()
+
+    ticks, texts = picture(False), picture(True)
+    assert (ticks != 255).any()  # (something is drawn)
+    assert np.array_equal(ticks, texts)

@@ -52,6 +52,7 @@ from cluster_sim.report.timeline_style import (  # noqa: E402
     WIDTH_IN,
     _bars,
     _fmt_s,
+    _scale_labels,
     time_unit,
 )
 
@@ -190,10 +191,8 @@ def _draw_csvs(tl: Timeline, ax, unit: float, min_w: float) -> None:  # type: ig
                 widths.append(max((z - a) / unit, min_w))
         _bars(ax, ys, lefts, widths, [HOLD_COLOURS.get(kind, "#fd8d3c")] * len(ys), 0.6)
     secs = {c: sum(z - a for a, z, _k in total.get(c, [])) for c in tl.csvs}
-    ax.set_yticks(range(len(tl.csvs)))
-    ax.set_yticklabels([f"{c}  {_fmt_s(secs[c])}" for c in tl.csvs], fontsize=FONT_SMALL)
+    _scale_labels(ax, list(range(len(tl.csvs))), [f"{c}  {_fmt_s(secs[c])}" for c in tl.csvs], tick_pt=0.0)
     ax.set_ylim(len(tl.csvs) - 0.5, -0.5)
-    ax.tick_params(axis="y", length=0)
     what = ", ".join(f"{k.replace('_', ' ')} ({_colour_name(HOLD_COLOURS.get(k, ''))})" for k in kinds) or "none"
     ax.set_title(f"CSV redirected access (label: total time redirected); holds: {what}", fontsize=FONT_TITLE, loc="left")
 

@@ -4,9 +4,10 @@ VMs in each phase over time and the VMs without an outcome yet."""
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
-from matplotlib.collections import PolyCollection
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from cluster_sim.report.spans import (
     ACTIVE,
@@ -20,9 +21,13 @@ from cluster_sim.report.timeline_style import (
     FONT_LABEL,
     FONT_SMALL,
     FONT_TITLE,
+    LEFT,
     RETRY_LINE,
+    RIGHT,
+    WIDTH_IN,
     _bars,
     _fmt_s,
+    _scale_labels,
     time_unit,
 )
 
@@ -171,13 +176,13 @@ def _few_ticks(top: float) -> list[float]:
     return [float(v) for v in vals if 0 <= v <= hi]
 
 
-def _stack(ax, edges: np.ndarray, layers: list[np.ndarray], colours: list[str], base: float,
-           scale: float, cap: float) -> None:  # type: ignore[no-untyped-def]
-    """Stacked per-bin values drawn from y=base, value v at base + min(v, cap) * scale (one
-    PolyCollection: stackplot / fill_between are slow)."""
+def _stack(edges: np.ndarray, layers: list[np.ndarray], colours: list[str], base: float, scale: float,
+           cap: float, polys: list[np.ndarray], cols: list[str]) -> None:
+    """Stacked per-bin values drawn from y=base, value v at base + min(v, cap) * scale: each layer's
+    polygon and colour added to `polys` and `cols` (all nodes' layers are one PolyCollection:
+    stackplot / fill_between, or a collection per node, are slow)."""
     x = np.repeat(edges, 2)[1:-1]  # step outline: each bin flat from its left to its right edge
     low = np.zeros(len(edges) - 1)
-    polys, cols = [], []
     for layer, c in zip(layers, colours, strict=True):
         if not np.any(layer > 0):
             continue
@@ -187,9 +192,11 @@ def _stack(ax, edges: np.ndarray, layers: list[np.ndarray], colours: list[str], 
         polys.append(np.c_[np.r_[x, x[::-1]], np.r_[hi, lo[::-1]]])
         cols.append(c)
         low = high
-    if polys:
-        ax.add_collection(PolyCollection(polys, facecolors=cols, edgecolors="none", linewidths=0, zorder=3),
-                          autolim=False)
+
+
+def _steps(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The vertices of a step line: values[i] from edges[i] to edges[i + 1] (ax.step where="post")."""
+    return np.c_[np.repeat(edges, 2)[1:-1], np.repeat(values, 2)]
 
 
 def _draw_aggregate(tl: Timeline, ax, unit: float, t_lo: float) -> None:  # type: ignore[no-untyped-def]
@@ -226,13 +233,14 @@ def _draw_aggregate(tl: Timeline, ax, unit: float, t_lo: float) -> None:  # type
     n = len(tl.nodes)
     left_ticks, left_labels, right_ticks, right_labels = [], [], [], []
     label_tf = ax.get_yaxis_transform()  # x in axes fraction, y in data
+    bands, lines, polys, cols, backlog_steps, outs, ins = [], [], [], [], [], [], []
+    phase_colours = [PHASES[p][1] for p in ACTIVE]
     for i, node in enumerate(tl.nodes):
         base = (n - 1 - i) * (1 + BAND_GAP)
-        ax.axhspan(base, base + 1, color="#f7f7f7", zorder=0, linewidth=0)
-        ax.axhline(base, color="#bbbbbb", linewidth=0.6, zorder=1)
-        _stack(ax, x_edges, stacks[node], [PHASES[p][1] for p in ACTIVE], base, k, top * 1.08)
-        ax.step(x_edges, base + np.r_[backlog[node], backlog[node][-1]] * kr, where="post", color="#333333",
-                linewidth=1.3, zorder=4)
+        bands.append([(0.0, base), (0.0, base + 1), (1.0, base + 1), (1.0, base)])
+        lines.append([(0.0, base), (1.0, base)])
+        _stack(x_edges, stacks[node], phase_colours, base, k, top * 1.08, polys, cols)
+        backlog_steps.append(_steps(x_edges, base + backlog[node] * kr))
         if np.any(retry[node] > 0):
             r = np.where(retry[node] > 0, retry[node], np.nan)  # drawn only where VMs wait for a retry
             ax.step(x_edges, base + np.r_[r, r[-1]] * kr, where="post", color=RETRY_LINE, linewidth=1.6, zorder=4)
@@ -253,21 +261,37 @@ def _draw_aggregate(tl: Timeline, ax, unit: float, t_lo: float) -> None:  # type
         fails = [t / unit for t, _vm, n, _r in tl.failures if n == node]
         if fails:
             ax.plot(fails, [base + 0.06] * len(fails), "x", color="black", markersize=5, mew=1.3, zorder=6)
-        outs = [m.start / unit for m in tl.migrations if m.src == node]
-        ins = [(m.end if m.end is not None else m.start) / unit for m in tl.migrations if m.dst == node]
-        if outs:
-            ax.plot(outs, [base + 1.0] * len(outs), "v", color="black", markersize=4, zorder=6, clip_on=False)
-        if ins:
-            ax.plot(ins, [base + 1.0] * len(ins), "^", color="#777777", markersize=4, zorder=6, clip_on=False)
+        outs += [(m.start / unit, base + 1.0) for m in tl.migrations if m.src == node]
+        ins += [((m.end if m.end is not None else m.start) / unit, base + 1.0) for m in tl.migrations if m.dst == node]
+    # each kind of mark of every band as one artist (an artist per band cost a third of the picture
+    # at 64 nodes); drawn in the same order (zorder) as one per band
+    ax.add_collection(PolyCollection(bands, facecolors="#f7f7f7", edgecolors="none", linewidths=0, zorder=0,
+                                     transform=label_tf), autolim=False)
+    ax.add_collection(LineCollection(lines, colors="#bbbbbb", linewidths=0.6, zorder=1, transform=label_tf),
+                      autolim=False)
+    if polys:
+        ax.add_collection(PolyCollection(polys, facecolors=cols, edgecolors="none", linewidths=0, zorder=3),
+                          autolim=False)
+    ax.add_collection(LineCollection(backlog_steps, colors="#333333", linewidths=1.3, zorder=4, joinstyle="round",
+                                     capstyle="projecting"), autolim=False)
+    if outs:
+        ax.plot(*zip(*outs, strict=True), "v", color="black", markersize=4, zorder=6, clip_on=False)
+    if ins:
+        ax.plot(*zip(*ins, strict=True), "^", color="#777777", markersize=4, zorder=6, clip_on=False)
     ax.set_ylim(-0.05, n * (1 + BAND_GAP) - BAND_GAP + 0.08)
-    ax.yaxis.set_major_locator(FixedLocator(left_ticks))
-    ax.set_yticklabels(left_labels, fontsize=FONT_SMALL)
+    ax.yaxis.set_major_locator(NullLocator())
+    _scale_labels(ax, left_ticks, left_labels)
     ax2 = ax.twinx()
     ax2.set_ylim(ax.get_ylim())
-    ax2.yaxis.set_major_locator(FixedLocator(right_ticks))
-    ax2.set_yticklabels(right_labels, fontsize=FONT_SMALL, color="#333333")
+    ax2.yaxis.set_major_locator(NullLocator())
     ax2.xaxis.set_major_locator(NullLocator())
+    _scale_labels(ax2, right_ticks, right_labels, right=True, colour="#333333")
     ax2.set_ylabel("VMs hosted without an outcome yet", fontsize=FONT_SMALL, color="#333333")
+    rc = matplotlib.rcParams  # (beside the scale's labels, as the axis would place it)
+    widest_pt = max((len(t) for t in right_labels), default=1) * 0.6 * FONT_SMALL
+    ax_w_pt = (RIGHT - LEFT) * WIDTH_IN * 72.0
+    ax2.yaxis.set_label_coords(1.0 + (rc["ytick.major.size"] + rc["ytick.major.pad"] + widest_pt
+                                      + rc["axes.labelpad"]) / ax_w_pt, 0.5)
     title = (f"Per node: mean number of VMs in each backup phase ({_fmt_s(edges[1] - edges[0])} bins, left scale) "
              "and VMs it hosts that still have no outcome (right scale);\nshort phases (freeze, snapshot) show in the "
              "Perfetto trace")

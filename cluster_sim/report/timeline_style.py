@@ -3,8 +3,11 @@ horizontal bars drawn as one collection."""
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 from matplotlib.collections import PolyCollection
+from matplotlib.lines import TICKLEFT, TICKRIGHT
+from matplotlib.ticker import NullLocator
 
 # [P] The picture is WIDTH_IN x DPI = 1300 px wide: the width of report.html's column in a 1400 px
 # window, so the page shows it unscaled there (narrower windows scale it down; the page never scales
@@ -48,3 +51,22 @@ def _bars(ax, ys, lefts, widths, colours, height: float, zorder: float = 3) -> N
     verts = np.stack([np.stack([x0, lo], 1), np.stack([x0, hi], 1), np.stack([x1, hi], 1), np.stack([x1, lo], 1)], 1)
     ax.add_collection(PolyCollection(verts, facecolors=colours, edgecolors="none", linewidths=0, zorder=zorder),
                       autolim=False)
+
+
+def _scale_labels(ax, ys: list[float], labels: list[str], right: bool = False, colour: str = "black",  # type: ignore[no-untyped-def]
+                  tick_pt: float | None = None) -> None:
+    """A y scale's tick marks (`tick_pt` long; the axis's own length if None) and labels, as the y
+    axis draws them, for many rows: one marker line and a text each (a matplotlib Tick, four
+    artists and its layout, cost about 5 ms apiece: the 256 of 64 nodes' bands were half the
+    picture's time). The axis itself is left without ticks (NullLocator)."""
+    rc = matplotlib.rcParams
+    size = rc["ytick.major.size"] if tick_pt is None else tick_pt
+    ax.yaxis.set_major_locator(NullLocator())
+    x = 1.0 if right else 0.0
+    if size > 0:
+        ax.plot([x] * len(ys), ys, linestyle="none", marker=TICKRIGHT if right else TICKLEFT, markersize=size,
+                markeredgewidth=rc["ytick.major.width"], color=rc["ytick.color"], transform=ax.get_yaxis_transform(),
+                clip_on=False, zorder=2.5)
+    tf, va, ha = (ax.get_yaxis_text2_transform if right else ax.get_yaxis_text1_transform)(rc["ytick.major.pad"] + size)
+    for y, label in zip(ys, labels, strict=True):
+        ax.text(x, y, label, transform=tf, va=va, ha=ha, fontsize=FONT_SMALL, color=colour, clip_on=False)
