@@ -86,3 +86,46 @@ def test_a_generation_simulates_with_fewer_young_collections_and_leaves_the_thre
     assert seen == [(20_000, 10, 10)]  # read while the cluster was set up, before it ran
     assert g.summary.audit.ok
     assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_a_process_that_runs_nothing_more_leaves_its_blocks_garbage_to_its_end(python_thresholds, monkeypatch) -> None:
+    # A pool worker after the run's last generation has started (collect_after False): the block
+    # that reached the oldest generation ends without the full collection (its process ends with
+    # the pool, which frees everything); the cycle is still there after the block.
+    from cluster_sim.kernel import collector
+
+    monkeypatch.setattr(collector, "collect_after", lambda: False)
+    gc.collect()
+    full = _full_collections()
+    with fewer_collections():
+        a, b = _Node(), _Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        kept = [[] for _ in range(500_000)]  # (as above: the cycle reaches the oldest generation)
+        del a, b
+    assert gone() is not None and _full_collections() == full
+    del kept
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_pool_worker_collects_after_a_generation_only_while_another_may_still_start(monkeypatch) -> None:
+    # 3 generations (a count of generations not started, shared by the workers), one after another
+    # here: the first two end with 2 and 1 not started and collect after theirs; the third ends
+    # with none left to start, and skips the collection (its process runs nothing more).
+    import multiprocessing as mp
+
+    from cluster_sim.kernel import collector
+    from cluster_sim.simulation import executors
+
+    monkeypatch.setattr(executors, "_die_with_parent", lambda _pid: None)
+    monkeypatch.setattr(executors, "_one_local", lambda sc, gen, watch=None: (gen, collector.collect_after()))
+    monkeypatch.setattr(collector, "collect_after", collector.collect_after)  # (restored after)
+    monkeypatch.setattr(executors, "_NOT_STARTED", None)
+    count = mp.get_context("fork").Value("i", 3)
+    executors._init_generation_worker(0, None, None, count)
+    assert executors._pool_generation(0, None, "ws2012") == ("ws2012", True)  # (1 and 2 not started)
+    assert count.value == 2 and collector.collect_after()
+    assert executors._pool_generation(1, None, "ws2016") == ("ws2016", True)
+    assert executors._pool_generation(2, None, "ws2008r2") == ("ws2008r2", False)
+    assert count.value == 0 and not collector.collect_after()

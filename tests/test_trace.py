@@ -161,7 +161,7 @@ def test_rows_are_what_the_written_lines_read_back_as_tuples_lists_and_a_top_lev
     import enum
     import math
 
-    class Kind(str, enum.Enum):
+    class Kind(enum.StrEnum):
         PIN = "backup_pin"
 
     env = simpy.Environment()

@@ -17,10 +17,16 @@ golden files are byte-identical with and without), only the time spent in them.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 YOUNG_COLLECTION_EVERY_OBJECTS = 20_000  # [P] net allocations between two young collections (Python: 700)
+
+# Whether a block's garbage is worth a full collection at its end: False in a worker process that
+# will run nothing more (simulation.executors: a pool worker after the last generation of the run
+# has started, whose process ends with the pool; its collection took about 1 s at 8,000 VMs).
+# Anywhere else True: the caller's process goes on, and the garbage is hundreds of MiB.
+collect_after: Callable[[], bool] = lambda: True  # noqa: E731 - replaced by the pool's initializer
 
 
 @contextmanager
@@ -36,7 +42,7 @@ def fewer_collections(young_every_objects: int = YOUNG_COLLECTION_EVERY_OBJECTS)
         yield
     finally:
         gc.set_threshold(*before)
-        if _older_collections() != older:
+        if _older_collections() != older and collect_after():
             # objects of the block reached the oldest generation, where only a full collection
             # frees them: its cyclic garbage (a finished simulation, hundreds of MiB at 8,000 VMs)
             # freed now, not after the next run has grown the heap by as much again. A short run
