@@ -109,23 +109,32 @@ def test_a_process_that_runs_nothing_more_leaves_its_blocks_garbage_to_its_end(p
     assert gone() is None
 
 
-def test_a_pool_worker_collects_after_a_generation_only_while_another_may_still_start(monkeypatch) -> None:
-    # 3 generations (a count of generations not started, shared by the workers), one after another
-    # here: the first two end with 2 and 1 not started and collect after theirs; the third ends
-    # with none left to start, and skips the collection (its process runs nothing more).
+def test_a_pool_worker_collects_after_each_generation_but_the_runs_last_unfinished_one(monkeypatch) -> None:
+    # 3 generations (a count of generations not finished, shared by the workers), one after another
+    # here: the first two end with 3 and 2 unfinished, their own included, and collect after theirs;
+    # the third ends as the run's last (1: itself), and skips the collection: nothing runs beside
+    # it and its process ends with the pool. A generation that raises counts as finished too.
     import multiprocessing as mp
 
     from cluster_sim.kernel import collector
     from cluster_sim.simulation import executors
 
+    def one(sc, gen, watch=None):  # type: ignore[no-untyped-def]
+        if gen == "boom":
+            raise ValueError("a generation that fails")
+        return gen, collector.collect_after()
+
     monkeypatch.setattr(executors, "_die_with_parent", lambda _pid: None)
-    monkeypatch.setattr(executors, "_one_local", lambda sc, gen, watch=None: (gen, collector.collect_after()))
+    monkeypatch.setattr(executors, "_one_local", one)
     monkeypatch.setattr(collector, "collect_after", collector.collect_after)  # (restored after)
-    monkeypatch.setattr(executors, "_NOT_STARTED", None)
-    count = mp.get_context("fork").Value("i", 3)
+    monkeypatch.setattr(executors, "_UNFINISHED", None)
+    count = mp.get_context("fork").Value("i", 4)
     executors._init_generation_worker(0, None, None, count)
-    assert executors._pool_generation(0, None, "ws2012") == ("ws2012", True)  # (1 and 2 not started)
-    assert count.value == 2 and collector.collect_after()
-    assert executors._pool_generation(1, None, "ws2016") == ("ws2016", True)
-    assert executors._pool_generation(2, None, "ws2008r2") == ("ws2008r2", False)
-    assert count.value == 0 and not collector.collect_after()
+    with pytest.raises(ValueError):
+        executors._pool_generation(0, None, "boom")
+    assert count.value == 3
+    assert executors._pool_generation(1, None, "ws2012") == ("ws2012", True)
+    assert executors._pool_generation(2, None, "ws2016") == ("ws2016", True)
+    assert count.value == 1
+    assert executors._pool_generation(3, None, "ws2008r2") == ("ws2008r2", False)
+    assert count.value == 0

@@ -22,10 +22,10 @@ from contextlib import contextmanager
 
 YOUNG_COLLECTION_EVERY_OBJECTS = 20_000  # [P] net allocations between two young collections (Python: 700)
 
-# Whether a block's garbage is worth a full collection at its end: False in a worker process that
-# will run nothing more (simulation.executors: a pool worker after the last generation of the run
-# has started, whose process ends with the pool; its collection took about 1 s at 8,000 VMs).
-# Anywhere else True: the caller's process goes on, and the garbage is hundreds of MiB.
+# Whether a block's garbage is worth a full collection at its end: False in the pool worker running
+# a run's last unfinished generation (simulation.executors): no other generation runs beside it,
+# its process ends with the pool, and the collection took about 1 s at 8,000 VMs, on the run's
+# critical path. Anywhere else True: the process goes on, or another generation needs the memory.
 collect_after: Callable[[], bool] = lambda: True  # noqa: E731 - replaced by the pool's initializer
 
 

@@ -279,15 +279,14 @@ def _draw_aggregate(tl: Timeline, ax, unit: float, t_lo: float) -> None:  # type
     if ins:
         ax.plot(*zip(*ins, strict=True), "^", color="#777777", markersize=4, zorder=6, clip_on=False)
     ax.set_ylim(-0.05, n * (1 + BAND_GAP) - BAND_GAP + 0.08)
-    ax.yaxis.set_major_locator(NullLocator())
     _scale_labels(ax, left_ticks, left_labels)
     ax2 = ax.twinx()
     ax2.set_ylim(ax.get_ylim())
-    ax2.yaxis.set_major_locator(NullLocator())
     ax2.xaxis.set_major_locator(NullLocator())
     _scale_labels(ax2, right_ticks, right_labels, right=True, colour="#333333")
     ax2.set_ylabel("VMs hosted without an outcome yet", fontsize=FONT_SMALL, color="#333333")
-    rc = matplotlib.rcParams  # (beside the scale's labels, as the axis would place it)
+    # beside the scale's labels, as the axis would place it (a digit about 0.6 of the type size wide [P])
+    rc = matplotlib.rcParams
     widest_pt = max((len(t) for t in right_labels), default=1) * 0.6 * FONT_SMALL
     ax_w_pt = (RIGHT - LEFT) * WIDTH_IN * 72.0
     ax2.yaxis.set_label_coords(1.0 + (rc["ytick.major.size"] + rc["ytick.major.pad"] + widest_pt

@@ -57,8 +57,8 @@ def _scale_labels(ax, ys: list[float], labels: list[str], right: bool = False, c
                   tick_pt: float | None = None) -> None:
     """A y scale's tick marks (`tick_pt` long; the axis's own length if None) and labels, as the y
     axis draws them, for many rows: one marker line and a text each (a matplotlib Tick, four
-    artists and its layout, cost about 5 ms apiece: the 256 of 64 nodes' bands were half the
-    picture's time). The axis itself is left without ticks (NullLocator)."""
+    artists and its layout, costs a few ms to make and draw: the 256 of 64 nodes' bands were about
+    half the picture's time). The axis itself is left without ticks (NullLocator)."""
     rc = matplotlib.rcParams
     size = rc["ytick.major.size"] if tick_pt is None else tick_pt
     ax.yaxis.set_major_locator(NullLocator())

@@ -94,24 +94,25 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-# Generations of the run no worker has started yet (a counter the workers share): a worker that
-# ends a generation when it is 0 will run nothing more, and its process ends with the pool.
-_NOT_STARTED: Any = None
+# Generations of the run not finished yet, started or not (a count the workers share): the worker
+# that runs the last one runs nothing more, no other generation runs beside it, and its process
+# ends with the pool.
+_UNFINISHED: Any = None
 
 
 def _init_generation_worker(parent_pid: int, queue: Any, interval_s: float | None = None,
-                            not_started: Any = None) -> None:
-    global _PROGRESS_QUEUE, _PROGRESS_INTERVAL, _NOT_STARTED
+                            unfinished: Any = None) -> None:
+    global _PROGRESS_QUEUE, _PROGRESS_INTERVAL, _UNFINISHED
     _die_with_parent(parent_pid)
     _PROGRESS_QUEUE = queue
     _PROGRESS_INTERVAL = interval_s
-    _NOT_STARTED = not_started
-    if not_started is not None:
+    _UNFINISHED = unfinished
+    if unfinished is not None:
         from cluster_sim.kernel import collector
 
-        # a generation's garbage is collected only if another generation may follow in this
-        # process (kernel/collector.py): after the last ones, the process's end frees it
-        collector.collect_after = lambda: not_started.value > 0
+        # a generation's garbage is collected (kernel/collector.py) unless it is the run's last:
+        # then the process's end frees it, and no other generation needs the memory meanwhile
+        collector.collect_after = lambda: unfinished.value > 1
 
 
 # What is done with a generation's result in the process that ran it, before the result is handed on
@@ -122,9 +123,6 @@ Finish = Callable[[GenerationResult], GenerationResult]
 
 def _pool_generation(i: int, sc: Scenario, gen: str | None, finish: Finish | None = None) -> GenerationResult:
     """One generation in a pool worker; says when it starts and, if asked, where it is while it runs."""
-    if _NOT_STARTED is not None:
-        with _NOT_STARTED.get_lock():
-            _NOT_STARTED.value -= 1
     queue = _PROGRESS_QUEUE
     sampler = None
     if queue is not None:
@@ -142,6 +140,9 @@ def _pool_generation(i: int, sc: Scenario, gen: str | None, finish: Finish | Non
     finally:
         if sampler is not None:
             sampler.stop()
+        if _UNFINISHED is not None:
+            with _UNFINISHED.get_lock():
+                _UNFINISHED.value -= 1
 
 
 def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
@@ -175,9 +176,9 @@ def _run_local_parallel(sc: Scenario, gens: list[str | None], n_workers: int,
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # a forked worker must not write this process's buffered output again
     results: dict[int, GenerationResult] = {}
-    not_started = ctx.Value("i", len(gens))
+    unfinished = ctx.Value("i", len(gens))
     pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_init_generation_worker,
-                               initargs=(os.getpid(), queue, interval_s if sim_progress else None, not_started))
+                               initargs=(os.getpid(), queue, interval_s if sim_progress else None, unfinished))
     failed = False
     try:
         futures = {pool.submit(_pool_generation, i, sc, gens[i], finish): i for i in order}
