@@ -20,7 +20,7 @@ from cluster_sim.kernel.fluid.steady import RouteMoves, SteadyFlows, SteadyOps
 from cluster_sim.kernel.instant import FLUID, InstantHooks
 
 HISTORY = 1024  # recomputations kept in FluidNetwork.hist_* (listeners read the last one)
-ROUTE_BATCHES_KEPT = 4096  # [P] batches of route moves kept for reuse (memory: ws2008r2 moves coordinators all over)
+ROUTE_BATCHES_KEPT = 512  # [P] batches of route moves kept for reuse (about 23 KiB each at 64 nodes; ws2008r2 makes new ones all over)
 
 
 class Flow:
