@@ -89,7 +89,7 @@ def test_a_generation_simulates_with_fewer_young_collections_and_leaves_the_thre
 
 
 def test_a_process_that_runs_nothing_more_leaves_its_blocks_garbage_to_its_end(python_thresholds, monkeypatch) -> None:
-    # A pool worker after the run's last generation has started (collect_after False): the block
+    # The pool worker running a run's last unfinished generation (collect_after False): the block
     # that reached the oldest generation ends without the full collection (its process ends with
     # the pool, which frees everything); the cycle is still there after the block.
     from cluster_sim.kernel import collector
@@ -110,10 +110,10 @@ def test_a_process_that_runs_nothing_more_leaves_its_blocks_garbage_to_its_end(p
 
 
 def test_a_pool_worker_collects_after_each_generation_but_the_runs_last_unfinished_one(monkeypatch) -> None:
-    # 3 generations (a count of generations not finished, shared by the workers), one after another
-    # here: the first two end with 3 and 2 unfinished, their own included, and collect after theirs;
-    # the third ends as the run's last (1: itself), and skips the collection: nothing runs beside
-    # it and its process ends with the pool. A generation that raises counts as finished too.
+    # 4 generations (a count of generations not finished, shared by the workers), one after another
+    # here. The first raises: it counts as finished (3 left). The next two end with 3 and 2
+    # unfinished, their own included, and collect after theirs; the last ends as the run's last
+    # (1: itself) and skips the collection: nothing runs beside it, its process ends with the pool.
     import multiprocessing as mp
 
     from cluster_sim.kernel import collector
@@ -127,7 +127,8 @@ def test_a_pool_worker_collects_after_each_generation_but_the_runs_last_unfinish
     monkeypatch.setattr(executors, "_die_with_parent", lambda _pid: None)
     monkeypatch.setattr(executors, "_one_local", one)
     monkeypatch.setattr(collector, "collect_after", collector.collect_after)  # (restored after)
-    monkeypatch.setattr(executors, "_UNFINISHED", None)
+    for name in ("_UNFINISHED", "_PROGRESS_QUEUE", "_PROGRESS_INTERVAL"):  # (set by the initializer)
+        monkeypatch.setattr(executors, name, None)
     count = mp.get_context("fork").Value("i", 4)
     executors._init_generation_worker(0, None, None, count)
     with pytest.raises(ValueError):
