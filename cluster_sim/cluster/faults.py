@@ -223,7 +223,7 @@ class Faults:
         yield cm.env.timeout(delay)
         self.pending -= 1
         q = self.quorum_side()
-        losing = [n for n in cm.nodes if n in cm.up and n in cm.alive and n in self._out_since
+        losing = [n for n in cm.live_nodes() if n in self._out_since
                   and self._out_since[n] <= cm.env.now - delay + 1e-9 and q is not None and n not in q]
         if losing:
             self._lose(losing, q or set())
@@ -315,7 +315,7 @@ class Faults:
             self.no_fabric.add(node)
             cm.trace("storage_path_lost", node=node)
             # a coordinator that loses its storage hands its CSVs to a node that still reaches it [MS]
-            able = [n for n in cm.nodes if n in cm.up and n in cm.alive and n not in self.no_fabric]
+            able = [n for n in cm.live_nodes() if n not in self.no_fabric]
             owned = {n: sum(1 for v in cm.csvs if v.coordinator == n) for n in able}
             for vol in cm.csvs:
                 if vol.coordinator == node and able:

@@ -753,9 +753,7 @@ class IoModel:
             out = (~inside).nonzero()[0]
             j = _BINS.searchsorted(lat[out])
             self._cj[self._act[out]] = j
-            self._act_b[out] = _BIN_OF[j]
-            self._act_lo[out] = _BELOW[j]
-            self._act_hi[out] = _ABOVE[j]
+            self._act_b[out], self._act_lo[out], self._act_hi[out] = _bin_and_edges(j)
         self._binned = True
         return self._act_b
 
@@ -766,7 +764,7 @@ class IoModel:
             h0, h1, h2 = self._chops
             self._act_path = (self._cctrl[act], h0[act], h1[act], h2[act])
             j = self._cj[act]
-            self._act_b, self._act_lo, self._act_hi = _BIN_OF[j], _BELOW[j], _ABOVE[j]
+            self._act_b, self._act_lo, self._act_hi = _bin_and_edges(j)
             self._act_stale = False
         lat = self._act_lat = self._latencies(self._act_path)
         self._clat[self._act] = lat
@@ -851,6 +849,11 @@ def _bin_of(j: np.ndarray) -> np.ndarray:
 
 
 _BIN_OF = _bin_of(np.arange(len(_BINS) + 1))  # _bin_of(j) for each j searchsorted can give (one gather)
+
+
+def _bin_and_edges(j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For searchsorted(_BINS, x) = j: x's histogram bin and the edges below and above x."""
+    return _BIN_OF[j], _BELOW[j], _ABOVE[j]
 
 
 def _twice_the_room(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -140,7 +140,7 @@ class ClusterModel(ClusterApi):
         """Nodes that can take VMs (that VM, given one: its configuration version): up, alive, not
         being drained."""
         ex = exclude or set()
-        out = [n for n in self.nodes if n in self.up and n in self.alive and n not in self.draining and n not in ex]
+        out = [n for n in self.live_nodes() if n not in self.draining and n not in ex]
         if vm is not None and self.versions.active:
             out = [n for n in out if self.versions.can_host(vm, n)]
         return out

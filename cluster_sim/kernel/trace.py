@@ -45,14 +45,14 @@ def _encoder(default: Callable[[Any], Any]) -> Callable[[Any], str]:
 _PLAIN = frozenset((str, int, float, bool, type(None)))  # types a JSON line reads back as themselves
 
 
-def _as_read(row: dict[str, Any], encoder: json.JSONEncoder) -> dict[str, Any]:
+def _as_read(row: dict[str, Any], encode: Callable[[Any], str]) -> dict[str, Any]:
     """The row as its JSON line reads back: a NaN at the top is null (`_nan_to_null`); a value of
     another type than str, int, float, bool or None (a tuple, a dict, an enum) goes through JSON
     (a tuple comes back a list); the rest are what they were (a float's shortest repr reads back
     as the same float)."""
     for k, v in row.items():
         if type(v) not in _PLAIN:
-            row[k] = json.loads(encoder.encode(v))
+            row[k] = json.loads(encode(v))
         elif v != v:
             row[k] = None
     return row
@@ -113,14 +113,19 @@ class Trace:
         for key in list(self._open):
             self.close_span(key, note)
 
+    def _span_dicts(self) -> Iterator[dict[str, Any]]:
+        """Each span as the dict its line of spans.jsonl is written from (a note only where there is one)."""
+        for phase, vm, node, start, end, attempt, note in self.spans:
+            row = {"phase": phase, "vm": vm, "node": node, "start_s": round(start, 6), "end_s": round(end, 6),
+                   "attempt": attempt}
+            if note:
+                row["note"] = note
+            yield row
+
     def write_spans_jsonl(self, path: str | Path) -> None:
         encode = _encoder(json.JSONEncoder().default)  # (json.dumps's text)
         with open(path, "w", encoding="utf-8") as fh:
-            for phase, vm, node, start, end, attempt, note in self.spans:
-                row = {"phase": phase, "vm": vm, "node": node, "start_s": round(start, 6),
-                       "end_s": round(end, 6), "attempt": attempt}
-                if note:
-                    row["note"] = note
+            for row in self._span_dicts():
                 fh.write(encode(row) + "\n")
 
     def __call__(self, event: str, **ids: Any) -> None:
@@ -146,28 +151,26 @@ class Trace:
 
         encode = _encoder(_json)  # one encoder, not one per line (json.dumps(default=))
         chain = (_nan_to_null, structlog.processors.JSONRenderer(serializer=lambda obj, **_: encode(obj)))
-        for t, event, ids in self.events:
-            line: Any = {"sim_time_s": round(t, 6), **ids, "event": event}
+        for line in self._event_dicts():
             for proc in chain:
                 line = proc(None, "info", line)
             yield line
 
+    def _event_dicts(self) -> Iterator[Any]:
+        """Each event as the dict structlog's bound logger would build: `sim_time_s`, the ids, `event`."""
+        for t, event, ids in self.events:
+            yield {"sim_time_s": round(t, 6), **ids, "event": event}
+
     def rows(self) -> Iterator[dict[str, Any]]:
         """Each event as the dict its line of `lines` reads back as (json.loads): what the report
         draws from, without writing and parsing the lines again (`_as_read`)."""
-        encoder = json.JSONEncoder(default=_json)
-        for t, event, ids in self.events:
-            yield _as_read({"sim_time_s": round(t, 6), **ids, "event": event}, encoder)
+        encode = _encoder(_json)
+        return (_as_read(row, encode) for row in self._event_dicts())
 
     def span_rows(self) -> Iterator[dict[str, Any]]:
         """Each span as the dict its line of spans.jsonl reads back as."""
-        encoder = json.JSONEncoder(default=_json)
-        for phase, vm, node, start, end, attempt, note in self.spans:
-            row = {"phase": phase, "vm": vm, "node": node, "start_s": round(start, 6), "end_s": round(end, 6),
-                   "attempt": attempt}
-            if note:
-                row["note"] = note
-            yield _as_read(row, encoder)
+        encode = _encoder(_json)
+        return (_as_read(row, encode) for row in self._span_dicts())
 
     def write_jsonl(self, path: str | Path) -> None:
         with open(path, "w", encoding="utf-8") as fh:
