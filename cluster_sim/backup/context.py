@@ -18,6 +18,7 @@ from cluster_sim.backup.guest import GuestClusters
 from cluster_sim.backup.mixed import MixedBackup
 from cluster_sim.backup.policy import make_policy
 from cluster_sim.backup.server import BackupServer
+from cluster_sim.backup.steps import FREEZE_STREAM
 from cluster_sim.backup.tracking import ChangeTracker, tracking_kind
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ class BackupContext:
     def __init__(self, cm: ClusterModel, generation: str, cfg: Backup, plane: DataPlane | None, streams: Streams):
         self.cm = cm
         self.streams = streams  # the run's random streams (guest freeze times, torn captures)
+        # every VM's freeze-time stream is made with the first one asked for (kernel/rng.py: together)
+        streams.expect(("vm", v.name, FREEZE_STREAM) for v in cm.vms)
         self.generation = generation
         self.cfg = cfg
         self.plane = plane

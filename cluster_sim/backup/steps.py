@@ -14,6 +14,8 @@ from cluster_sim.cluster.storage import Checkpoint, StorageSnapshot
 from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, BACKUP_TARGET, cluster_nic, fabric
 from cluster_sim.cluster.writes import changed_mib
 
+FREEZE_STREAM = "guest_freeze"  # a VM's random stream of its guest freeze times: ("vm", name, FREEZE_STREAM)
+
 
 class Steps:
     """Mixed into BackupJob (backup/job.py)."""
@@ -58,7 +60,7 @@ class Steps:
         self.ensure_host(vm, node)
         self.vm_op(vm, node, "freeze")
         self.frozen_vms[vm] = node
-        rng = self.ctx.streams.get("vm", vm, "guest_freeze")
+        rng = self.ctx.streams.get("vm", vm, FREEZE_STREAM)
         if spec.guest_os == "linux":
             d = float(self.cfg.linux_freeze_median_s * math.exp(self.cfg.guest_freeze_sigma * rng.standard_normal()))
             limit, code = self.cfg.linux_freeze_limit_s, "linux_freeze_timeout"

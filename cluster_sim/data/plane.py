@@ -76,9 +76,8 @@ class VmDisk:
 class DataPlane:
     def __init__(self, vms: list[VmSpec], streams: Streams, block_mib: float, flush: dict[str, float]):
         self.block_mib = block_mib
-        self.disks = {
-            v.name: VmDisk(v, block_mib, flush[v.name], streams.get("vm", v.name, "data")) for v in vms
-        }
+        rngs = streams.get_many([("vm", v.name, "data") for v in vms])  # (made together: kernel/rng.py)
+        self.disks = {v.name: VmDisk(v, block_mib, flush[v.name], rng) for v, rng in zip(vms, rngs, strict=True)}
         self.version_time: list[float] = [0.0]  # version id -> instant it stands for
         self.blocks_written = 0
         self.advances = 0
