@@ -41,3 +41,15 @@ def test_shipped_8000vm_scenario_is_the_scaled_headline():
     # if the headline scenario changes, regenerate: python benchmarks/scaling.py 8000 > scenarios/8000vm-64node.yaml
     shipped = (ROOT / "scenarios" / "8000vm-64node.yaml").read_text(encoding="utf-8")
     assert without_comments(shipped) == render(scaled_headline(8000))
+
+
+def test_the_two_core_floor_is_the_busiest_core_of_the_best_split_of_unsplittable_runs():
+    from scale_bench import two_core_floor
+
+    # 8000vm-64node's generations as measured side by side: {ws2012, ws2012r2} on one core
+    # (21.1 + 21.0 = 42.1), {ws2008r2, ws2016} on the other (23.5 + 7.3 = 30.8)
+    assert two_core_floor([23.5, 21.1, 21.0, 7.3]) == pytest.approx(42.1)
+    assert two_core_floor([10.0, 10.0, 10.0, 10.0]) == 20.0
+    assert two_core_floor([30.0, 1.0, 1.0, 1.0]) == 30.0  # one long run decides
+    assert two_core_floor([5.0]) == 5.0
+    assert two_core_floor([3.0, 3.0, 3.0], cores=3) == 3.0
