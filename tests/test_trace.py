@@ -210,3 +210,24 @@ def test_a_run_with_faults_has_rows_that_are_its_written_lines_read_back(scenari
         assert list(g.trace.rows()) == read_jsonl(tmp_path / "t.jsonl"), g.summary.generation
         assert list(g.trace.span_rows()) == read_jsonl(tmp_path / "s.jsonl"), g.summary.generation
         assert len(g.trace.events) > 100
+
+
+def test_a_pickled_trace_comes_back_packed_and_unpacks_its_events_and_spans_where_first_read():
+    import pickle
+
+    _env, trace = _run_traced()
+    trace.spans.append(("copy", "vm-1", "n1", 2.5, 2.6234567891, 1, ""))
+    back = pickle.loads(pickle.dumps(trace))
+    # nothing unpickled yet: the events and spans are one blob until read
+    assert "events" not in back.__dict__ and "spans" not in back.__dict__
+    assert back._clock is None and back._open == {}
+    assert len(back) == 3  # (reading it unpacks both)
+    assert back.events == trace.events and back.spans == trace.spans
+    assert "_packed" not in back.__dict__
+    # a trace that came packed travels again whole, read or not
+    again = pickle.loads(pickle.dumps(pickle.loads(pickle.dumps(trace))))
+    assert again.spans == trace.spans and [e[1] for e in again.events] == ["job_start", "copy_start", "copy_end"]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = back.nothing
+    # what it writes is what the original writes
+    assert list(back.lines()) == list(trace.lines())
