@@ -34,11 +34,12 @@ running integral only when the group changes (members, path, controller) or the 
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,6 +59,22 @@ _BINS = np.logspace(-3, 6, 901)  # latency histogram edges in ms: 0.001 ms .. 10
 # around them: the edge below and the edge above each j)
 _BELOW = np.concatenate(([-np.inf], _BINS))
 _ABOVE = np.concatenate((_BINS, [np.inf]))
+NUMPY_LATENCY_ENV = "CLUSTER_SIM_NUMPY_LATENCY"  # set to 1: numpy's expressions even where the compiled loops are built
+
+
+def latency_kernel() -> Any:
+    """The compiled per-class loops of the latency bookkeeping (cluster/_latency.pyx, built by
+    `pip install`), or None: numpy's expressions (no compiler at install, or NUMPY_LATENCY_ENV set).
+    The same results either way, to the bit."""
+    if os.environ.get(NUMPY_LATENCY_ENV, "") not in ("", "0"):
+        return None
+    try:
+        from cluster_sim.cluster import _latency
+    except ImportError:
+        return None
+    return _latency
+
+
 PHASES = ("baseline", "backup", "after")
 _PLANS_PER_CSV = 4  # plans kept per CSV (a snapshot's redirection and back take 2) [P]
 _MANY = 8  # groups moving together that are set in numpy (fewer: one at a time is as quick) [P]
@@ -200,6 +217,7 @@ class IoModel:
         self._act_lo = np.zeros(0)  # edges below and above their latencies then
         self._act_hi = np.zeros(0)
         self._act_stale = True  # a class's VM count changed since _act was taken
+        self._kernel: Any = None  # the bookkeeping compiled (cluster/_latency.pyx), or None: numpy's (see below)
         # per group: its class, CSV index, VMs doing I/O; its latency x time, and its class's
         # integral and the time when that was last brought up to date (_bring) (arrays grown by
         # doubling, the first len(groups) rows are groups: a CSV's groups moving with their routes
@@ -221,6 +239,15 @@ class IoModel:
         self.csv_lat = {p: [0.0] * len(self._csv_names) for p in PHASES}
         self.csv_time = {p: [0.0] * len(self._csv_names) for p in PHASES}
         self.baseline_snapshot: tuple[np.ndarray, np.ndarray] | None = None
+        compiled = latency_kernel()
+        if compiled is not None:  # (given the arrays it works on, and again when they are new ones)
+            self._kernel = compiled.LatencyKernel(
+                self._cap, self._hop_service, self._hop_r, np.zeros(net.ops_classes), self._rho_max,
+                self._iops_per_controller, self._s_array, self._read_i, self._write_i, _BINS, _BIN_OF, _BELOW, _ABOVE,
+                np.zeros(len(_BINS) - 1))
+            self._kernel.classes(self._cint, self._clat, self._ccount, self._cj)
+            self._kernel.in_use(self._act, *self._act_path, self._act_b, self._act_lo, self._act_hi)
+            self._kernel.phase(self.hist[self.phase])
         self.series_t: list[float] = []
         self.series_p50: list[float] = []
         self.series_p99: list[float] = []
@@ -262,6 +289,8 @@ class IoModel:
                 self._chops = np.hstack([self._chops, np.full_like(self._chops, -1)])
                 self._cctrl, self._ccount, self._clat, self._cint, self._cj = _twice_the_room(
                     self._cctrl, self._ccount, self._clat, self._cint, self._cj)
+                if self._kernel is not None:
+                    self._kernel.classes(self._cint, self._clat, self._ccount, self._cj)
             self._chops[: len(hops), k] = hops
             self._cctrl[k] = ctrl
         return k
@@ -713,6 +742,13 @@ class IoModel:
     # -- latency ---------------------------------------------------------------------------------
     def _latencies(self, paths: tuple[np.ndarray, ...]) -> np.ndarray:
         """The latency of each of these classes now (their controllers and hops: _act_path)."""
+        array_term, hop_r = self._terms()
+        ctrl, h0, h1, h2 = paths
+        return array_term[ctrl] + ((hop_r[h0] + hop_r[h1]) + hop_r[h2])
+
+    def _terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """A latency's terms now: the array's per controller, and a hop's per link (0 at index -1:
+        no hop)."""
         net = self.net
         load = net.hist_load[-1]
         rho = np.minimum(load / self._cap, self._rho_max)
@@ -722,8 +758,7 @@ class IoModel:
         array_term = self._s_array / (1.0 - rho_ctrl)  # per controller
         hop_r = self._hop_r  # per link, and 0 at index -1 (no hop)
         np.divide(self._hop_service, 1.0 - rho, out=hop_r[:-1])
-        ctrl, h0, h1, h2 = paths
-        return array_term[ctrl] + ((hop_r[h0] + hop_r[h1]) + hop_r[h2])
+        return array_term, hop_r
 
     def _settle(self) -> None:
         """Account for time since the last rate change, at the latencies then in force (per path
@@ -731,7 +766,11 @@ class IoModel:
         now = self.net.env.now
         dt = now - self._last_t
         act = self._act
-        if dt > 0 and len(act):
+        if dt > 0 and len(act) and self._kernel is not None:  # (the same, compiled: cluster/_latency.pyx)
+            running = self._running > 0
+            self._kernel.settle(self._act_lat, dt, running, self._binned)
+            self._binned = self._binned or running
+        elif dt > 0 and len(act):
             self._cint[act] += self._act_lat * dt
             if self._running > 0:
                 if not self._binned:  # once per set of latencies
@@ -766,8 +805,14 @@ class IoModel:
             j = self._cj[act]
             self._act_b, self._act_lo, self._act_hi = _bin_and_edges(j)
             self._act_stale = False
-        lat = self._act_lat = self._latencies(self._act_path)
-        self._clat[self._act] = lat
+            if self._kernel is not None:
+                self._kernel.in_use(act, *self._act_path, self._act_b, self._act_lo, self._act_hi)
+        if self._kernel is not None:  # (the same, compiled: cluster/_latency.pyx)
+            lat = self._act_lat = np.empty(len(self._act))
+            self._kernel.latencies(self.net.hist_load[-1], self.net.hist_ops_class[-1], lat)
+        else:
+            lat = self._act_lat = self._latencies(self._act_path)
+            self._clat[self._act] = lat
         self._binned = False
         t = float(self.net.env.now)
         # the time series keeps the first state of each `series_step_s` (the percentiles above
@@ -794,6 +839,8 @@ class IoModel:
             ng = len(self.groups)
             self.baseline_snapshot = (self._clat[self._gcls[:ng]], self._counts[:ng].astype(float))
         self.phase = phase
+        if self._kernel is not None:
+            self._kernel.phase(self.hist[phase])
 
     def percentiles(self, phase: str) -> tuple[float, float]:
         h = self.hist[phase]
