@@ -350,14 +350,16 @@ def test_a_latency_keeps_its_histogram_bin_until_it_crosses_an_edge_and_every_bi
     assert io._bins_now().tolist() == [0, 899, int(_BINS.searchsorted(0.5)) - 1] == [0, 899, 269]
 
 
-def test_every_histogram_bin_kept_across_rate_changes_is_the_bin_searchsorted_gives() -> None:
+def test_every_histogram_bin_kept_across_rate_changes_is_the_bin_searchsorted_gives(monkeypatch) -> None:
     # Redirections (a coordinator moved while a snapshot's hold redirects its CSV) change which
     # classes are in use and every latency; at each rate change the bins kept or searched again
-    # equal searchsorted over all latencies, and both ways occur.
+    # equal searchsorted over all latencies, and both ways occur. (numpy's `_bins_now`: the compiled
+    # loops do the same, tests/test_latency_kernel.py)
     import numpy as np
 
-    from cluster_sim.cluster.io import _BINS
+    from cluster_sim.cluster.io import _BINS, NUMPY_LATENCY_ENV
 
+    monkeypatch.setenv(NUMPY_LATENCY_ENV, "1")
     cm = _cluster(nodes=9, per_template=9)
     io, vol = cm.io, cm.csvs["csv-1"]
     kept_all, searched, made = [0], [0], io._bins_now
