@@ -21,9 +21,14 @@ import numpy as np
 from numpy.random.bit_generator import ISeedSequence
 
 
-def _key(names: tuple[str, ...]) -> tuple[int, ...]:
+def _digest(names: tuple[str, ...]) -> bytes:
     # repr of the tuple keeps names apart: ("a", "b") and ("a\x1fb",) hash differently
-    digest = hashlib.blake2b(repr(tuple(names)).encode(), digest_size=16).digest()
+    return hashlib.blake2b(repr(tuple(names)).encode(), digest_size=16).digest()
+
+
+def _key(names: tuple[str, ...]) -> tuple[int, ...]:
+    """The stream's spawn key: its names' digest as four 32-bit words, little-endian."""
+    digest = _digest(names)
     return tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
 
 
@@ -94,7 +99,7 @@ class _Seeded(ISeedSequence):
     def __init__(self, state: np.ndarray):
         self.state = state
 
-    def generate_state(self, n_words: int, dtype=np.uint32) -> np.ndarray:  # noqa: ANN001
+    def generate_state(self, n_words: int, dtype: type = np.uint32) -> np.ndarray:
         if n_words != 4 or np.dtype(dtype) != np.uint64:
             raise ValueError("drawn for PCG64 only: 4 words of uint64")
         return self.state
@@ -123,7 +128,7 @@ class Streams:
         cache = self._cache
         new = [names for names in dict.fromkeys(group) if names not in cache]
         if new:
-            digests = b"".join(hashlib.blake2b(repr(names).encode(), digest_size=16).digest() for names in new)
+            digests = b"".join(map(_digest, new))  # (each stream's _key, as words below)
             seeds = _pcg64_seeds(self.seed, np.frombuffer(digests, dtype="<u4").reshape(-1, 4))
             for names, row in zip(new, seeds, strict=True):
                 cache[names] = np.random.Generator(np.random.PCG64(_Seeded(row)))
