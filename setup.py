@@ -1,15 +1,17 @@
-"""The compiled part of cluster_sim (everything else is in pyproject.toml): the per-class loops of
-the latency bookkeeping, cluster/_latency.pyx. Optional: without a C compiler the install goes on
-and cluster/io.py runs numpy's expressions instead (the same results)."""
+"""The compiled parts of cluster_sim (everything else is in pyproject.toml): the latency
+bookkeeping (cluster/_latency.pyx) and a batch of route moves' per-link sums
+(kernel/fluid/_routes.pyx). Optional: without a C compiler the install goes on and numpy's code
+runs instead, with the same results (kernel/compiled.py)."""
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 setup(
     ext_modules=cythonize(
-        [Extension("cluster_sim.cluster._latency", ["cluster_sim/cluster/_latency.pyx"],
-                   # the same floating-point operations as numpy's: no fused multiply-add
-                   extra_compile_args=["-O2", "-ffp-contract=off"], optional=True)],
+        # the same floating-point operations as numpy's: no fused multiply-add
+        [Extension(name, [path], extra_compile_args=["-O2", "-ffp-contract=off"], optional=True)
+         for name, path in (("cluster_sim.cluster._latency", "cluster_sim/cluster/_latency.pyx"),
+                            ("cluster_sim.kernel.fluid._routes", "cluster_sim/kernel/fluid/_routes.pyx"))],
         compiler_directives={"language_level": 3},
     ),
 )

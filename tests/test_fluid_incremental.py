@@ -431,11 +431,19 @@ def _redirections(seed: int, net: FluidNetwork, together: bool) -> list:
     return states
 
 
+@pytest.mark.parametrize("numpy_only", [False, True], ids=["compiled sums", "numpy sums"])
 def test_redirections_moved_in_arrays_leave_the_same_sums_and_rates_bit_for_bit_as_one_route_at_a_time(
-        monkeypatch):
+        monkeypatch, numpy_only):
     # 80 random clusters (_redirections), each twice: route moves as one batch, in arrays from 2
     # routes on, or one route at a time. The same state after every change, to the last bit; most
-    # batches went in arrays, a coordinator moved while redirected one step at a time.
+    # batches went in arrays, a coordinator moved while redirected one step at a time. A batch's
+    # sums are applied by kernel/fluid/_routes.pyx where it is built, else (and with the switch) by
+    # numpy's np.add.at calls.
+    from cluster_sim.kernel.compiled import NUMPY_ENV, compiled
+
+    monkeypatch.setenv(NUMPY_ENV, "1" if numpy_only else "0")
+    built = compiled("cluster_sim.kernel.fluid._routes") is not None
+    assert (FluidNetwork(simpy.Environment(), {"x": 1.0})._routes_c is not None) == (built and not numpy_only)
     seen = _count_batches(monkeypatch, 2)
 
     def network(seed: int) -> FluidNetwork:

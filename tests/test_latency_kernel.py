@@ -11,7 +11,8 @@ import pytest
 
 import cluster_sim
 from cluster_sim.cluster import io
-from cluster_sim.cluster.io import _ABOVE, _BELOW, _BIN_OF, _BINS, NUMPY_LATENCY_ENV, latency_kernel
+from cluster_sim.cluster.io import _ABOVE, _BELOW, _BIN_OF, _BINS, latency_kernel
+from cluster_sim.kernel.compiled import NUMPY_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 compiled = latency_kernel()
@@ -141,7 +142,7 @@ def test_a_nan_latency_takes_the_bin_numpy_gives_it_and_binned_latencies_are_not
 
 
 def _run(scenario: Path, gen: str, numpy_only: bool, monkeypatch) -> str:
-    monkeypatch.setenv(NUMPY_LATENCY_ENV, "1" if numpy_only else "0")
+    monkeypatch.setenv(NUMPY_ENV, "1" if numpy_only else "0")
     sc = cluster_sim.load_scenario(scenario, ["run.backend=local", f"backup.generations={gen}", "run.workers=1"])
     g = cluster_sim.run(sc).generations[0]
     return json.dumps({"summary": g.summary.model_dump(mode="json"), "series": g.latency_series,
@@ -165,7 +166,7 @@ def test_a_whole_run_compiled_gives_the_numpy_runs_results_byte_for_byte(scenari
 
 
 def test_the_numpy_switch_turns_the_compiled_loops_off(monkeypatch):
-    monkeypatch.setenv(NUMPY_LATENCY_ENV, "1")
+    monkeypatch.setenv(NUMPY_ENV, "1")
     assert latency_kernel() is None
-    monkeypatch.setenv(NUMPY_LATENCY_ENV, "0")
+    monkeypatch.setenv(NUMPY_ENV, "0")
     assert latency_kernel() is compiled

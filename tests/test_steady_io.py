@@ -357,9 +357,10 @@ def test_every_histogram_bin_kept_across_rate_changes_is_the_bin_searchsorted_gi
     # loops do the same, tests/test_latency_kernel.py)
     import numpy as np
 
-    from cluster_sim.cluster.io import _BINS, NUMPY_LATENCY_ENV
+    from cluster_sim.cluster.io import _BINS
+    from cluster_sim.kernel.compiled import NUMPY_ENV
 
-    monkeypatch.setenv(NUMPY_LATENCY_ENV, "1")
+    monkeypatch.setenv(NUMPY_ENV, "1")
     cm = _cluster(nodes=9, per_template=9)
     io, vol = cm.io, cm.csvs["csv-1"]
     kept_all, searched, made = [0], [0], io._bins_now

@@ -34,7 +34,6 @@ running integral only when the group changes (members, path, controller) or the 
 from __future__ import annotations
 
 import math
-import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ import numpy as np
 from cluster_sim.cluster.csv import CsvTable
 from cluster_sim.cluster.topology import ARRAY_READ, ARRAY_WRITE, cluster_nic, fabric
 from cluster_sim.cluster.writes import cow_decay_s, cow_share
+from cluster_sim.kernel.compiled import compiled
 from cluster_sim.kernel.fluid import Flow, FluidNetwork
 from cluster_sim.kernel.fluid.steady import RouteMoves, SteadyOps
 from cluster_sim.scenario import Scenario
@@ -59,20 +59,12 @@ _BINS = np.logspace(-3, 6, 901)  # latency histogram edges in ms: 0.001 ms .. 10
 # around them: the edge below and the edge above each j)
 _BELOW = np.concatenate(([-np.inf], _BINS))
 _ABOVE = np.concatenate((_BINS, [np.inf]))
-NUMPY_LATENCY_ENV = "CLUSTER_SIM_NUMPY_LATENCY"  # set to 1: numpy's expressions even where the compiled loops are built
 
 
 def latency_kernel() -> Any:
-    """The compiled per-class loops of the latency bookkeeping (cluster/_latency.pyx, built by
-    `pip install`), or None: numpy's expressions (no compiler at install, or NUMPY_LATENCY_ENV set).
-    The same results either way, to the bit."""
-    if os.environ.get(NUMPY_LATENCY_ENV, "") not in ("", "0"):
-        return None
-    try:
-        from cluster_sim.cluster import _latency
-    except ImportError:
-        return None
-    return _latency
+    """The compiled latency bookkeeping (cluster/_latency.pyx), or None: numpy's expressions
+    (kernel/compiled.py). The same results either way, to the bit."""
+    return compiled("cluster_sim.cluster._latency")
 
 
 PHASES = ("baseline", "backup", "after")

@@ -30,6 +30,8 @@ from operator import contains, eq, itemgetter
 
 import numpy as np
 
+from cluster_sim.kernel.compiled import compiled
+
 _TOL = 1e-12  # relative slack of the two checks (sums kept by updates drift by about 1e-16)
 _R, _CAP, _W, _T0, _MOVED, _LINKS = range(6)  # a steady flow's record
 _VECTOR_MOVES = 8  # routes moved together from which array operations are quicker than a loop [P]
@@ -65,7 +67,7 @@ class RouteMoves:
     order, the route it belongs to and its sign, and the links touched with the last step on each."""
 
     __slots__ = ("moves", "expect", "where", "get", "arrays", "routes", "news", "idx", "step", "isign", "new_idx",
-                 "new_route", "links", "links_list", "last")
+                 "new_route", "links", "links_list", "last", "skip")
 
     def __init__(self, moves: list[tuple[int, tuple[int, ...]]]):
         self.moves = moves
@@ -107,6 +109,7 @@ class RouteMoves:
         self.links = links
         self.links_list = links.tolist()
         self.last = len(idx) - 1 - first_back  # the last step on each link
+        self.skip = np.zeros(len(idx), dtype=np.uint8)  # (the compiled sums' scratch: zeros between uses)
 
 
 class SteadyFlows:
@@ -139,6 +142,10 @@ class SteadyFlows:
         # once steady flows are ordinary flows: those that follow a route, and their own links
         self._r_plain: list[set[int]] = []
         self._plain_route: dict[int, tuple[int, tuple[int, ...]]] = {}
+        # a batch's sums applied compiled (kernel/fluid/_routes.pyx), or None: numpy's np.add.at
+        c = compiled("cluster_sim.kernel.fluid._routes")
+        self._routes_c = None if c is None else c.RouteKernel(self._d_cnt, self._P, self._capload, self._D,
+                                                              self._d_max, self._d_n, self._d_rn)
 
     # ---- routes ----------------------------------------------------------------------------
     def _route_new(self, hops: tuple[int, ...]) -> int:
@@ -184,6 +191,23 @@ class SteadyFlows:
         if not n.all():  # (a route without flows moves its links only: one at a time)
             return self._route_moves(batch.moves)
         tot = np.array(get(self._r_total))
+        links = batch.links
+        if self._routes_c is not None:  # (the same sums, compiled)
+            self._routes_c.apply(batch.idx, batch.step, batch.isign, links, batch.last, batch.new_idx, batch.new_route,
+                                 batch.skip, n, tot, np.array(get(self._r_max)))
+        else:
+            self._route_sums(batch, n, tot)
+        self.changed_links.update(batch.links_list)
+        self._seeds.update(links[self._bind_np[links]].tolist())
+        grew = tot > 0.0
+        if grew.any():
+            self._d_grew = True
+            self._d_check.update(batch.new_idx[grew[batch.new_route]].tolist())
+        deque(map(r_hops.__setitem__, routes, batch.news), maxlen=0)  # (each route's hops, in C)
+        return int(n.sum())
+
+    def _route_sums(self, batch: RouteMoves, n: np.ndarray, tot: np.ndarray) -> None:
+        """The per-link sums of `_route_moves_ready` in numpy (np.add.at: in the order given)."""
         idx, step = batch.idx, batch.step
         dcnt, D, capload, P, dmax, d_n = self._d_cnt, self._D, self._capload, self._P, self._d_max, self._d_n
         np.add.at(dcnt, idx, n[step] * batch.isign)
@@ -201,7 +225,7 @@ class SteadyFlows:
         np.add.at(D, i_k, val)
         np.add.at(d_n, idx, 1)
         np.add.at(self._d_rn, idx, batch.isign)
-        np.maximum.at(dmax, batch.new_idx, np.array(get(self._r_max))[batch.new_route])
+        np.maximum.at(dmax, batch.new_idx, np.array(batch.get(self._r_max))[batch.new_route])
         if emptied is not None:  # none left: exact zeros, not drift
             x = D[emptied]
             P[emptied] -= x
@@ -209,15 +233,6 @@ class SteadyFlows:
             D[emptied] = 0.0
             d_n[emptied] = 0
             dmax[emptied] = -math.inf
-        links = batch.links
-        self.changed_links.update(batch.links_list)
-        self._seeds.update(links[self._bind_np[links]].tolist())
-        grew = tot > 0.0
-        if grew.any():
-            self._d_grew = True
-            self._d_check.update(batch.new_idx[grew[batch.new_route]].tolist())
-        deque(map(r_hops.__setitem__, routes, batch.news), maxlen=0)  # (each route's hops, in C)
-        return int(n.sum())
 
     def _route_move(self, r: int, hops: tuple[int, ...]) -> int:
         """Move route r and its flows; returns how many flows moved."""
