@@ -209,7 +209,6 @@ class IoModel:
         self._act_lo = np.zeros(0)  # edges below and above their latencies then
         self._act_hi = np.zeros(0)
         self._act_stale = True  # a class's VM count changed since _act was taken
-        self._kernel: Any = None  # the bookkeeping compiled (cluster/_latency.pyx), or None: numpy's (see below)
         # per group: its class, CSV index, VMs doing I/O; its latency x time, and its class's
         # integral and the time when that was last brought up to date (_bring) (arrays grown by
         # doubling, the first len(groups) rows are groups: a CSV's groups moving with their routes
@@ -231,9 +230,12 @@ class IoModel:
         self.csv_lat = {p: [0.0] * len(self._csv_names) for p in PHASES}
         self.csv_time = {p: [0.0] * len(self._csv_names) for p in PHASES}
         self.baseline_snapshot: tuple[np.ndarray, np.ndarray] | None = None
-        compiled = latency_kernel()
-        if compiled is not None:  # (given the arrays it works on, and again when they are new ones)
-            self._kernel = compiled.LatencyKernel(
+        # the bookkeeping compiled (cluster/_latency.pyx), or None: numpy's; given the arrays it works
+        # on, and again where they are new ones
+        module = latency_kernel()
+        self._kernel: Any = None
+        if module is not None:
+            self._kernel = module.LatencyKernel(
                 self._cap, self._hop_service, self._hop_r, np.zeros(net.ops_classes), self._rho_max,
                 self._iops_per_controller, self._s_array, self._read_i, self._write_i, _BINS, _BIN_OF, _BELOW, _ABOVE,
                 np.zeros(len(_BINS) - 1))
@@ -758,17 +760,18 @@ class IoModel:
         now = self.net.env.now
         dt = now - self._last_t
         act = self._act
-        if dt > 0 and len(act) and self._kernel is not None:  # (the same, compiled: cluster/_latency.pyx)
-            running = self._running > 0
-            self._kernel.settle(self._act_lat, dt, running, self._binned)
-            self._binned = self._binned or running
-        elif dt > 0 and len(act):
-            self._cint[act] += self._act_lat * dt
-            if self._running > 0:
-                if not self._binned:  # once per set of latencies
-                    self._bins_now()
-                self.hist[self.phase] += np.bincount(self._act_b, weights=self._ccount[act] * dt,
-                                                     minlength=len(_BINS) - 1)
+        if dt > 0 and len(act):
+            if self._kernel is not None:  # (the same, compiled: cluster/_latency.pyx)
+                running = self._running > 0
+                self._kernel.settle(self._act_lat, dt, running, self._binned)
+                self._binned = self._binned or running
+            else:
+                self._cint[act] += self._act_lat * dt
+                if self._running > 0:
+                    if not self._binned:  # once per set of latencies
+                        self._bins_now()
+                    self.hist[self.phase] += np.bincount(self._act_b, weights=self._ccount[act] * dt,
+                                                         minlength=len(_BINS) - 1)
         self._last_t = now
 
     def _bins_now(self) -> np.ndarray:

@@ -117,7 +117,8 @@ class Streams:
         if gen is None:
             group = self._groups.pop(names, None)
             if group is not None:
-                return self.get_many(group)[group.index(names)]
+                self.get_many(group)
+                return self._cache[names]
             ss = np.random.SeedSequence(entropy=self.seed, spawn_key=_key(names))
             gen = np.random.Generator(np.random.PCG64(ss))
             self._cache[names] = gen

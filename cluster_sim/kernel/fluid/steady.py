@@ -191,12 +191,13 @@ class SteadyFlows:
         if not n.all():  # (a route without flows moves its links only: one at a time)
             return self._route_moves(batch.moves)
         tot = np.array(get(self._r_total))
+        rmax = np.array(get(self._r_max))
         links = batch.links
         if self._routes_c is not None:  # (the same sums, compiled)
             self._routes_c.apply(batch.idx, batch.step, batch.isign, links, batch.last, batch.new_idx, batch.new_route,
-                                 batch.skip, n, tot, np.array(get(self._r_max)))
+                                 batch.skip, n, tot, rmax)
         else:
-            self._route_sums(batch, n, tot)
+            self._route_sums(batch, n, tot, rmax)
         self.changed_links.update(batch.links_list)
         self._seeds.update(links[self._bind_np[links]].tolist())
         grew = tot > 0.0
@@ -206,8 +207,9 @@ class SteadyFlows:
         deque(map(r_hops.__setitem__, routes, batch.news), maxlen=0)  # (each route's hops, in C)
         return int(n.sum())
 
-    def _route_sums(self, batch: RouteMoves, n: np.ndarray, tot: np.ndarray) -> None:
-        """The per-link sums of `_route_moves_ready` in numpy (np.add.at: in the order given)."""
+    def _route_sums(self, batch: RouteMoves, n: np.ndarray, tot: np.ndarray, rmax: np.ndarray) -> None:
+        """The per-link sums of `_route_moves_ready` in numpy (np.add.at: in the order given); n,
+        tot, rmax: each route's flows, their caps summed and its highest cap level."""
         idx, step = batch.idx, batch.step
         dcnt, D, capload, P, dmax, d_n = self._d_cnt, self._D, self._capload, self._P, self._d_max, self._d_n
         np.add.at(dcnt, idx, n[step] * batch.isign)
@@ -225,7 +227,7 @@ class SteadyFlows:
         np.add.at(D, i_k, val)
         np.add.at(d_n, idx, 1)
         np.add.at(self._d_rn, idx, batch.isign)
-        np.maximum.at(dmax, batch.new_idx, np.array(batch.get(self._r_max))[batch.new_route])
+        np.maximum.at(dmax, batch.new_idx, rmax[batch.new_route])
         if emptied is not None:  # none left: exact zeros, not drift
             x = D[emptied]
             P[emptied] -= x
