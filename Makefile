@@ -10,7 +10,8 @@ TEST_WORKERS ?= 2
 .PHONY: setup scenario-800vm test soak bench lint golden golden-check clean
 
 # (setup.py and the .pyx files: the compiled modules are built by the install, again when they change)
-$(STAMP): pyproject.toml setup.py cluster_sim/cluster/_latency.pyx cluster_sim/kernel/fluid/_routes.pyx
+$(STAMP): pyproject.toml setup.py cluster_sim/cluster/_latency.pyx cluster_sim/kernel/fluid/_routes.pyx \
+		cluster_sim/kernel/fluid/_sums.pyx
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -33,8 +33,11 @@ class Allocation:
 
     def _overloaded(self, lam: np.ndarray) -> list[int]:
         """Links other than binding ones that the levels `lam` load beyond their capacity."""
-        hit = np.flatnonzero((self._loads(lam) > self._cap_tol) & ~self._bind_np)
-        return [li for li in hit.tolist() if self._over(li)]
+        if len(self._bidx) == 1 and self._sums_c is not None:  # (the same, compiled)
+            hit = self._sums_c.overloaded(lam, self._bidx.item())
+        else:
+            hit = np.flatnonzero((self._loads(lam) > self._cap_tol) & ~self._bind_np).tolist()
+        return [li for li in hit if self._over(li)]
 
     def _allocate(self) -> None:
         """Max-min rates after this instant's changes: by the sums if the states still hold,

@@ -288,6 +288,8 @@ class FlowClasses:
         lam = self._lam if lam is None else lam
         bidx = self._bidx
         if len(bidx) == 1:  # (most instants: one binding link; a product of one term is that term)
+            if self._sums_c is not None:  # (the same, compiled)
+                return self._sums_c.loads(lam, bidx.item())
             b = bidx.item()
             return self._P + self._C[:, b] * lam.item(b)
         return self._P + self._C[:, bidx] @ lam[bidx] if len(bidx) else self._P.copy()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from cluster_sim.kernel.compiled import compiled
 from cluster_sim.kernel.fluid.allocation import Allocation
 from cluster_sim.kernel.fluid.classes import FlowClasses
 from cluster_sim.kernel.fluid.completions import Completions
@@ -189,6 +190,10 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         self.hist_ops: deque[float] = deque(maxlen=history)
         self.hist_ops_class: deque[np.ndarray] = deque(maxlen=history)  # ops/s per ops class
         self.listeners: list[Callable[[], None]] = []  # called after every recomputation
+        # the sums at a rate change compiled (kernel/fluid/_sums.pyx), or None: numpy's expressions
+        sums = self._sums_module = compiled("cluster_sim.kernel.fluid._sums")
+        self._sums_c = None if sums is None else sums.LinkSums(self._P, self._C, self._cap_tol,
+                                                              self._bind_np.view(np.uint8), self._ops_base, self._opc)
         self._steady_init(n_links)
         self._batches: dict[tuple[tuple[int, tuple[int, ...]], ...], RouteMoves] = {}  # (route_moves)
         self._record()
@@ -433,15 +438,20 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         nothing done, once a flow of it has ended or changed (then use `set_ops_many`)."""
         if self._steady_off or batch.get(self._stok) != batch.tokens:
             return False
-        opm = self._opm
-        old = batch.get(opm)
-        xs = ops_per_mib.tolist()
-        if tuple(xs) == old:
-            return True
-        k = batch.k
-        change = batch.caps * (ops_per_mib - np.array(old, dtype=float))
-        self._ops_base[k] = np.add.accumulate(np.concatenate(([self._ops_base[k]], change)))[-1]
-        deque(map(opm.__setitem__, batch.slots, xs), maxlen=0)  # (each slot's, in C: 100 a LUN at 8,000 VMs)
+        opm, k = self._opm, batch.k
+        if self._sums_module is not None:  # (the same, compiled)
+            base = self._sums_module.steady_ops(opm, batch.slot_arr, batch.caps, ops_per_mib, self._ops_base.item(k))
+            if base is None:
+                return True
+            self._ops_base[k] = base
+        else:
+            old = batch.get(opm)
+            xs = ops_per_mib.tolist()
+            if tuple(xs) == old:
+                return True
+            change = batch.caps * (ops_per_mib - np.array(old, dtype=float))
+            self._ops_base[k] = np.add.accumulate(np.concatenate(([self._ops_base[k]], change)))[-1]
+            deque(map(opm.__setitem__, batch.slots, xs), maxlen=0)  # (each slot's, in C: 100 a LUN at 8,000 VMs)
         self._mark()
         return True
 
@@ -503,14 +513,17 @@ class FluidNetwork(FlowClasses, Allocation, Completions, SteadyFlows):
         self._schedule_next_completion()
 
     def _record(self) -> None:
-        load = self._loads()
         bidx = self._bidx
-        if len(bidx) == 1:  # (as in _loads)
-            b = bidx.item()
-            by_class = self._ops_base + self._opc[b] * self._lam.item(b)
+        if len(bidx) == 1 and self._sums_c is not None:  # (the same, compiled)
+            load, by_class, ops = self._sums_c.record(self._lam, bidx.item())
         else:
-            by_class = self._ops_base + self._lam[bidx] @ self._opc[bidx]
-        ops = float(by_class.sum())
+            load = self._loads()
+            if len(bidx) == 1:  # (as in _loads)
+                b = bidx.item()
+                by_class = self._ops_base + self._opc[b] * self._lam.item(b)
+            else:
+                by_class = self._ops_base + self._lam[bidx] @ self._opc[bidx]
+            ops = float(by_class.sum())
         t = float(self.env.now)
         if self.hist_t and self.hist_t[-1] == t:
             self.hist_load[-1] = load

@@ -48,10 +48,11 @@ class SteadyOps:
     `FluidNetwork.steady_ops` found them: their slots, caps, and each slot's steady token then
     (a flow that ended, or was changed or moved, has another token: the handle no longer holds)."""
 
-    __slots__ = ("slots", "k", "caps", "get", "tokens")
+    __slots__ = ("slots", "slot_arr", "k", "caps", "get", "tokens")
 
     def __init__(self, slots: list[int], k: int, caps: list[float], stok: list[int]):
         self.slots = slots
+        self.slot_arr = np.array(slots, dtype=np.intp)  # (for the compiled re-pricing)
         self.k = k
         self.caps = np.array(caps, dtype=float)
         self.get = _getter(slots)
