@@ -33,10 +33,43 @@ def test_a_hook_runs_after_every_event_of_its_instant_even_those_scheduled_after
 
 def test_a_hook_costs_one_step_not_one_per_wave_of_events_of_its_instant():
     env, _log = _instant_with_a_hook()
-    # by hand: each process 1 start + its timeouts of 0 (3 and 2) + 1 timeout of 1 + 1 end = 12
-    # steps; the hook 1 more. A timeout of 0 as deferrer came back after each of the three waves
-    # of events at t=0: 3 more steps.
+    # by hand: each process 1 start + its timeouts of 0 (3 and 2) + 1 timeout of 1 + 1 end: 6 + 5
+    # = 11 steps; the hook 1 more; and the last call of step, which finds no event and ends the
+    # run, counts too: 13. A timeout of 0 as deferrer came back after each of the three waves of
+    # events at t=0: 3 more steps.
     assert env.steps == 13
+
+
+def test_the_counting_environment_binds_simpys_event_factories_to_itself_as_simpy_does_for_its_own_class():
+    import simpy
+
+    env = CountingEnvironment()
+    for name in ("timeout", "event", "process", "all_of", "any_of"):
+        assert name in vars(env)  # bound once, not a new bound method at every call
+        assert vars(env)[name].__self__ is env
+    assert vars(simpy.Environment()).keys() >= {"timeout", "event", "process"}  # (what SimPy does itself)
+
+
+def test_the_counting_step_fails_the_run_on_an_undefused_failure_and_stops_and_resumes_at_until():
+    import pytest
+
+    env = CountingEnvironment()
+    stop = env.timeout(2)
+    log: list[float] = []
+
+    def ticker():
+        while True:
+            yield env.timeout(1)
+            log.append(env.now)
+
+    env.process(ticker())
+    env.run(until=stop)  # (SimPy's StopSimulation branch: the stop event's other callbacks kept)
+    assert env.now == 2 and log == [1]
+    env.run(until=4)
+    assert log == [1, 2, 3]
+    env.event().fail(RuntimeError("disk gone"))
+    with pytest.raises(RuntimeError, match="disk gone"):
+        env.run()
 
 
 def test_hooks_of_one_instant_run_lowest_priority_number_first_each_after_the_events_the_one_before_made():

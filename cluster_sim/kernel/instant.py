@@ -18,8 +18,11 @@ and priority.
 from __future__ import annotations
 
 from collections.abc import Callable
+from heapq import heappop
 
 import simpy
+from simpy.core import BoundClass, EmptySchedule, StopSimulation
+from simpy.events import EventPriority
 
 FLUID = 20  # one fluid recomputation for everything that changed this instant
 LATE = 2  # the deferrer's SimPy priority: after URGENT (0) and NORMAL (1) events of the same instant
@@ -30,11 +33,37 @@ class CountingEnvironment(simpy.Environment):
 
     def __init__(self, initial_time: float = 0) -> None:
         super().__init__(initial_time)
+        # SimPy binds `timeout`, `event`, `process`... to the instance (BoundClass.bind_early), but
+        # only those in the instance's own class's __dict__: for a subclass, none, and each
+        # env.timeout(...) went through the descriptor, a new bound method a call (1,000,000 bare
+        # steps: 0.87 s against 0.73). Bound here as SimPy binds them for its own class.
+        for name, obj in simpy.Environment.__dict__.items():
+            if type(obj) is BoundClass:
+                setattr(self, name, getattr(self, name))
         self.steps = 0
 
     def step(self) -> None:
+        """SimPy's `Environment.step` (simpy 4.1, simpy/core.py) with the count, written out: calling
+        the parent's step from here cost 0.13 us an event, a sixth of a bare SimPy step (1,000,000
+        steps with the early binding above: 0.88 s against 0.74). A call that finds no event
+        counts, as it did."""
         self.steps += 1
-        super().step()
+        try:
+            self._now, _, _, event = heappop(self._queue)
+        except IndexError:
+            raise EmptySchedule from None
+        callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
+        try:
+            for callback in callbacks:
+                callback(event)
+        except StopSimulation:
+            event.callbacks = callbacks[callbacks.index(callback) + 1:]
+            self.schedule(event, EventPriority(-1))
+            raise
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc
 
 
 class InstantHooks:
