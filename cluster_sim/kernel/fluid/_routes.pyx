@@ -35,6 +35,33 @@ cdef class RouteKernel:
         self.d_n = d_n
         self.d_rn = d_rn
 
+    def move(self, const long[::1] routes, list r_slots, list r_total, list r_max, const unsigned char[::1] bind,
+             long[::1] n, double[::1] tot, double[::1] rmax, const long[::1] idx, const long[::1] step,
+             const long[::1] isign, const long[::1] links, const long[::1] last, const long[::1] new_idx,
+             const long[::1] new_route, unsigned char[::1] skip):
+        """`SteadyFlows._route_moves_ready` after its checks: each route's flows, their caps summed and
+        its highest cap level gathered into n, tot and rmax (from the per-route lists); None, and
+        nothing changed, if a route has no flow; else the sums applied (`apply`) and (flows moved,
+        the binding links among those touched in order, the links entered by a route with flows
+        whose caps sum above 0 in step order, whether any route's sum is above 0)."""
+        cdef Py_ssize_t i, k, m = routes.shape[0]
+        cdef long moved = 0
+        cdef bint grew = False
+        for i in range(m):
+            n[i] = len(<set>r_slots[routes[i]])
+            if n[i] == 0:
+                return None
+            moved += n[i]
+        for i in range(m):
+            tot[i] = <double>r_total[routes[i]]
+            rmax[i] = <double>r_max[routes[i]]
+            if tot[i] > 0.0:
+                grew = True
+        self.apply(idx, step, isign, links, last, new_idx, new_route, skip, n, tot, rmax)
+        seeds = [links[k] for k in range(links.shape[0]) if bind[links[k]]]
+        check = [new_idx[k] for k in range(new_idx.shape[0]) if tot[new_route[k]] > 0.0] if grew else []
+        return moved, seeds, check, grew
+
     def apply(self, const long[::1] idx, const long[::1] step, const long[::1] isign, const long[::1] links,
               const long[::1] last, const long[::1] new_idx, const long[::1] new_route, unsigned char[::1] skip,
               const long[::1] n, const double[::1] tot, const double[::1] rmax):
