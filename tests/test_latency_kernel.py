@@ -170,3 +170,69 @@ def test_the_numpy_switch_turns_the_compiled_loops_off(monkeypatch):
     assert latency_kernel() is None
     monkeypatch.setenv(NUMPY_ENV, "0")
     assert latency_kernel() is compiled
+
+
+def _numpy_set_hops_many(g, k, gcls, counts, cint, gmark, gint, gtime, ccount, lat, tim, ci, now):
+    """io.py's `_set_hops_many` after its checks, written out (numpy)."""
+    old = gcls[g]
+    if (old == k).any():
+        return None
+    n = counts[g].astype(float)
+    d = cint[old] - gmark[g]
+    lat[ci] = np.add.accumulate(np.concatenate(([lat[ci]], n * d))).item(-1)
+    tim[ci] = np.add.accumulate(np.concatenate(([tim[ci]], n * (now - gtime[g])))).item(-1)
+    gint[g] += d
+    gtime[g] = now
+    gcls[g] = k
+    gmark[g] = cint[k]
+    if n.any():
+        np.subtract.at(ccount, old, n)
+        np.add.at(ccount, k, n)
+    return bool(n.any())
+
+
+@needs_compiled
+def test_groups_moved_together_by_hand_bring_their_sums_up_to_date_and_change_class():
+    # two groups (0 and 1) of CSV 0, in classes 0 and 1, move to classes 2 and 2 at t=10
+    gcls, counts = np.array([0, 1], dtype=np.int64), np.array([3, 0], dtype=np.int64)
+    cint = np.array([50.0, 20.0, 7.0])  # each class's latency integral now
+    gmark, gint, gtime = np.array([10.0, 5.0]), np.array([1.0, 2.0]), np.array([4.0, 6.0])
+    ccount = np.array([3.0, 0.0, 0.0])
+    lat, tim = [100.0], [8.0]
+    got = compiled.set_hops_many(np.array([0, 1]), np.array([2, 2]), gcls, counts, cint, gmark, gint, gtime,
+                                 ccount, lat, tim, 0, 10.0)
+    assert got is True  # group 0 has VMs
+    assert lat == [100.0 + 3 * (50 - 10) + 0 * (20 - 5)] and tim == [8.0 + 3 * (10 - 4)]  # 220, 26
+    assert gint.tolist() == [41.0, 17.0] and gtime.tolist() == [10.0, 10.0] and gmark.tolist() == [7.0, 7.0]
+    assert gcls.tolist() == [2, 2] and ccount.tolist() == [0.0, 0.0, 3.0]
+    assert compiled.set_hops_many(np.array([0]), np.array([2]), gcls, counts, cint, gmark, gint, gtime, ccount,
+                                  lat, tim, 0, 11.0) is None  # it keeps its class: nothing done
+    assert lat == [220.0] and gtime.tolist() == [10.0, 10.0]
+
+
+@needs_compiled
+@pytest.mark.parametrize("seed", range(6))
+def test_groups_moved_together_compiled_give_numpys_sums_to_the_bit(seed):
+    rng = np.random.default_rng(seed)
+    ng, nc = int(rng.integers(8, 300)), int(rng.integers(3, 60))
+    state = {"gcls": rng.integers(0, nc, ng).astype(np.int64), "counts": rng.integers(0, 4, ng).astype(np.int64),
+             "cint": rng.random(nc) * 1e4, "gmark": rng.random(ng) * 1e3, "gint": rng.random(ng) * 1e5,
+             "gtime": rng.random(ng) * 100.0, "ccount": rng.integers(0, 50, nc).astype(float),
+             "lat": (rng.random(5) * 1e6).tolist(), "tim": (rng.random(5) * 1e3).tolist()}
+    mine = {key: (v.copy() if isinstance(v, np.ndarray) else list(v)) for key, v in state.items()}
+    now = 100.0
+    for _ in range(40):
+        g = rng.permutation(ng)[: int(rng.integers(1, ng))].astype(np.int64)
+        k = (state["gcls"][g] + rng.integers(1, nc, len(g))) % nc  # (another class each)
+        if rng.random() < 0.1:  # (one keeps its class: nothing done)
+            j = int(rng.integers(0, len(g)))
+            k[j] = state["gcls"][g[j]]
+        ci = int(rng.integers(0, 5))
+        names = ("gcls", "counts", "cint", "gmark", "gint", "gtime", "ccount", "lat", "tim")
+        got = compiled.set_hops_many(g, k, *(mine[x] for x in names), ci, now)
+        assert got == _numpy_set_hops_many(g, k, *(state[x] for x in names), ci, now)
+        for key, v in state.items():
+            assert (mine[key].tobytes() == v.tobytes()) if isinstance(v, np.ndarray) else mine[key] == v, key
+        state["cint"] += rng.random(nc)
+        mine["cint"][:] = state["cint"]
+        now += float(rng.random() * 3.0)

@@ -174,3 +174,45 @@ cdef class LatencyKernel:
         for k in range(self.hist.shape[0]):
             self.hist[k] = self.hist[k] + self.scratch[k]
             self.scratch[k] = 0.0
+
+
+def set_hops_many(const long[::1] g, const long[::1] k, long[::1] gcls, const long[::1] counts,
+                  const double[::1] cint, double[::1] gmark, double[::1] gint, double[::1] gtime,
+                  double[::1] ccount, list lat, list tim, Py_ssize_t ci, double now):
+    """`IoModel._set_hops_many` after its checks: groups g (of CSV ci) take path classes k. None,
+    and nothing done, if a group keeps its class. Else each group is brought up to date (its
+    latency integral, its VM-seconds) and its CSV's sums in `lat` and `tim` take each group's share
+    one after the other, as np.add.accumulate adds them; the classes' counts take the groups'
+    VMs out of the old classes, all of them, then into the new ones, as np.subtract.at and
+    np.add.at do (only if a group has VMs). Returns whether a group has VMs (the classes in use
+    may have changed)."""
+    cdef Py_ssize_t i, gi, m = g.shape[0]
+    cdef long old
+    cdef double n, d, sl, st
+    cdef bint any_n = False
+    for i in range(m):
+        if gcls[g[i]] == k[i]:
+            return None
+        if counts[g[i]] != 0:
+            any_n = True
+    sl = <double>lat[ci]
+    st = <double>tim[ci]
+    for i in range(m):
+        gi = g[i]
+        old = gcls[gi]
+        n = <double>counts[gi]
+        d = cint[old] - gmark[gi]
+        sl = sl + n * d
+        st = st + n * (now - gtime[gi])
+        gint[gi] = gint[gi] + d
+        gtime[gi] = now
+        gcls[gi] = k[i]
+        gmark[gi] = cint[k[i]]
+        if any_n:
+            ccount[old] = ccount[old] - n
+    lat[ci] = sl
+    tim[ci] = st
+    if any_n:
+        for i in range(m):
+            ccount[k[i]] = ccount[k[i]] + <double>counts[g[i]]
+    return any_n

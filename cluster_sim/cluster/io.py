@@ -232,7 +232,7 @@ class IoModel:
         self.baseline_snapshot: tuple[np.ndarray, np.ndarray] | None = None
         # the bookkeeping compiled (cluster/_latency.pyx), or None: numpy's; given the arrays it works
         # on, and again where they are new ones
-        module = latency_kernel()
+        module = self._latency_module = latency_kernel()
         self._kernel: Any = None
         if module is not None:
             self._kernel = module.LatencyKernel(
@@ -407,6 +407,15 @@ class IoModel:
                 return False
             m.ks = np.array(ks, dtype=np.int64)
         k = m.ks
+        if self._kernel is not None:  # (the same, compiled)
+            any_n = self._latency_module.set_hops_many(
+                g, k, gcls, self._counts, self._cint, self._gmark, self._gint, self._gtime, self._ccount,
+                self.csv_lat[self.phase], self.csv_time[self.phase], gcsv.item(g[0]), self.net.env.now)
+            if any_n is None:  # (some keep their class: never seen in a redirection or back)
+                return False
+            if any_n:
+                self._act_stale = True
+            return True
         old = gcls[g]
         if (old == k).any():  # (some keep their class: never seen in a redirection or back)
             return False
