@@ -236,3 +236,25 @@ def test_groups_moved_together_compiled_give_numpys_sums_to_the_bit(seed):
         state["cint"] += rng.random(nc)
         mine["cint"][:] = state["cint"]
         now += float(rng.random() * 3.0)
+
+
+@needs_compiled
+@pytest.mark.parametrize("seed", range(4))
+def test_the_classes_in_use_taken_compiled_are_numpys(seed):
+    rng = np.random.default_rng(seed)
+    ncap = 64
+    st = _State([10.0, 10.0], [1.0, 1.0], [0.1, 0.1], [1.0], [0], ([0], [-1], [-1]), [1.0])
+    k = st.kernel()
+    ccount = np.where(rng.random(ncap) < 0.5, rng.integers(1, 9, ncap), 0).astype(float)
+    cint, clat = np.zeros(ncap), np.zeros(ncap)
+    cj = rng.integers(0, len(_BINS) + 1, ncap).astype(np.int64)  # (every j searchsorted gives, the ends too)
+    cctrl = rng.integers(0, 4, ncap).astype(np.int64)
+    chops = rng.integers(-1, 30, (3, ncap)).astype(np.int64)
+    k.classes(cint, clat, ccount, cj)
+    for ncls in (0, 1, 40, ncap):
+        act, path, b, lo, hi = k.take_in_use(ncls, cctrl, chops)
+        want = (ccount[:ncls] > 0).nonzero()[0]  # (io.py's `_on_rates`, numpy)
+        assert act.tolist() == want.tolist() and act.dtype == want.dtype
+        assert [p.tolist() for p in path] == [cctrl[want].tolist()] + [h[want].tolist() for h in chops]
+        wb, wlo, whi = io._bin_and_edges(cj[want])
+        assert b.tolist() == wb.tolist() and lo.tobytes() == wlo.tobytes() and hi.tobytes() == whi.tobytes()

@@ -11,6 +11,8 @@ The arrays are the IoModel's own, held here between calls (a call that took ever
 spend more on taking them than on the loops): its owner gives them again when it makes new ones
 (`classes` when the class rows grow, `in_use` when the classes in use change, `phase`)."""
 
+import numpy as np
+
 
 cdef inline double _min_nan(double a, double b) noexcept:
     # np.minimum: a NaN on either side is the result
@@ -96,6 +98,34 @@ cdef class LatencyKernel:
 
     def phase(self, double[::1] hist):
         self.hist = hist
+
+    def take_in_use(self, Py_ssize_t ncls, const long[::1] cctrl, const long[:, ::1] chops):
+        """The classes in use taken again (`IoModel._on_rates`): those of the first ncls with VMs
+        (count > 0), their controllers and hops (rows of chops), and the bins and edges of the
+        latencies they were last binned at (cj); held, and returned as (act, (ctrl, h0, h1, h2),
+        bins, edges below, edges above)."""
+        cdef Py_ssize_t c, i = 0, m = 0, j
+        for c in range(ncls):
+            if self.ccount[c] > 0:
+                m += 1
+        act, ctrl, h0, h1, h2, b = (np.empty(m, dtype=np.int64) for _ in range(6))
+        lo, hi = np.empty(m), np.empty(m)
+        cdef long[::1] a_v = act, c_v = ctrl, h0_v = h0, h1_v = h1, h2_v = h2, b_v = b
+        cdef double[::1] lo_v = lo, hi_v = hi
+        for c in range(ncls):
+            if self.ccount[c] > 0:
+                a_v[i] = c
+                c_v[i] = cctrl[c]
+                h0_v[i] = chops[0, c]
+                h1_v[i] = chops[1, c]
+                h2_v[i] = chops[2, c]
+                j = self.cj[c]
+                b_v[i] = self.bin_of[j]
+                lo_v[i] = self.below[j]
+                hi_v[i] = self.above[j]
+                i += 1
+        self.in_use(act, ctrl, h0, h1, h2, b, lo, hi)
+        return act, (ctrl, h0, h1, h2), b, lo, hi
 
     def latencies(self, const double[::1] load, const double[::1] ops, double[::1] out):
         """The terms now (rho per link capped at rho_max; the array's bandwidth term the higher of

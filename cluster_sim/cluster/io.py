@@ -803,14 +803,15 @@ class IoModel:
     def _on_rates(self) -> None:
         self._settle()
         if self._act_stale:
-            act = self._act = (self._ccount[: self._ncls] > 0).nonzero()[0]
-            h0, h1, h2 = self._chops
-            self._act_path = (self._cctrl[act], h0[act], h1[act], h2[act])
-            j = self._cj[act]
-            self._act_b, self._act_lo, self._act_hi = _bin_and_edges(j)
+            if self._kernel is not None:  # (the same, compiled: taken, and held by the kernel)
+                got = self._kernel.take_in_use(self._ncls, self._cctrl, self._chops)
+                self._act, self._act_path, self._act_b, self._act_lo, self._act_hi = got
+            else:
+                act = self._act = (self._ccount[: self._ncls] > 0).nonzero()[0]
+                h0, h1, h2 = self._chops
+                self._act_path = (self._cctrl[act], h0[act], h1[act], h2[act])
+                self._act_b, self._act_lo, self._act_hi = _bin_and_edges(self._cj[act])
             self._act_stale = False
-            if self._kernel is not None:
-                self._kernel.in_use(act, *self._act_path, self._act_b, self._act_lo, self._act_hi)
         if self._kernel is not None:  # (the same, compiled: cluster/_latency.pyx)
             lat = self._act_lat = np.empty(len(self._act))
             self._kernel.latencies(self.net.hist_load[-1], self.net.hist_ops_class[-1], lat)
