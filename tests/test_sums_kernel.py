@@ -121,3 +121,46 @@ def test_the_network_uses_the_compiled_sums_unless_switched_off(monkeypatch):
     assert FluidNetwork(Environment(), {"a": 1.0})._sums_c is not None
     monkeypatch.setenv(NUMPY_ENV, "1")
     assert FluidNetwork(Environment(), {"a": 1.0})._sums_c is None
+
+
+def test_the_three_scans_by_hand():
+    k, *_ = _kernel(P=[0.0] * 3, C=[[0, 2.0, 0], [0, 0, 0], [0, math.nan, 0]], cap_tol=[1.0] * 3,
+                    bind=[False] * 3, ops_base=[0.0], opc=[[0.0]] * 3)
+    assert k.column_links(1) == [0, 2]  # (a NaN is not zero, as np.flatnonzero counts it)
+    assert k.column_links(0) == []
+    D, cap = np.array([5.0, 10.0 + 1e-6]), np.array([10.0, 10.0])
+    assert sums.any_above({0}, D, cap, 1 + 1e-9) is False
+    assert sums.any_above({0, 1}, D, cap, 1 + 1e-9) is True  # 10.000001 > 10.00000001
+    # classes 0-3 on link 7: 0 and 2 frozen by it (levels 4 and 3), 1 capped (level 9), 3 frozen elsewhere
+    state, level = [7, -1, 7, 5], [4.0, 9.0, 3.0, 1.0]
+    assert sums.level_bounds({0, 1, 2, 3}, state, level, 7) == (3.0, 9.0)
+    assert sums.level_bounds({3}, state, level, 7) == (math.inf, -math.inf)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_three_scans_on_random_links_and_classes_are_numpys_and_pythons(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 200))
+    C = np.where(rng.random((n, n)) < 0.2, rng.standard_normal((n, n)), 0.0)
+    C[rng.random((n, n)) < 0.01] = math.nan
+    kern = sums.LinkSums(np.zeros(n), C, np.ones(n), np.zeros(n, dtype=np.uint8), np.zeros(1), np.zeros((n, 1)))
+    for b in range(n):
+        assert kern.column_links(b) == np.flatnonzero(C[:, b]).tolist()  # (classes.py `_set_level`)
+    D, cap = rng.random(n) * 10.0, rng.random(n) * 10.0
+    for _ in range(50):
+        check = set(rng.integers(0, n, int(rng.integers(1, 8))).tolist())
+        grew = np.fromiter(check, dtype=np.intp, count=len(check))  # (steady.py `_steady_holds`)
+        assert sums.any_above(check, D, cap, 1 + 1e-9) == bool((D[grew] > cap[grew] * (1 + 1e-9)).any())
+    nc = int(rng.integers(1, 100))
+    state = rng.integers(-2, 5, nc).tolist()
+    level = (rng.random(nc) * 100.0).tolist()
+    level[0] = math.nan
+    for b in range(5):
+        on = set(rng.integers(0, nc, int(rng.integers(0, nc))).tolist())
+        lo, hi = math.inf, -math.inf  # (classes.py `_level_bounds`, Python's min and max)
+        for c in on:
+            if state[c] == b:
+                lo = min(lo, level[c])
+            elif state[c] == -1:
+                hi = max(hi, level[c])
+        assert sums.level_bounds(on, state, level, b) == (lo, hi)

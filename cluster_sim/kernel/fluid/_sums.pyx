@@ -1,16 +1,21 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 """The per-link and per-ops-class sums of `FluidNetwork` at a rate change, compiled: the link loads
 at the water levels with one binding link (`FlowClasses._loads`), the links they overload
-(`Allocation._overloaded`), the record of loads and ops (`FluidNetwork._record`), and a LUN's
-writes re-priced (`FluidNetwork.set_steady_ops`). Each does numpy's arithmetic in numpy's order
-(an element's product rounded before its sum, built with -ffp-contract=off; a sum of an array as
-numpy's pairwise summation adds it), so the results are the same to the bit
-(tests/test_sums_kernel.py compares them with numpy's expressions). The network's arrays are held
-here between calls; they are made once, with the network."""
+(`Allocation._overloaded`), the record of loads and ops (`FluidNetwork._record`), a LUN's
+writes re-priced (`FluidNetwork.set_steady_ops`), and three scans: the links a level moves the
+loads of (`FlowClasses._set_level`), a link's level bounds (`FlowClasses._level_bounds`) and the
+steady loads above capacity (`SteadyFlows._steady_holds`). Each does numpy's (or Python's)
+arithmetic in the same order (an element's product rounded before its sum, built with
+-ffp-contract=off; a sum of an array as numpy's pairwise summation adds it), so the results are
+the same to the bit (tests/test_sums_kernel.py compares them with numpy's expressions). The
+network's arrays are held here between calls; they are made once, with the network."""
+
+from libc.math cimport INFINITY
 
 import numpy as np
 
 cdef Py_ssize_t _BLOCK = 128  # numpy's PW_BLOCKSIZE
+cdef long _CAPPED = -1  # a class's state: every member at its cap (kernel/fluid/classes.py)
 
 
 cdef double _pairwise(const double[::1] a, Py_ssize_t lo, Py_ssize_t n) noexcept:
@@ -98,6 +103,16 @@ cdef class LinkSums:
                 hit.append(i)
         return hit
 
+    def column_links(self, Py_ssize_t b):
+        """The links whose row of C has a nonzero in column b, in order
+        (np.flatnonzero(C[:, b]).tolist(): a NaN counts as nonzero)."""
+        cdef Py_ssize_t i, n = self.C.shape[0]
+        cdef list out = []
+        for i in range(n):
+            if self.C[i, b] != 0.0:
+                out.append(i)
+        return out
+
     def record(self, const double[::1] lam, Py_ssize_t b):
         """(loads, ops per class, their sum) at the levels `lam`, b the one binding link: the
         loads as `loads`, ops_base + opc[b] * lam[b], and numpy's sum of that."""
@@ -131,3 +146,35 @@ def steady_ops(list opm, const Py_ssize_t[::1] slots, const double[::1] caps, co
         base = base + caps[i] * (ops[i] - old)
         opm[slots[i]] = ops[i]
     return base
+
+
+def any_above(set links, const double[::1] D, const double[::1] cap, double factor):
+    """Is the steady load D of one of these links above its capacity x factor
+    (`SteadyFlows._steady_holds`: (D[links] > capacity[links] * factor).any())?"""
+    cdef Py_ssize_t li
+    for x in links:
+        li = x
+        if D[li] > cap[li] * factor:
+            return True
+    return False
+
+
+def level_bounds(set on_link, list state, list level, long b):
+    """(lowest cap level of the classes link b froze, highest of the capped classes on it) from
+    the link's classes, as `FlowClasses._level_bounds` finds them with Python's min and max (inf
+    and -inf if none; a NaN level is never taken)."""
+    cdef double lo = INFINITY, hi = -INFINITY, x
+    cdef long st
+    cdef Py_ssize_t c
+    for o in on_link:
+        c = o
+        st = state[c]
+        if st == b:
+            x = level[c]
+            if x < lo:
+                lo = x
+        elif st == _CAPPED:
+            x = level[c]
+            if x > hi:
+                hi = x
+    return lo, hi

@@ -233,7 +233,8 @@ class FlowClasses:
         if self._V[b] > self._REBASE:
             self._rebase_link(b)
         if lam != self._plam[b]:  # the loads of the links its classes cross move with it
-            self.changed_links.update(np.flatnonzero(self._C[:, b]).tolist())
+            sums = self._sums_c  # (the same scan, compiled)
+            self.changed_links.update(sums.column_links(b) if sums is not None else np.flatnonzero(self._C[:, b]).tolist())
         self._plam[b] = lam
         self._lam[b] = lam
         if self._binding[b] != binding:
@@ -256,6 +257,10 @@ class FlowClasses:
         """(lowest cap level of the classes b froze, highest of the capped classes on b)."""
         lo, hi = self._minf[b], self._maxc[b]
         if lo is None or hi is None:
+            if self._sums_module is not None:  # (the same scan, compiled)
+                lo, hi = self._minf[b], self._maxc[b] = self._sums_module.level_bounds(
+                    self._on_link[b], self._c_state, self._c_level, b)
+                return lo, hi
             lo, hi = math.inf, -math.inf
             for c in self._on_link[b]:
                 st = self._c_state[c]

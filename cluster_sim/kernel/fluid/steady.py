@@ -445,9 +445,13 @@ class SteadyFlows:
         D, check = self._D, self._d_check
         if check:
             self._d_check = set()
-            grew = np.fromiter(check, dtype=np.intp, count=len(check))
-            if (D[grew] > self.capacity[grew] * (1 + _TOL)).any():
-                return False
+            if self._sums_module is not None:  # (the same test, compiled)
+                if self._sums_module.any_above(check, D, self.capacity, 1 + _TOL):
+                    return False
+            else:
+                grew = np.fromiter(check, dtype=np.intp, count=len(check))
+                if (D[grew] > self.capacity[grew] * (1 + _TOL)).any():
+                    return False
         dmax, plam = self._d_max, self._plam
         for b in self._blist:
             if dmax[b] > plam[b] * (1 + _TOL):
