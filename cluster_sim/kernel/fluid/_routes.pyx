@@ -4,9 +4,13 @@ kernel/fluid/steady.py): the same additions to each link's sums in the same orde
 `np.add.at` calls it stands for, so the sums are the same to the bit (the randomized batch-against-
 one-at-a-time tests of tests/test_fluid_incremental.py run on it, and whole runs are compared in
 tests/test_latency_kernel.py); built with -ffp-contract=off. The network's per-link arrays are held
-here between calls; they are made once, with the network."""
+here between calls; they are made once, with the network. A batch's steps are held by a `Steps`,
+made once per batch (a call that took every array would spend more on taking them than on the
+loops)."""
 
 from libc.math cimport INFINITY
+
+import numpy as np
 
 
 cdef inline double _max_nan(double a, double b) noexcept:
@@ -14,6 +18,43 @@ cdef inline double _max_nan(double a, double b) noexcept:
     if a != a or a > b:
         return a
     return b
+
+
+cdef class Steps:
+    """A batch of route moves made ready (`RouteMoves.ready`, kernel/fluid/steady.py): its routes, and
+    each step (a route `step[k]` leaving, isign -1, or entering, +1, link idx[k]) in order; the
+    links touched (ascending) with the last step on each; the steps entering links; and scratch
+    for the routes' counts, sums and bounds, and for the steps skipped."""
+    cdef const long[::1] routes
+    cdef const long[::1] idx
+    cdef const long[::1] step
+    cdef const long[::1] isign
+    cdef const long[::1] links
+    cdef const long[::1] last
+    cdef const long[::1] new_idx
+    cdef const long[::1] new_route
+    cdef list news
+    cdef unsigned char[::1] skip
+    cdef long[::1] n
+    cdef double[::1] tot
+    cdef double[::1] rmax
+
+    def __init__(self, const long[::1] routes, list news, const long[::1] idx, const long[::1] step,
+                 const long[::1] isign, const long[::1] links, const long[::1] last, const long[::1] new_idx,
+                 const long[::1] new_route):
+        self.routes = routes
+        self.news = news
+        self.idx = idx
+        self.step = step
+        self.isign = isign
+        self.links = links
+        self.last = last
+        self.new_idx = new_idx
+        self.new_route = new_route
+        self.skip = np.zeros(idx.shape[0], dtype=np.uint8)  # (zeros between uses)
+        self.n = np.empty(routes.shape[0], dtype=np.int64)
+        self.tot = np.empty(routes.shape[0])
+        self.rmax = np.empty(routes.shape[0])
 
 
 cdef class RouteKernel:
@@ -24,9 +65,10 @@ cdef class RouteKernel:
     cdef double[::1] dmax
     cdef long[::1] d_n
     cdef long[::1] d_rn
+    cdef const unsigned char[::1] bind
 
     def __init__(self, long[::1] dcnt, double[::1] P, double[::1] capload, double[::1] D, double[::1] dmax,
-                 long[::1] d_n, long[::1] d_rn):
+                 long[::1] d_n, long[::1] d_rn, const unsigned char[::1] bind):
         self.dcnt = dcnt
         self.P = P
         self.capload = capload
@@ -34,71 +76,69 @@ cdef class RouteKernel:
         self.dmax = dmax
         self.d_n = d_n
         self.d_rn = d_rn
+        self.bind = bind
 
-    def move(self, const long[::1] routes, list r_slots, list r_total, list r_max, const unsigned char[::1] bind,
-             long[::1] n, double[::1] tot, double[::1] rmax, const long[::1] idx, const long[::1] step,
-             const long[::1] isign, const long[::1] links, const long[::1] last, const long[::1] new_idx,
-             const long[::1] new_route, unsigned char[::1] skip):
+    def move(self, Steps s, list r_slots, list r_total, list r_max, list r_hops):
         """`SteadyFlows._route_moves_ready` after its checks: each route's flows, their caps summed and
-        its highest cap level gathered into n, tot and rmax (from the per-route lists); None, and
-        nothing changed, if a route has no flow; else the sums applied (`apply`) and (flows moved,
-        the binding links among those touched in order, the links entered by a route with flows
-        whose caps sum above 0 in step order, whether any route's sum is above 0)."""
-        cdef Py_ssize_t i, k, m = routes.shape[0]
+        its highest cap level gathered (from the per-route lists); None, and nothing changed, if a
+        route has no flow; else the sums applied (`_apply`), each route's hops set to its new ones,
+        and (flows moved, the binding links among those touched in order, the links entered by a
+        route whose caps sum above 0 in step order, whether any route's sum is above 0)."""
+        cdef Py_ssize_t i, k, m = s.routes.shape[0]
         cdef long moved = 0
         cdef bint grew = False
         for i in range(m):
-            n[i] = len(<set>r_slots[routes[i]])
-            if n[i] == 0:
+            s.n[i] = len(<set>r_slots[s.routes[i]])
+            if s.n[i] == 0:
                 return None
-            moved += n[i]
+            moved += s.n[i]
         for i in range(m):
-            tot[i] = <double>r_total[routes[i]]
-            rmax[i] = <double>r_max[routes[i]]
-            if tot[i] > 0.0:
+            s.tot[i] = <double>r_total[s.routes[i]]
+            s.rmax[i] = <double>r_max[s.routes[i]]
+            if s.tot[i] > 0.0:
                 grew = True
-        self.apply(idx, step, isign, links, last, new_idx, new_route, skip, n, tot, rmax)
-        seeds = [links[k] for k in range(links.shape[0]) if bind[links[k]]]
-        check = [new_idx[k] for k in range(new_idx.shape[0]) if tot[new_route[k]] > 0.0] if grew else []
+        self._apply(s)
+        for i in range(m):
+            r_hops[s.routes[i]] = s.news[i]
+        seeds = [s.links[k] for k in range(s.links.shape[0]) if self.bind[s.links[k]]]
+        check = [s.new_idx[k] for k in range(s.new_idx.shape[0]) if s.tot[s.new_route[k]] > 0.0] if grew else []
         return moved, seeds, check, grew
 
-    def apply(self, const long[::1] idx, const long[::1] step, const long[::1] isign, const long[::1] links,
-              const long[::1] last, const long[::1] new_idx, const long[::1] new_route, unsigned char[::1] skip,
-              const long[::1] n, const double[::1] tot, const double[::1] rmax):
-        """Each step k (a route `step[k]` leaving, isign -1, or entering, +1, link idx[k]), in order:
-        the link's count of steady flows takes n x sign; a link left by its last flow (count 0)
-        skips its last step's sums and ends with exact zeros; the others' P, capload and D take the
-        route's total x sign; every step counts an update and a route through the link; each link
-        entered takes the entering route's highest cap level as its bound."""
-        cdef Py_ssize_t k, j, m = idx.shape[0], nl = links.shape[0]
+    cdef void _apply(self, Steps s) noexcept:
+        # Each step in order: the link's count of steady flows takes n x sign; a link left by its
+        # last flow (count 0) skips its last step's sums and ends with exact zeros; the others' P,
+        # capload and D take the route's total x sign; every step counts an update and a route
+        # through the link; each link entered takes the entering route's highest cap level as its
+        # bound.
+        cdef Py_ssize_t k, j, m = s.idx.shape[0], nl = s.links.shape[0]
         cdef long li
         cdef double v, x
         cdef bint gone = False
         for k in range(m):
-            li = idx[k]
-            self.dcnt[li] = self.dcnt[li] + n[step[k]] * isign[k]
+            li = s.idx[k]
+            self.dcnt[li] = self.dcnt[li] + s.n[s.step[k]] * s.isign[k]
         for j in range(nl):
-            if self.dcnt[links[j]] == 0:
-                skip[last[j]] = 1
+            if self.dcnt[s.links[j]] == 0:
+                s.skip[s.last[j]] = 1
                 gone = True
         for k in range(m):
-            if skip[k]:
+            if s.skip[k]:
                 continue
-            li = idx[k]
-            v = tot[step[k]] * <double>isign[k]
+            li = s.idx[k]
+            v = s.tot[s.step[k]] * <double>s.isign[k]
             self.P[li] = self.P[li] + v
             self.capload[li] = self.capload[li] + v
             self.D[li] = self.D[li] + v
         for k in range(m):
-            li = idx[k]
+            li = s.idx[k]
             self.d_n[li] = self.d_n[li] + 1
-            self.d_rn[li] = self.d_rn[li] + isign[k]
-        for k in range(new_idx.shape[0]):
-            li = new_idx[k]
-            self.dmax[li] = _max_nan(self.dmax[li], rmax[new_route[k]])
+            self.d_rn[li] = self.d_rn[li] + s.isign[k]
+        for k in range(s.new_idx.shape[0]):
+            li = s.new_idx[k]
+            self.dmax[li] = _max_nan(self.dmax[li], s.rmax[s.new_route[k]])
         if gone:  # none left: exact zeros, not drift
             for j in range(nl):
-                li = links[j]
+                li = s.links[j]
                 if self.dcnt[li] == 0:
                     x = self.D[li]
                     self.P[li] = self.P[li] - x
@@ -106,4 +146,4 @@ cdef class RouteKernel:
                     self.D[li] = 0.0
                     self.d_n[li] = 0
                     self.dmax[li] = -INFINITY
-                    skip[last[j]] = 0
+                    s.skip[s.last[j]] = 0

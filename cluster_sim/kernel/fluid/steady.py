@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from itertools import chain, compress, count, repeat
 from operator import contains, eq, itemgetter
+from typing import Any
 
 import numpy as np
 
@@ -68,11 +69,12 @@ class RouteMoves:
     order, the route it belongs to and its sign, and the links touched with the last step on each."""
 
     __slots__ = ("moves", "expect", "where", "get", "arrays", "routes", "news", "idx", "step", "isign", "new_idx",
-                 "new_route", "links", "links_list", "last", "skip", "route_arr", "n", "tot", "rmax")
+                 "new_route", "links", "links_list", "last", "steps_c")
 
     def __init__(self, moves: list[tuple[int, tuple[int, ...]]]):
         self.moves = moves
         self.expect: list[tuple[int, ...]] | None = None  # (made ready) where each route must be
+        self.steps_c: Any = None  # (made ready, and the kernel compiled) its steps for the kernel (_routes.Steps)
 
     def ready(self, r_hops: list[tuple[int, ...]]) -> None:
         moves = self.moves
@@ -110,9 +112,6 @@ class RouteMoves:
         self.links = links
         self.links_list = links.tolist()
         self.last = len(idx) - 1 - first_back  # the last step on each link
-        self.skip = np.zeros(len(idx), dtype=np.uint8)  # (the compiled sums' scratch: zeros between uses)
-        self.route_arr = np.array(routes, dtype=np.int64)  # (for the compiled gathering, into its scratch:)
-        self.n, self.tot, self.rmax = np.empty(n, dtype=np.int64), np.empty(n), np.empty(n)
 
 
 class SteadyFlows:
@@ -147,9 +146,10 @@ class SteadyFlows:
         self._plain_route: dict[int, tuple[int, tuple[int, ...]]] = {}
         # a batch's sums applied compiled (kernel/fluid/_routes.pyx), or None: numpy's np.add.at
         c = compiled("cluster_sim.kernel.fluid._routes")
-        self._bind_u8 = self._bind_np.view(np.uint8)  # (which links bind, for the compiled module)
+        self._routes_module = c
         self._routes_c = None if c is None else c.RouteKernel(self._d_cnt, self._P, self._capload, self._D,
-                                                              self._d_max, self._d_n, self._d_rn)
+                                                              self._d_max, self._d_n, self._d_rn,
+                                                              self._bind_np.view(np.uint8))
 
     # ---- routes ----------------------------------------------------------------------------
     def _route_new(self, hops: tuple[int, ...]) -> int:
@@ -191,14 +191,15 @@ class SteadyFlows:
         if not batch.arrays or batch.where(r_hops) != batch.expect:
             return self._route_moves(batch.moves)
         routes, get = batch.routes, batch.get
-        if self._routes_c is not None:  # (the same, compiled: the gathering, the sums, the links to look at)
-            got = self._routes_c.move(batch.route_arr, r_slots, self._r_total, self._r_max, self._bind_u8,
-                                      batch.n, batch.tot, batch.rmax, batch.idx, batch.step, batch.isign, batch.links,
-                                      batch.last, batch.new_idx, batch.new_route, batch.skip)
+        if self._routes_c is not None:  # (the same, compiled: the gathering, the sums, the hops, the links to look at)
+            if batch.steps_c is None:
+                batch.steps_c = self._routes_module.Steps(np.array(routes, dtype=np.int64), list(batch.news), batch.idx,
+                                                          batch.step, batch.isign, batch.links, batch.last,
+                                                          batch.new_idx, batch.new_route)
+            got = self._routes_c.move(batch.steps_c, r_slots, self._r_total, self._r_max, r_hops)
             if got is None:  # (a route without flows moves its links only: one at a time)
                 return self._route_moves(batch.moves)
             moved, seeds, check, grew_any = got
-            self.changed_links.update(batch.links_list)
             self._seeds.update(seeds)
         else:
             n = np.fromiter(map(len, get(r_slots)), dtype=np.int64, count=len(routes))
@@ -208,16 +209,16 @@ class SteadyFlows:
             rmax = np.array(get(self._r_max))
             links = batch.links
             self._route_sums(batch, n, tot, rmax)
-            self.changed_links.update(batch.links_list)
             self._seeds.update(links[self._bind_np[links]].tolist())
             grew = tot > 0.0
             grew_any = grew.any()
             check = batch.new_idx[grew[batch.new_route]].tolist() if grew_any else []
             moved = int(n.sum())
+            deque(map(r_hops.__setitem__, routes, batch.news), maxlen=0)  # (each route's hops, in C)
+        self.changed_links.update(batch.links_list)
         if grew_any:
             self._d_grew = True
             self._d_check.update(check)
-        deque(map(r_hops.__setitem__, routes, batch.news), maxlen=0)  # (each route's hops, in C)
         return moved
 
     def _route_sums(self, batch: RouteMoves, n: np.ndarray, tot: np.ndarray, rmax: np.ndarray) -> None:
