@@ -454,6 +454,23 @@ class IoModel:
             f = cow_share(g.cow_decay_s, min(ages)) if ages else 0.0
         return m * (1.0 + 2.0 * f)
 
+    def _multipliers(self, csv: str, groups: list[Group], ages: list[float]) -> list[float]:
+        """`_write_multiplier` of each of these groups of the CSV, its live snapshots' `ages` given:
+        the same numbers, what they share worked out once (the re-pricing's: 145,000 groups in a
+        ws2012 run of 8000vm-64node)."""
+        m = 1.0 + self.write_overhead
+        if csv not in self._protected or self.array is None:
+            return [m] * len(groups)
+        arr = self.sc.storage.array
+        if arr.snapshot_style == "row":
+            return [m * (1.0 + arr.row_metadata_overhead)] * len(groups)
+        if arr.cow_per_snapshot:
+            return [m * (1.0 + 2.0 * sum(cow_share(g.cow_decay_s, a) for a in ages)) for g in groups]
+        if not ages:
+            return [m * (1.0 + 2.0 * 0.0)] * len(groups)
+        youngest = min(ages)
+        return [m * (1.0 + 2.0 * cow_share(g.cow_decay_s, youngest)) for g in groups]
+
     def _ages(self, csv: str) -> list[float]:
         now = self.net.env.now
         return [now - t for t in self.array.live_snapshot_times(csv)] if self.array is not None else []
@@ -711,7 +728,7 @@ class IoModel:
             w = self._writers[csv] = self._writer_set(csv)
         if not w.flows:
             return
-        mult = np.array([self._write_multiplier(g, ages) for g in w.reps])
+        mult = np.array(self._multipliers(csv, w.reps, ages))
         ops = w.ops_per_mib * mult[w.which]
         if w.batch is None or not self.net.set_steady_ops(w.batch, ops):
             self.net.set_ops_many(w.flows, ops.tolist())  # (a flow ended or changed: one by one)
