@@ -104,27 +104,39 @@ cdef class LatencyKernel:
         (count > 0), their controllers and hops (rows of chops), and the bins and edges of the
         latencies they were last binned at (cj); held, and returned as (act, (ctrl, h0, h1, h2),
         bins, edges below, edges above)."""
-        cdef Py_ssize_t c, i = 0, m = 0, j
+        cdef Py_ssize_t c, i, m = 0, j
+        cdef const double[::1] ccount = self.ccount
+        cdef long[::1] cj = self.cj
+        scratch = np.empty(ncls, dtype=np.int64)
+        cdef long[::1] found = scratch
         for c in range(ncls):
-            if self.ccount[c] > 0:
+            if ccount[c] > 0:
+                found[m] = c
                 m += 1
-        act, ctrl, h0, h1, h2, b = (np.empty(m, dtype=np.int64) for _ in range(6))
+        act = scratch[:m].copy()
+        ctrl, h0, h1, h2, b = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64), \
+            np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
         lo, hi = np.empty(m), np.empty(m)
-        cdef long[::1] a_v = act, c_v = ctrl, h0_v = h0, h1_v = h1, h2_v = h2, b_v = b
+        cdef long[::1] c_v = ctrl, h0_v = h0, h1_v = h1, h2_v = h2, b_v = b
         cdef double[::1] lo_v = lo, hi_v = hi
-        for c in range(ncls):
-            if self.ccount[c] > 0:
-                a_v[i] = c
-                c_v[i] = cctrl[c]
-                h0_v[i] = chops[0, c]
-                h1_v[i] = chops[1, c]
-                h2_v[i] = chops[2, c]
-                j = self.cj[c]
-                b_v[i] = self.bin_of[j]
-                lo_v[i] = self.below[j]
-                hi_v[i] = self.above[j]
-                i += 1
-        self.in_use(act, ctrl, h0, h1, h2, b, lo, hi)
+        for i in range(m):
+            c = found[i]
+            c_v[i] = cctrl[c]
+            h0_v[i] = chops[0, c]
+            h1_v[i] = chops[1, c]
+            h2_v[i] = chops[2, c]
+            j = cj[c]
+            b_v[i] = self.bin_of[j]
+            lo_v[i] = self.below[j]
+            hi_v[i] = self.above[j]
+        self.act = act
+        self.ctrl = c_v
+        self.h0 = h0_v
+        self.h1 = h1_v
+        self.h2 = h2_v
+        self.act_b = b_v
+        self.act_lo = lo_v
+        self.act_hi = hi_v
         return act, (ctrl, h0, h1, h2), b, lo, hi
 
     def latencies(self, const double[::1] load, const double[::1] ops, double[::1] out):
@@ -209,25 +221,29 @@ cdef class LatencyKernel:
 def set_hops_many(const long[::1] g, const long[::1] k, long[::1] gcls, const long[::1] counts,
                   const double[::1] cint, double[::1] gmark, double[::1] gint, double[::1] gtime,
                   double[::1] ccount, list lat, list tim, Py_ssize_t ci, double now):
-    """`IoModel._set_hops_many` after its checks: groups g (of CSV ci) take path classes k. None,
-    and nothing done, if a group keeps its class. Else each group is brought up to date (its
-    latency integral, its VM-seconds) and its CSV's sums in `lat` and `tim` take each group's share
-    one after the other, as np.add.accumulate adds them; the classes' counts take the groups'
-    VMs out of the old classes, all of them, then into the new ones, as np.subtract.at and
-    np.add.at do (only if a group has VMs). Returns whether a group has VMs (the classes in use
-    may have changed)."""
+    """`IoModel._set_hops_many` after its checks: groups g (of CSV ci) take path classes k; a group
+    that keeps its class is left as it is (as `_set_hops` leaves it). Each other group is brought
+    up to date (its latency integral, its VM-seconds) and its CSV's sums in `lat` and `tim` take
+    each group's share one after the other, as np.add.accumulate adds them; the classes' counts
+    take the groups' VMs out of the old classes, all of them, then into the new ones, as
+    np.subtract.at and np.add.at do (only if a group that changes class has VMs). Returns whether
+    one has (the classes in use may have changed)."""
     cdef Py_ssize_t i, gi, m = g.shape[0]
     cdef long old
     cdef double n, d, sl, st
     cdef bint any_n = False
+    moves = np.zeros(m, dtype=np.uint8)
+    cdef unsigned char[::1] moving = moves
     for i in range(m):
-        if gcls[g[i]] == k[i]:
-            return None
-        if counts[g[i]] != 0:
-            any_n = True
+        if gcls[g[i]] != k[i]:
+            moving[i] = 1
+            if counts[g[i]] != 0:
+                any_n = True
     sl = <double>lat[ci]
     st = <double>tim[ci]
     for i in range(m):
+        if not moving[i]:
+            continue
         gi = g[i]
         old = gcls[gi]
         n = <double>counts[gi]
@@ -244,5 +260,6 @@ def set_hops_many(const long[::1] g, const long[::1] k, long[::1] gcls, const lo
     tim[ci] = st
     if any_n:
         for i in range(m):
-            ccount[k[i]] = ccount[k[i]] + <double>counts[g[i]]
+            if moving[i]:
+                ccount[k[i]] = ccount[k[i]] + <double>counts[g[i]]
     return any_n

@@ -393,10 +393,11 @@ class IoModel:
 
     def _set_hops_many(self, m: _Moved) -> bool:
         """`_set_hops` for the groups of one CSV that moved with their routes (a CSV redirected or
-        back), in numpy: the groups that change class are brought up to date together, their CSV's
-        sums taking each group's share one after the other (np.add.accumulate), as one call at a
-        time would. False, and nothing done, for fewer than _MANY groups, groups of several CSVs, a
-        class not made yet, or a group that keeps its class (the caller goes one at a time)."""
+        back, or its coordinator moved while redirected), in numpy: the groups that change class
+        are brought up to date together, their CSV's sums taking each group's share one after the
+        other (np.add.accumulate), as one call at a time would; a group that keeps its class is left
+        as it is, as `_set_hops` leaves it. False, and nothing done, for fewer than _MANY groups,
+        groups of several CSVs or a class not made yet (the caller goes one at a time)."""
         g = m.idx
         if g is None:  # fewer than _MANY
             return False
@@ -407,24 +408,21 @@ class IoModel:
                 return False
             m.ks = np.array(ks, dtype=np.int64)
         k = m.ks
+        ci = gcsv.item(g[0])
+        lat, tim = self.csv_lat[self.phase], self.csv_time[self.phase]
         if self._kernel is not None:  # (the same, compiled)
-            any_n = self._latency_module.set_hops_many(
-                g, k, gcls, self._counts, self._cint, self._gmark, self._gint, self._gtime, self._ccount,
-                self.csv_lat[self.phase], self.csv_time[self.phase], gcsv.item(g[0]), self.net.env.now)
-            if any_n is None:  # (some keep their class: never seen in a redirection or back)
-                return False
-            if any_n:
+            if self._latency_module.set_hops_many(g, k, gcls, self._counts, self._cint, self._gmark, self._gint,
+                                                  self._gtime, self._ccount, lat, tim, ci, self.net.env.now):
                 self._act_stale = True
             return True
         old = gcls[g]
-        if (old == k).any():  # (some keep their class: never seen in a redirection or back)
-            return False
+        moving = old != k
+        if not moving.all():  # (a coordinator that moved while redirected: some keep theirs)
+            g, k, old = g[moving], k[moving], old[moving]
         gint, gtime = self._gint, self._gtime
         n = self._counts[g].astype(float)
         cint, now = self._cint, self.net.env.now
         d = cint[old] - self._gmark[g]  # _bring
-        ci = gcsv.item(g[0])
-        lat, tim = self.csv_lat[self.phase], self.csv_time[self.phase]
         lat[ci] = np.add.accumulate(np.concatenate(([lat[ci]], n * d))).item(-1)
         tim[ci] = np.add.accumulate(np.concatenate(([tim[ci]], n * (now - gtime[g])))).item(-1)
         gint[g] += d
