@@ -601,6 +601,59 @@ def test_a_batch_of_route_moves_made_ready_lists_each_step_in_order_and_leaves_o
     assert not few.arrays and few.routes == list(range(7))
 
 
+def _ready_both(moves, r_hops, n_links):
+    """A batch made ready by numpy's code and by the compiled module, the latter's steps as lists."""
+    from cluster_sim.kernel.compiled import compiled
+    from cluster_sim.kernel.fluid.steady import RouteMoves
+
+    module = compiled("cluster_sim.kernel.fluid._routes")
+    if module is None:
+        pytest.skip("kernel/fluid/_routes.pyx not built")
+    a, b = RouteMoves(list(moves)), RouteMoves(list(moves))
+    a.ready(list(r_hops))
+    b.ready(list(r_hops), module, n_links)
+    return a, b
+
+
+def _same_ready(a, b) -> None:
+    assert (b.routes, b.news, b.arrays, b.expect) == (a.routes, a.news, a.arrays, a.expect)
+    if not a.arrays:
+        assert b.steps_c is None
+        return
+    s = b.steps_c
+    assert b.links_list == a.links_list and list(s.routes) == a.routes and s.news == a.news
+    for name in ("idx", "step", "isign", "links", "last", "new_idx", "new_route"):
+        assert list(getattr(s, name)) == getattr(a, name).tolist(), name
+
+
+def test_a_batch_made_ready_compiled_has_numpys_steps_by_hand_and_on_random_batches() -> None:
+    r_hops = [(10 + i,) for i in range(9)]
+    r_hops[3] = (23, 30, 31)
+    _same_ready(*_ready_both([(i, (20 + i, 30, 31)) for i in range(9)], r_hops, 40))  # (the case above)
+    _same_ready(*_ready_both([(i, (11,) if i == 0 else (20 + i, 30, 31)) for i in range(9)],
+                             [(10 + i,) for i in range(9)], 40))  # a link left and entered
+    _same_ready(*_ready_both([(i, (20 + i, 30, 31)) for i in range(7)], [(10 + i,) for i in range(9)], 40))  # few
+    rng = np.random.default_rng(7)
+    arrays = 0
+    for _ in range(300):
+        n_links, n_routes = int(rng.integers(4, 60)), int(rng.integers(1, 40))
+        def hops(n: int) -> tuple[int, ...]:
+            return tuple(int(x) for x in rng.choice(n, int(rng.integers(0, 4)), replace=False))
+        r_hops = [hops(n_links) for _ in range(n_routes)]
+        moves = [(int(rng.integers(0, n_routes)), hops(n_links)) for _ in range(int(rng.integers(1, 30)))]
+        if rng.random() < 0.5:  # (often distinct routes, each to links of its own: in arrays)
+            moves = [(r, tuple(n_links + 3 * r + j for j in range(int(rng.integers(1, 4)))))
+                     for r in rng.permutation(n_routes)[: len(moves)].tolist()]
+            n_links += 3 * n_routes + 3
+        if rng.random() < 0.2:
+            r, _ = moves[0]
+            moves[0] = (r, r_hops[r])  # (one already there)
+        a, b = _ready_both(moves, r_hops, n_links)
+        _same_ready(a, b)
+        arrays += a.arrays
+    assert arrays > 50  # (both kinds of batch seen)
+
+
 def test_the_same_route_moves_asked_again_are_one_batch_made_ready_once_unless_the_routes_are_elsewhere() -> None:
     # A CSV's plans are made again after a group had no VM for a while (a VM saved for its
     # backup); the same moves give the same batch, made ready once. 8 routes of 1 MiB/s on f0..f7

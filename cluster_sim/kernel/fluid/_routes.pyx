@@ -25,15 +25,15 @@ cdef class Steps:
     each step (a route `step[k]` leaving, isign -1, or entering, +1, link idx[k]) in order; the
     links touched (ascending) with the last step on each; the steps entering links; and scratch
     for the routes' counts, sums and bounds, and for the steps skipped."""
-    cdef const long[::1] routes
-    cdef const long[::1] idx
-    cdef const long[::1] step
-    cdef const long[::1] isign
-    cdef const long[::1] links
-    cdef const long[::1] last
-    cdef const long[::1] new_idx
-    cdef const long[::1] new_route
-    cdef list news
+    cdef readonly const long[::1] routes
+    cdef readonly const long[::1] idx
+    cdef readonly const long[::1] step
+    cdef readonly const long[::1] isign
+    cdef readonly const long[::1] links
+    cdef readonly const long[::1] last
+    cdef readonly const long[::1] new_idx
+    cdef readonly const long[::1] new_route
+    cdef readonly list news
     cdef unsigned char[::1] skip
     cdef long[::1] n
     cdef double[::1] tot
@@ -147,3 +147,61 @@ cdef class RouteKernel:
                     self.d_n[li] = 0
                     self.dmax[li] = -INFINITY
                     s.skip[s.last[j]] = 0
+
+
+def ready(list moves, tuple olds_all, Py_ssize_t n_links, Py_ssize_t min_moves):
+    """`RouteMoves.ready` (kernel/fluid/steady.py) after it found where each route is (olds_all): the
+    routes that move (those already where they go stay out) and their new hops; whether the batch
+    goes in arrays (at least min_moves routes, none twice, no link both left and entered); and if
+    so its `Steps` (each route's old links, then its new ones, route after route) and the links
+    touched, ascending. The same as the numpy code there."""
+    cdef list routes = [], news = [], olds = []
+    cdef Py_ssize_t i, j = 0, k = 0, n, total = 0, nnew = 0, m = len(moves)
+    cdef long li
+    for i in range(m):
+        r, hops = <tuple>moves[i]
+        old = olds_all[i]
+        if hops != old:
+            routes.append(r)
+            news.append(hops)
+            olds.append(old)
+    n = len(routes)
+    if n < min_moves or len(set(routes)) != n:
+        return routes, news, False, None, None
+    left = set()
+    for old in olds:
+        left.update(<tuple>old)
+    for hops in news:
+        for x in <tuple>hops:
+            if x in left:
+                return routes, news, False, None, None
+        nnew += len(<tuple>hops)
+    for old in olds:
+        total += len(<tuple>old)
+    total += nnew
+    idx, step, isign = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64)
+    new_idx, new_route = np.empty(nnew, dtype=np.int64), np.empty(nnew, dtype=np.int64)
+    last_at = np.full(n_links, -1, dtype=np.int64)
+    cdef long[::1] idx_v = idx, step_v = step, isign_v = isign, ni_v = new_idx, nr_v = new_route, last_v = last_at
+    for i in range(n):
+        for x in <tuple>olds[i]:
+            li = x
+            idx_v[k] = li
+            step_v[k] = i
+            isign_v[k] = -1
+            last_v[li] = k
+            k += 1
+        for x in <tuple>news[i]:
+            li = x
+            idx_v[k] = li
+            step_v[k] = i
+            isign_v[k] = 1
+            last_v[li] = k
+            ni_v[j] = li
+            nr_v[j] = i
+            j += 1
+            k += 1
+    links_list = [li for li in range(n_links) if last_v[li] >= 0]
+    links = np.array(links_list, dtype=np.int64)
+    steps = Steps(np.array(routes, dtype=np.int64), news, idx, step, isign, links, last_at[links], new_idx, new_route)
+    return routes, news, True, steps, links_list

@@ -76,11 +76,18 @@ class RouteMoves:
         self.expect: list[tuple[int, ...]] | None = None  # (made ready) where each route must be
         self.steps_c: Any = None  # (made ready, and the kernel compiled) its steps for the kernel (_routes.Steps)
 
-    def ready(self, r_hops: list[tuple[int, ...]]) -> None:
+    def ready(self, r_hops: list[tuple[int, ...]], module: Any = None, n_links: int = 0) -> None:
+        """Made ready; with the compiled module (kernel/fluid/_routes.pyx) its steps are made there,
+        the same, and held for its kernel (`steps_c`)."""
         moves = self.moves
         routes = [r for r, _ in moves]
         self.where = _getter(routes)  # (the routes' items of a per-route list, in C)
         olds = self.expect = self.where(r_hops)
+        if module is not None:
+            self.routes, self.news, self.arrays, self.steps_c, self.links_list = module.ready(
+                moves, olds, n_links, _VECTOR_MOVES)
+            self.get = None  # (the numpy path's)
+            return
         news = [hops for _, hops in moves]
         if any(map(eq, news, olds)):  # (routes already where they go stay out)
             live = [(r, old, hops) for (r, hops), old in zip(moves, olds, strict=True) if hops != old]
@@ -187,15 +194,11 @@ class SteadyFlows:
         if not batch.moves:
             return 0
         if batch.expect is None:
-            batch.ready(r_hops)
+            batch.ready(r_hops, self._routes_module, len(self._d_cnt))
         if not batch.arrays or batch.where(r_hops) != batch.expect:
             return self._route_moves(batch.moves)
         routes, get = batch.routes, batch.get
         if self._routes_c is not None:  # (the same, compiled: the gathering, the sums, the hops, the links to look at)
-            if batch.steps_c is None:
-                batch.steps_c = self._routes_module.Steps(np.array(routes, dtype=np.int64), list(batch.news), batch.idx,
-                                                          batch.step, batch.isign, batch.links, batch.last,
-                                                          batch.new_idx, batch.new_route)
             got = self._routes_c.move(batch.steps_c, r_slots, self._r_total, self._r_max, r_hops)
             if got is None:  # (a route without flows moves its links only: one at a time)
                 return self._route_moves(batch.moves)
