@@ -112,7 +112,7 @@ class _Moved:
     def __init__(self, groups: list[Group], hops: list[tuple[int, ...]], reds: list[bool],
                  idx: np.ndarray | None = None):
         self.groups = groups
-        self.gids = [g.gid for g in groups]
+        self.gids = [g.gid for g in groups] if idx is None else idx.tolist()  # (idx: their ids, given)
         self.hops = hops
         self.reds = reds
         many = len(groups) >= _MANY  # (fewer go one at a time)

@@ -4,13 +4,12 @@ kernel/fluid/steady.py): the same additions to each link's sums in the same orde
 `np.add.at` calls it stands for, so the sums are the same to the bit (the randomized batch-against-
 one-at-a-time tests of tests/test_fluid_incremental.py run on it, and whole runs are compared in
 tests/test_latency_kernel.py); built with -ffp-contract=off. The network's per-link arrays are held
-here between calls; they are made once, with the network. A batch's steps are held by a `Steps`,
-made once per batch (a call that took every array would spend more on taking them than on the
-loops)."""
+here between calls; they are made once, with the network. A batch's steps are made here
+(`ready`, the same as numpy's code in `RouteMoves.ready`) into a `Steps` of C arrays, once per
+batch (numpy arrays cost more to make and to take at each call than the loops over them)."""
 
 from libc.math cimport INFINITY
-
-import numpy as np
+from libc.stdlib cimport calloc, free
 
 
 cdef inline double _max_nan(double a, double b) noexcept:
@@ -21,40 +20,143 @@ cdef inline double _max_nan(double a, double b) noexcept:
 
 
 cdef class Steps:
-    """A batch of route moves made ready (`RouteMoves.ready`, kernel/fluid/steady.py): its routes, and
-    each step (a route `step[k]` leaving, isign -1, or entering, +1, link idx[k]) in order; the
-    links touched (ascending) with the last step on each; the steps entering links; and scratch
-    for the routes' counts, sums and bounds, and for the steps skipped."""
-    cdef readonly const long[::1] routes
-    cdef readonly const long[::1] idx
-    cdef readonly const long[::1] step
-    cdef readonly const long[::1] isign
-    cdef readonly const long[::1] links
-    cdef readonly const long[::1] last
-    cdef readonly const long[::1] new_idx
-    cdef readonly const long[::1] new_route
-    cdef readonly list news
-    cdef unsigned char[::1] skip
-    cdef long[::1] n
-    cdef double[::1] tot
-    cdef double[::1] rmax
+    """A batch of route moves made ready (`ready`): its routes and their new hops, and each step (a
+    route `step[k]` leaving, isign -1, or entering, +1, link idx[k]) in order; the links touched
+    (ascending) with the last step on each; the steps entering links; and scratch for the routes'
+    counts, sums and bounds, and for the steps skipped. C arrays, made and freed with it."""
+    cdef Py_ssize_t nr, m, nnew, nl
+    cdef long* routes
+    cdef long* idx
+    cdef long* step
+    cdef long* isign
+    cdef long* links
+    cdef long* last
+    cdef long* new_idx
+    cdef long* new_route
+    cdef unsigned char* skip
+    cdef long* n
+    cdef double* tot
+    cdef double* rmax
+    cdef list news
 
-    def __init__(self, const long[::1] routes, list news, const long[::1] idx, const long[::1] step,
-                 const long[::1] isign, const long[::1] links, const long[::1] last, const long[::1] new_idx,
-                 const long[::1] new_route):
-        self.routes = routes
-        self.news = news
-        self.idx = idx
-        self.step = step
-        self.isign = isign
-        self.links = links
-        self.last = last
-        self.new_idx = new_idx
-        self.new_route = new_route
-        self.skip = np.zeros(idx.shape[0], dtype=np.uint8)  # (zeros between uses)
-        self.n = np.empty(routes.shape[0], dtype=np.int64)
-        self.tot = np.empty(routes.shape[0])
-        self.rmax = np.empty(routes.shape[0])
+    def __dealloc__(self):
+        free(self.routes)
+        free(self.idx)
+        free(self.step)
+        free(self.isign)
+        free(self.links)
+        free(self.last)
+        free(self.new_idx)
+        free(self.new_route)
+        free(self.skip)
+        free(self.n)
+        free(self.tot)
+        free(self.rmax)
+
+    def lists(self):
+        """Its arrays as lists (for tests)."""
+        return {"routes": [self.routes[i] for i in range(self.nr)], "news": list(self.news),
+                "idx": [self.idx[k] for k in range(self.m)], "step": [self.step[k] for k in range(self.m)],
+                "isign": [self.isign[k] for k in range(self.m)], "links": [self.links[j] for j in range(self.nl)],
+                "last": [self.last[j] for j in range(self.nl)], "new_idx": [self.new_idx[j] for j in range(self.nnew)],
+                "new_route": [self.new_route[j] for j in range(self.nnew)]}
+
+
+cdef Steps _steps(list routes, list news, list olds, Py_ssize_t m, Py_ssize_t nnew, Py_ssize_t n_links):
+    cdef Steps s = Steps.__new__(Steps)
+    cdef Py_ssize_t i, j = 0, k = 0, nr = len(routes)
+    cdef long li
+    s.nr, s.m, s.nnew, s.news = nr, m, nnew, news
+    s.routes = <long*>calloc(nr + 1, sizeof(long))
+    s.idx = <long*>calloc(m + 1, sizeof(long))
+    s.step = <long*>calloc(m + 1, sizeof(long))
+    s.isign = <long*>calloc(m + 1, sizeof(long))
+    s.new_idx = <long*>calloc(nnew + 1, sizeof(long))
+    s.new_route = <long*>calloc(nnew + 1, sizeof(long))
+    s.skip = <unsigned char*>calloc(m + 1, sizeof(unsigned char))  # (zeros between uses)
+    s.n = <long*>calloc(nr + 1, sizeof(long))
+    s.tot = <double*>calloc(nr + 1, sizeof(double))
+    s.rmax = <double*>calloc(nr + 1, sizeof(double))
+    cdef long* last_at = <long*>calloc(n_links + 1, sizeof(long))  # (the last step on each link, + 1)
+    if (not s.routes or not s.idx or not s.step or not s.isign or not s.new_idx or not s.new_route or not s.skip
+            or not s.n or not s.tot or not s.rmax or not last_at):
+        free(last_at)
+        raise MemoryError()
+    for i in range(nr):
+        s.routes[i] = routes[i]
+        for x in <tuple>olds[i]:
+            li = x
+            s.idx[k] = li
+            s.step[k] = i
+            s.isign[k] = -1
+            last_at[li] = k + 1
+            k += 1
+        for x in <tuple>news[i]:
+            li = x
+            s.idx[k] = li
+            s.step[k] = i
+            s.isign[k] = 1
+            last_at[li] = k + 1
+            s.new_idx[j] = li
+            s.new_route[j] = i
+            j += 1
+            k += 1
+    s.nl = 0
+    for li in range(n_links):
+        if last_at[li]:
+            s.nl += 1
+    s.links = <long*>calloc(s.nl + 1, sizeof(long))
+    s.last = <long*>calloc(s.nl + 1, sizeof(long))
+    if not s.links or not s.last:
+        free(last_at)
+        raise MemoryError()
+    j = 0
+    for li in range(n_links):
+        if last_at[li]:
+            s.links[j] = li
+            s.last[j] = last_at[li] - 1
+            j += 1
+    free(last_at)
+    return s
+
+
+def ready(list moves, tuple olds_all, Py_ssize_t n_links, Py_ssize_t min_moves):
+    """`RouteMoves.ready` (kernel/fluid/steady.py) after it found where each route is (olds_all): the
+    routes that move (those already where they go stay out) and their new hops; whether the batch
+    goes in arrays (at least min_moves routes, none twice, no link both left and entered); and if
+    so its `Steps` (each route's old links, then its new ones, route after route) and the links
+    touched, ascending. The same as the numpy code there."""
+    cdef list routes = [], news = [], olds = []
+    cdef Py_ssize_t i, n, total = 0, nnew = 0, m = len(moves)
+    for i in range(m):
+        r, hops = <tuple>moves[i]
+        old = olds_all[i]
+        if hops != old:
+            routes.append(r)
+            news.append(hops)
+            olds.append(old)
+    n = len(routes)
+    if n < min_moves or len(set(routes)) != n:
+        return routes, news, False, None, None
+    cdef unsigned char* left = <unsigned char*>calloc(n_links + 1, sizeof(unsigned char))  # (links left)
+    cdef long li
+    if not left:
+        raise MemoryError()
+    for old in olds:
+        for x in <tuple>old:
+            li = x
+            left[li] = 1
+        total += len(<tuple>old)
+    for hops in news:
+        for x in <tuple>hops:
+            li = x
+            if left[li]:
+                free(left)
+                return routes, news, False, None, None
+        nnew += len(<tuple>hops)
+    free(left)
+    cdef Steps s = _steps(routes, news, olds, total + nnew, nnew, n_links)
+    return routes, news, True, s, [s.links[j] for j in range(s.nl)]
 
 
 cdef class RouteKernel:
@@ -84,7 +186,7 @@ cdef class RouteKernel:
         route has no flow; else the sums applied (`_apply`), each route's hops set to its new ones,
         and (flows moved, the binding links among those touched in order, the links entered by a
         route whose caps sum above 0 in step order, whether any route's sum is above 0)."""
-        cdef Py_ssize_t i, k, m = s.routes.shape[0]
+        cdef Py_ssize_t i, k, m = s.nr
         cdef long moved = 0
         cdef bint grew = False
         for i in range(m):
@@ -100,8 +202,8 @@ cdef class RouteKernel:
         self._apply(s)
         for i in range(m):
             r_hops[s.routes[i]] = s.news[i]
-        seeds = [s.links[k] for k in range(s.links.shape[0]) if self.bind[s.links[k]]]
-        check = [s.new_idx[k] for k in range(s.new_idx.shape[0]) if s.tot[s.new_route[k]] > 0.0] if grew else []
+        seeds = [s.links[k] for k in range(s.nl) if self.bind[s.links[k]]]
+        check = [s.new_idx[k] for k in range(s.nnew) if s.tot[s.new_route[k]] > 0.0] if grew else []
         return moved, seeds, check, grew
 
     cdef void _apply(self, Steps s) noexcept:
@@ -110,7 +212,7 @@ cdef class RouteKernel:
         # capload and D take the route's total x sign; every step counts an update and a route
         # through the link; each link entered takes the entering route's highest cap level as its
         # bound.
-        cdef Py_ssize_t k, j, m = s.idx.shape[0], nl = s.links.shape[0]
+        cdef Py_ssize_t k, j, m = s.m, nl = s.nl
         cdef long li
         cdef double v, x
         cdef bint gone = False
@@ -133,7 +235,7 @@ cdef class RouteKernel:
             li = s.idx[k]
             self.d_n[li] = self.d_n[li] + 1
             self.d_rn[li] = self.d_rn[li] + s.isign[k]
-        for k in range(s.new_idx.shape[0]):
+        for k in range(s.nnew):
             li = s.new_idx[k]
             self.dmax[li] = _max_nan(self.dmax[li], s.rmax[s.new_route[k]])
         if gone:  # none left: exact zeros, not drift
@@ -147,61 +249,3 @@ cdef class RouteKernel:
                     self.d_n[li] = 0
                     self.dmax[li] = -INFINITY
                     s.skip[s.last[j]] = 0
-
-
-def ready(list moves, tuple olds_all, Py_ssize_t n_links, Py_ssize_t min_moves):
-    """`RouteMoves.ready` (kernel/fluid/steady.py) after it found where each route is (olds_all): the
-    routes that move (those already where they go stay out) and their new hops; whether the batch
-    goes in arrays (at least min_moves routes, none twice, no link both left and entered); and if
-    so its `Steps` (each route's old links, then its new ones, route after route) and the links
-    touched, ascending. The same as the numpy code there."""
-    cdef list routes = [], news = [], olds = []
-    cdef Py_ssize_t i, j = 0, k = 0, n, total = 0, nnew = 0, m = len(moves)
-    cdef long li
-    for i in range(m):
-        r, hops = <tuple>moves[i]
-        old = olds_all[i]
-        if hops != old:
-            routes.append(r)
-            news.append(hops)
-            olds.append(old)
-    n = len(routes)
-    if n < min_moves or len(set(routes)) != n:
-        return routes, news, False, None, None
-    left = set()
-    for old in olds:
-        left.update(<tuple>old)
-    for hops in news:
-        for x in <tuple>hops:
-            if x in left:
-                return routes, news, False, None, None
-        nnew += len(<tuple>hops)
-    for old in olds:
-        total += len(<tuple>old)
-    total += nnew
-    idx, step, isign = np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64)
-    new_idx, new_route = np.empty(nnew, dtype=np.int64), np.empty(nnew, dtype=np.int64)
-    last_at = np.full(n_links, -1, dtype=np.int64)
-    cdef long[::1] idx_v = idx, step_v = step, isign_v = isign, ni_v = new_idx, nr_v = new_route, last_v = last_at
-    for i in range(n):
-        for x in <tuple>olds[i]:
-            li = x
-            idx_v[k] = li
-            step_v[k] = i
-            isign_v[k] = -1
-            last_v[li] = k
-            k += 1
-        for x in <tuple>news[i]:
-            li = x
-            idx_v[k] = li
-            step_v[k] = i
-            isign_v[k] = 1
-            last_v[li] = k
-            ni_v[j] = li
-            nr_v[j] = i
-            j += 1
-            k += 1
-    links_list = [li for li in range(n_links) if last_v[li] >= 0]
-    links = np.array(links_list, dtype=np.int64)
-    steps = Steps(np.array(routes, dtype=np.int64), news, idx, step, isign, links, last_at[links], new_idx, new_route)
-    return routes, news, True, steps, links_list
