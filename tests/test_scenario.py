@@ -257,6 +257,26 @@ def test_vm_names_are_template_and_four_digit_number_in_fleet_order():
     assert all(vm.name.startswith(vm.template + "-") for vm in vms)
 
 
+def test_a_fleet_placed_again_is_the_placement_kept_and_a_changed_scenario_is_placed_anew():
+    from cluster_sim.scenario import placement
+
+    sc = load_scenario(SMALL)  # (validating it placed its fleet)
+    first, again = place_fleet(sc), place_fleet(sc)
+    assert first == again and first is not again  # a new list each time: a caller may change it
+    assert all(a is b for a, b in zip(first, again, strict=True))  # of the same (frozen) VMs
+    assert first == placement._place_fleet(sc)
+    sc.placement = "spread"  # (what the placement reads changed: not the kept one)
+    spread = place_fleet(sc)
+    assert [vm.csv for vm in spread] == [vm.csv for vm in placement._place_fleet(sc)]
+    assert [vm.csv for vm in spread] != [vm.csv for vm in first]
+    sc.fleet[0].count = 29
+    assert len(place_fleet(sc)) == 39
+    for n in range(placement.PLACEMENTS_KEPT + 3):  # (no more than PLACEMENTS_KEPT kept)
+        sc.fleet[0].count = 20 + n
+        place_fleet(sc)
+    assert len(placement._PLACED) == placement.PLACEMENTS_KEPT
+
+
 def test_vms_go_round_robin_over_nodes_in_fleet_order():
     vms = place_fleet(load_scenario(SMALL))
     assert [vm.node for vm in vms[:6]] == ["node-1", "node-2", "node-3", "node-4", "node-1", "node-2"]
