@@ -414,3 +414,28 @@ def test_a_vm_that_is_not_running_never_writes_to_its_disk() -> None:
     assert plane is not None
     assert plane.durable("on-0001", 3600.0).any()  # a running VM does write
     assert not plane.durable("off-0001", 3600.0).any(), "the off VM's disk changed while it was off"
+
+
+def test_a_second_data_plane_of_the_same_scenario_starts_from_the_kept_disks_with_the_same_numbers() -> None:
+    from cluster_sim.data import plane as plane_module
+
+    fleet = [template("a", count=3, size_gib=2.0, **workload(write_iops=50.0, daily_change_fraction=0.3)),
+             template("b", count=2, size_gib=4.0, running=False)]
+    plane_module._STARTS.clear()
+    first, vms = plane_for(fleet)  # drawn, and kept
+    again, _ = plane_for(fleet)  # from what was kept
+    plane_module._STARTS.clear()
+    drawn, _ = plane_for(fleet)  # drawn anew
+    for v in vms:
+        a, b, c = first.disks[v.name], again.disks[v.name], drawn.disks[v.name]
+        assert b.hot is a.hot and b.rate is a.rate  # (shared: only ever read)
+        assert b.hot.tolist() == c.hot.tolist() and b.rate.tolist() == c.rate.tolist()
+        assert (b.n, b.phase, b.down, b.flush_s) == (c.n, c.phase, c.down, c.flush_s)
+        assert b.rng.bit_generator.state == c.rng.bit_generator.state
+        assert b.versions is not a.versions and not b.versions.any()
+    for p in (first, again, drawn):
+        p.flush(vms[0].name, 3600.0)  # an hour of writes: the same blocks from the same draws
+    assert again.durable(vms[0].name, 3600.0).tolist() == drawn.durable(vms[0].name, 3600.0).tolist()
+    assert first.durable(vms[0].name, 3600.0).tolist() == drawn.durable(vms[0].name, 3600.0).tolist()
+    assert drawn.durable(vms[0].name, 3600.0).any()
+    assert plane_for(fleet, seed=7)[0].disks[vms[0].name].phase != drawn.disks[vms[0].name].phase  # (not kept)

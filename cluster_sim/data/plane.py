@@ -24,6 +24,7 @@ holds a reference version per VM, and `changed_since` lists the blocks newer tha
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,15 @@ import numpy as np
 from cluster_sim.cluster.writes import write_model
 from cluster_sim.kernel.rng import Streams
 from cluster_sim.scenario.placement import VmSpec
+
+STARTS_KEPT = 1  # [P] scenarios whose disks' first state a process keeps for its next generation
+
+# The disks as they start (each VM's block count, working set, its blocks' rates, its flush phase and
+# its random stream's state after those draws), by everything they are drawn from: a process that
+# runs another generation of the same scenario (a pool worker runs two of four) starts its disks
+# from here, with the same numbers, instead of drawing them again (8,000 VMs: about 0.35 s). The
+# working sets and rates are only ever read, so the generations share them.
+_STARTS: OrderedDict[tuple, list[tuple]] = OrderedDict()
 
 
 class VmDisk:
@@ -55,6 +65,28 @@ class VmDisk:
         self.down: list[list[float]] = [] if spec.running else [[0.0, math.inf]]
         self.rng = rng
 
+    @classmethod
+    def started(cls, spec: VmSpec, block_mib: float, flush_s: float, rng: np.random.Generator,
+                start: tuple) -> VmDisk:
+        """The disk as __init__ makes it, from a start it made before (`start_of`) and the same
+        stream, new."""
+        d = cls.__new__(cls)
+        d.vm = spec.name
+        d.block_mib = block_mib
+        d.n, d.hot, d.rate, d.phase, state = start
+        d.versions = np.zeros(d.n, dtype=np.int32)
+        d.t_mat = 0.0
+        d.flush_s = flush_s
+        d.explicit_flush = 0.0
+        d.down = [] if spec.running else [[0.0, math.inf]]
+        rng.bit_generator.state = state  # (where __init__'s draws left it)
+        d.rng = rng
+        return d
+
+    def start_of(self) -> tuple:
+        """What `started` makes this disk again from (taken before it advances)."""
+        return self.n, self.hot, self.rate, self.phase, self.rng.bit_generator.state
+
     def last_flush(self, t: float) -> float:
         """The last instant <= t at which the guest cache was flushed to disk."""
         periodic = 0.0
@@ -77,7 +109,18 @@ class DataPlane:
     def __init__(self, vms: list[VmSpec], streams: Streams, block_mib: float, flush: dict[str, float]):
         self.block_mib = block_mib
         rngs = streams.get_many([("vm", v.name, "data") for v in vms])  # (made together: kernel/rng.py)
-        self.disks = {v.name: VmDisk(v, block_mib, flush[v.name], rng) for v, rng in zip(vms, rngs, strict=True)}
+        key = (streams.seed, block_mib, tuple(vms), tuple(flush[v.name] for v in vms))
+        starts = _STARTS.get(key)
+        if starts is None:
+            disks = [VmDisk(v, block_mib, flush[v.name], rng) for v, rng in zip(vms, rngs, strict=True)]
+            _STARTS[key] = [d.start_of() for d in disks]
+            if len(_STARTS) > STARTS_KEPT:
+                _STARTS.popitem(last=False)
+        else:
+            _STARTS.move_to_end(key)
+            disks = [VmDisk.started(v, block_mib, flush[v.name], rng, start)
+                     for v, rng, start in zip(vms, rngs, starts, strict=True)]
+        self.disks = {v.name: d for v, d in zip(vms, disks, strict=True)}
         self.version_time: list[float] = [0.0]  # version id -> instant it stands for
         self.blocks_written = 0
         self.advances = 0
