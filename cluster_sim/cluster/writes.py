@@ -116,6 +116,7 @@ def changed_mib(spec: VmSpec, block_mib: float, t_s: float) -> float:
     return write_model(spec, block_mib).changed_blocks(t_s) * block_mib
 
 
+@lru_cache(maxsize=4096)  # (a bisection; asked once per VM group, with one pair of numbers per template)
 def hot_set_mib(write_mib_s: float, daily_change_mib: float) -> float:
     """H with H (1 - exp(-w 86400 / H)) = daily change: the data the writes fall on.
 
