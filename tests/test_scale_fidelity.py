@@ -485,23 +485,25 @@ def test_write_ops_of_a_protected_lun_pay_one_plus_twice_the_decayed_share_per_l
     assert io._write_multiplier(g) == pytest.approx(1.05 * 1.1)
 
 
-@pytest.mark.parametrize(("style", "per_snapshot", "times", "protected"), [
-    ("cow", False, [0.0, 1.0], True), ("cow", True, [0.0, 1.0], True), ("cow", False, [], True),
-    ("row", False, [0.0], True), ("cow", False, [0.0], False)])
-def test_the_multipliers_of_a_luns_groups_together_are_each_groups_own_to_the_bit(style, per_snapshot, times,
-                                                                               protected) -> None:
+def test_a_luns_groups_re_priced_together_pay_each_their_own_decayed_share() -> None:
     from cluster_sim.cluster.io import IoModel
 
     sc = scenario_from_dict(scenario_dict(fleet=[template("w", count=1, disks=1, size_gib=12.5)], nodes=1, csvs=1))
-    sc.storage.array.snapshot_style, sc.storage.array.cow_per_snapshot = style, per_snapshot
     io = IoModel.__new__(IoModel)
-    io.sc, io.write_overhead, io._protected = sc, 0.05, {"csv-1"} if protected else set()
+    io.sc, io.write_overhead, io._protected = sc, 0.05, {"csv-1"}
     io.net = type("N", (), {"env": type("E", (), {"now": 7.0})()})()
-    io.array = type("A", (), {"live_snapshot_times": lambda self, csv: times})()
-    groups = [type("G", (), {"csv": "csv-1", "cow_decay_s": d})() for d in (0.0, 0.3, 3.0, 1e9)]
+    io.array = type("A", (), {"live_snapshot_times": lambda self, csv: [0.0, 1.0]})()  # 7 s and 6 s old
+    groups = [type("G", (), {"csv": "csv-1", "cow_decay_s": d})() for d in (3.0, 0.0, math.inf)]
     ages = io._ages("csv-1")
-    assert io._multipliers("csv-1", groups, ages) == [io._write_multiplier(g, ages) for g in groups]
-    assert io._multipliers("csv-1", groups, ages) == [io._write_multiplier(g) for g in groups]
+    # one COW area, the newest snapshot decides: 1.05 (1 + 2 e^(-6/tau)); tau 0: nothing left to
+    # copy; tau inf: every write copies
+    assert io._multipliers("csv-1", groups, ages) == pytest.approx([1.05 * (1 + 2 * math.exp(-2)), 1.05, 1.05 * 3])
+    sc.storage.array.cow_per_snapshot = True  # an area per snapshot: e^(-7/3) + e^(-6/3) for tau 3
+    assert io._multipliers("csv-1", groups, ages) == pytest.approx(
+        [1.05 * (1 + 2 * (math.exp(-7 / 3) + math.exp(-2))), 1.05, 1.05 * 5])
+    assert [io._write_multiplier(g) for g in groups] == io._multipliers("csv-1", groups, ages)
+    io._protected = set()  # no live snapshot: the filter's overhead only
+    assert io._multipliers("csv-1", groups, ages) == [1.05] * 3
 
 
 def test_vms_on_the_lun_being_snapshotted_see_more_latency_than_the_others() -> None:

@@ -393,10 +393,11 @@ class IoModel:
 
     def _set_hops_many(self, m: _Moved) -> bool:
         """`_set_hops` for the groups of one CSV that moved with their routes (a CSV redirected or
-        back, or its coordinator moved while redirected), in numpy: the groups that change class
-        are brought up to date together, their CSV's sums taking each group's share one after the
-        other (np.add.accumulate), as one call at a time would; a group that keeps its class is left
-        as it is, as `_set_hops` leaves it. False, and nothing done, for fewer than _MANY groups,
+        back, or its coordinator moved while redirected), compiled (`set_hops_many` of
+        cluster/_latency.pyx) or in numpy: the groups that change class are brought up to date
+        together, their CSV's sums taking each group's share one after the other
+        (np.add.accumulate), as one call at a time would; a group that keeps its class is left as
+        it is, as `_set_hops` leaves it. False, and nothing done, for fewer than _MANY groups,
         groups of several CSVs or a class not made yet (the caller goes one at a time)."""
         g = m.idx
         if g is None:  # fewer than _MANY
@@ -438,24 +439,12 @@ class IoModel:
     def _write_multiplier(self, g: Group, ages: list[float] | None = None) -> float:
         """Back-end I/Os per host write on this group's LUN now (copy-on-write, change tracking);
         `ages`: of the LUN's live snapshots, if the caller has them."""
-        m = 1.0 + self.write_overhead
-        if g.csv not in self._protected or self.array is None:
-            return m
-        arr = self.sc.storage.array
-        if arr.snapshot_style == "row":
-            return m * (1.0 + arr.row_metadata_overhead)
-        if ages is None:
-            ages = self._ages(g.csv)
-        if arr.cow_per_snapshot:
-            f = sum(cow_share(g.cow_decay_s, a) for a in ages)
-        else:
-            f = cow_share(g.cow_decay_s, min(ages)) if ages else 0.0
-        return m * (1.0 + 2.0 * f)
+        return self._multipliers(g.csv, [g], self._ages(g.csv) if ages is None else ages)[0]
 
     def _multipliers(self, csv: str, groups: list[Group], ages: list[float]) -> list[float]:
-        """`_write_multiplier` of each of these groups of the CSV, its live snapshots' `ages` given:
-        the same numbers, what they share worked out once (the re-pricing's: 145,000 groups in a
-        ws2012 run of 8000vm-64node)."""
+        """Back-end I/Os per host write of each of these groups of the CSV now, its live snapshots'
+        `ages` given (copy-on-write, change tracking); what they share worked out once (the
+        re-pricing's: 145,000 groups in a ws2012 run of 8000vm-64node)."""
         m = 1.0 + self.write_overhead
         if csv not in self._protected or self.array is None:
             return [m] * len(groups)
