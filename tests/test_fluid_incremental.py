@@ -652,6 +652,11 @@ def test_a_batch_made_ready_compiled_has_numpys_steps_by_hand_and_on_random_batc
         _same_ready(a, b)
         arrays += a.arrays
     assert arrays > 50  # (both kinds of batch seen)
+    from cluster_sim.kernel.fluid import _routes  # (a link out of the network's range fails, never read past)
+
+    for bad in (40, -1):
+        with pytest.raises(IndexError, match=f"link {bad} is not one of the network's 40"):
+            _routes.ready([(i, (20 + i, bad)) for i in range(9)], tuple((10 + i,) for i in range(9)), 40, 8)
 
 
 def test_the_same_route_moves_asked_again_are_one_batch_made_ready_once_unless_the_routes_are_elsewhere() -> None:

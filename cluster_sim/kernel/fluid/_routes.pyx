@@ -145,11 +145,17 @@ def ready(list moves, tuple olds_all, Py_ssize_t n_links, Py_ssize_t min_moves):
     for old in olds:
         for x in <tuple>old:
             li = x
+            if li < 0 or li >= n_links:  # (the C arrays below are indexed by it: never past their end)
+                free(left)
+                raise IndexError(f"a route's link {li} is not one of the network's {n_links}")
             left[li] = 1
         total += len(<tuple>old)
     for hops in news:
         for x in <tuple>hops:
             li = x
+            if li < 0 or li >= n_links:
+                free(left)
+                raise IndexError(f"a route's link {li} is not one of the network's {n_links}")
             if left[li]:
                 free(left)
                 return routes, news, False, None, None
