@@ -47,44 +47,33 @@ class VmDisk:
     __slots__ = ("vm", "n", "hot", "rate", "versions", "t_mat", "phase", "flush_s", "explicit_flush",
                  "down", "rng", "block_mib")
 
-    def __init__(self, spec: VmSpec, block_mib: float, flush_s: float, rng: np.random.Generator):
+    def __init__(self, spec: VmSpec, block_mib: float, flush_s: float, rng: np.random.Generator,
+                 start: tuple | None = None):
+        """start: what `start_of` took from a disk made before from the same VM, stream and flush
+        interval (its draws taken from there, the stream set where they left it), or None: drawn."""
         self.vm = spec.name
         self.block_mib = block_mib
-        model = write_model(spec, block_mib)
-        self.n = model.n
-        ws = model.ws
-        self.hot = np.sort(rng.choice(self.n, size=ws, replace=False))
-        # popularity is not tied to block order: the rates of the model, in a random order
-        self.rate = model.rates[rng.permutation(ws)]  # changes/s of each working-set block
+        if start is None:
+            model = write_model(spec, block_mib)
+            self.n = model.n
+            ws = model.ws
+            self.hot = np.sort(rng.choice(self.n, size=ws, replace=False))
+            # popularity is not tied to block order: the rates of the model, in a random order
+            self.rate = model.rates[rng.permutation(ws)]  # changes/s of each working-set block
+            self.phase = float(rng.uniform(0.0, flush_s)) if flush_s > 0 else 0.0
+        else:
+            self.n, self.hot, self.rate, self.phase, state = start
+            rng.bit_generator.state = state  # (where the draws above left it)
         self.versions = np.zeros(self.n, dtype=np.int32)  # version 0: the disk as it was at t=0
         self.t_mat = 0.0
-        self.phase = float(rng.uniform(0.0, flush_s)) if flush_s > 0 else 0.0
         self.flush_s = flush_s
         self.explicit_flush = 0.0
         # [start, end] intervals without writes (end inf: still down); a VM that is off never writes
         self.down: list[list[float]] = [] if spec.running else [[0.0, math.inf]]
         self.rng = rng
 
-    @classmethod
-    def started(cls, spec: VmSpec, block_mib: float, flush_s: float, rng: np.random.Generator,
-                start: tuple) -> VmDisk:
-        """The disk as __init__ makes it, from a start it made before (`start_of`) and the same
-        stream, new."""
-        d = cls.__new__(cls)
-        d.vm = spec.name
-        d.block_mib = block_mib
-        d.n, d.hot, d.rate, d.phase, state = start
-        d.versions = np.zeros(d.n, dtype=np.int32)
-        d.t_mat = 0.0
-        d.flush_s = flush_s
-        d.explicit_flush = 0.0
-        d.down = [] if spec.running else [[0.0, math.inf]]
-        rng.bit_generator.state = state  # (where __init__'s draws left it)
-        d.rng = rng
-        return d
-
     def start_of(self) -> tuple:
-        """What `started` makes this disk again from (taken before it advances)."""
+        """What __init__ makes this disk again from (`start`; taken before it advances)."""
         return self.n, self.hot, self.rate, self.phase, self.rng.bit_generator.state
 
     def last_flush(self, t: float) -> float:
@@ -118,8 +107,7 @@ class DataPlane:
                 _STARTS.popitem(last=False)
         else:
             _STARTS.move_to_end(key)
-            disks = [VmDisk.started(v, block_mib, flush[v.name], rng, start)
-                     for v, rng, start in zip(vms, rngs, starts, strict=True)]
+            disks = [VmDisk(v, block_mib, flush[v.name], rng, start) for v, rng, start in zip(vms, rngs, starts, strict=True)]
         self.disks = {v.name: d for v, d in zip(vms, disks, strict=True)}
         self.version_time: list[float] = [0.0]  # version id -> instant it stands for
         self.blocks_written = 0
