@@ -57,10 +57,15 @@ cdef double _pairwise(const double[::1] a, Py_ssize_t lo, Py_ssize_t n) noexcept
     return _pairwise(a, lo, n2) + _pairwise(a, lo + n2, n - n2)
 
 
-def numpy_sum(const double[::1] a):
-    """float(a.sum()) for a 1-d float64 array, as numpy adds it: 0.0 (add's identity, where the
-    reduction starts: a sum of -0.0s is 0.0) plus the pairwise sum."""
+cdef double _sum(const double[::1] a) noexcept:
+    # float(a.sum()) as numpy adds it: 0.0 (add's identity, where the reduction starts: a sum of
+    # -0.0s is 0.0) plus the pairwise sum
     return 0.0 + _pairwise(a, 0, a.shape[0])
+
+
+def numpy_sum(const double[::1] a):
+    """float(a.sum()) for a 1-d float64 array, as numpy adds it (for tests: `LinkSums.record`'s)."""
+    return _sum(a)
 
 
 cdef class LinkSums:
@@ -82,15 +87,18 @@ cdef class LinkSums:
         self.ops_base = ops_base
         self.opc = opc
 
-    def loads(self, const double[::1] lam, Py_ssize_t b):
-        """P + C[:, b] * lam[b] (b the one binding link): a new array."""
+    cdef object _loads(self, double x, Py_ssize_t b):
+        # P + C[:, b] * x, a new array
         cdef Py_ssize_t i, n = self.P.shape[0]
-        cdef double x = lam[b]
         out = np.empty(n)
         cdef double[::1] o = out
         for i in range(n):
             o[i] = self.P[i] + self.C[i, b] * x
         return out
+
+    def loads(self, const double[::1] lam, Py_ssize_t b):
+        """P + C[:, b] * lam[b] (b the one binding link): a new array."""
+        return self._loads(lam[b], b)
 
     def overloaded(self, const double[::1] lam, Py_ssize_t b):
         """The links, in order, other than binding ones whose load at the levels `lam` (b the one
@@ -116,17 +124,13 @@ cdef class LinkSums:
     def record(self, const double[::1] lam, Py_ssize_t b):
         """(loads, ops per class, their sum) at the levels `lam`, b the one binding link: the
         loads as `loads`, ops_base + opc[b] * lam[b], and numpy's sum of that."""
-        cdef Py_ssize_t i, n = self.P.shape[0], k = self.ops_base.shape[0]
+        cdef Py_ssize_t i, k = self.ops_base.shape[0]
         cdef double x = lam[b]
-        load = np.empty(n)
         by_class = np.empty(k)
-        cdef double[::1] o = load
         cdef double[::1] bc = by_class
-        for i in range(n):
-            o[i] = self.P[i] + self.C[i, b] * x
         for i in range(k):
             bc[i] = self.ops_base[i] + self.opc[b, i] * x
-        return load, by_class, 0.0 + _pairwise(bc, 0, k)
+        return self._loads(x, b), by_class, _sum(bc)
 
 
 def steady_ops(list opm, const Py_ssize_t[::1] slots, const double[::1] caps, const double[::1] ops,
