@@ -231,3 +231,58 @@ def test_a_pickled_trace_comes_back_packed_and_unpacks_its_events_and_spans_wher
         _ = back.nothing
     # what it writes is what the original writes
     assert list(back.lines()) == list(trace.lines())
+
+
+def test_lines_skip_the_chain_only_where_it_changes_nothing_nan_and_infinity_anywhere_go_through_it():
+    # lines() encodes an event without a NaN or an infinity directly (the chain would leave it as
+    # it is); the rest go through the chain: a NaN at the top becomes null, one inside a list stays
+    # NaN (as JSON's renderer writes it), an infinity stays Infinity
+    import subprocess
+    import sys
+
+    import structlog
+
+    from cluster_sim.kernel.trace import _json, _nan_to_null
+
+    nan, inf = float("nan"), float("inf")
+    env = simpy.Environment(initial_time=2.5)
+    trace = Trace(env)
+    trace("plain", vm="vm-1", mib=0.1, n=3, ok=True, gone=None, where=("n1", 2))
+    trace("top_nan", x=nan)
+    trace("inner_nan", xs=(1.0, nan))
+    trace("inf", x=inf, y=-inf)
+    trace("plain_again", vm="vm-2", nested={"a": [1.5]})
+    chain = (_nan_to_null, structlog.processors.JSONRenderer(default=_json))
+    expected = []
+    for t, event, ids in trace.events:
+        line = {"sim_time_s": round(t, 6), **ids, "event": event}
+        for proc in chain:
+            line = proc(None, "info", line)
+        expected.append(line)
+    assert list(trace.lines()) == expected == [
+        '{"sim_time_s": 2.5, "vm": "vm-1", "mib": 0.1, "n": 3, "ok": true, "gone": null, "where": ["n1", 2], '
+        '"event": "plain"}',
+        '{"sim_time_s": 2.5, "x": null, "event": "top_nan"}',
+        '{"sim_time_s": 2.5, "xs": [1.0, NaN], "event": "inner_nan"}',
+        '{"sim_time_s": 2.5, "x": Infinity, "y": -Infinity, "event": "inf"}',
+        '{"sim_time_s": 2.5, "vm": "vm-2", "nested": {"a": [1.5]}, "event": "plain_again"}',
+    ]
+    # a trace without NaN or infinity is written without importing structlog at all
+    code = ("import sys, simpy; from cluster_sim.kernel.trace import Trace; env = simpy.Environment(); "
+            "t = Trace(env); t('a', vm='vm-1', mib=1.5); print(list(t.lines())[0]); print('structlog' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ['{"sim_time_s": 0.0, "vm": "vm-1", "mib": 1.5, "event": "a"}', "False"]
+
+
+def test_an_encoding_that_stops_half_way_leaves_the_encoder_usable():
+    # the C encoder notes each list and dict it is inside (its circular check) and takes them off
+    # only when it finishes; stopped by a NaN it left them there, and the same list encoded again
+    # read as a circular reference: the encoder empties that note when it stops
+    from cluster_sim.kernel.trace import _encoder, _json
+
+    strict = _encoder(_json, allow_nan=False)
+    row = {"a": [1.0, float("nan")]}
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        strict(row)
+    row["a"][1] = 2.0
+    assert strict(row) == '{"a": [1.0, 2.0]}'
