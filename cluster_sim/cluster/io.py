@@ -919,5 +919,29 @@ def _twice_the_room(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs: tuple[float, ...]) -> tuple[float, ...]:
     """The smallest value whose cumulative weight reaches q % of the total (numpy's weighted
-    percentile, method "inverted_cdf": a latency some VM actually saw, never an interpolation)."""
-    return tuple(float(x) for x in np.percentile(values, qs, weights=weights, method="inverted_cdf"))
+    percentile, method "inverted_cdf": a latency some VM actually saw, never an interpolation).
+
+    numpy's steps for one 1-d array, written out (np.percentile's checks and reshaping around them
+    were half of its 180 us for 3,000 classes in use, at each of 962 series steps of a ws2012 run
+    of 8000vm-64node): the values sorted (the same argsort), the weights' cumulative sum in that
+    order divided by its last, leading zeros set to -1, the first index where it reaches q / 100
+    (searchsorted, left), at most the last; a NaN among the values (sorted last) makes every
+    percentile NaN. What numpy refuses (no values, negative weights, weights of NaN, infinity or
+    all zero) goes to numpy, which raises as it did. Tested against np.percentile."""
+    n = len(values)
+    if n == 0 or (weights < 0).any():
+        return tuple(float(x) for x in np.percentile(values, qs, weights=weights, method="inverted_cdf"))
+    order = values.argsort()
+    v = values[order]
+    cdf = weights[order].cumsum(dtype=np.float64)
+    total = cdf[-1]
+    if not 0.0 < total < math.inf:  # (numpy raises: weights of NaN or infinity, or all zero)
+        return tuple(float(x) for x in np.percentile(values, qs, weights=weights, method="inverted_cdf"))
+    cdf /= total
+    if cdf[0] == 0:
+        cdf[cdf == 0] = -1
+    if v[-1] != v[-1]:
+        return tuple(float(v[-1]) for _ in qs)
+    idx = np.searchsorted(cdf, np.true_divide(qs, 100), side="left")
+    np.minimum(idx, n - 1, out=idx)
+    return tuple(float(x) for x in v[idx])
