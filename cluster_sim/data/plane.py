@@ -24,12 +24,12 @@ holds a reference version per VM, and `changed_since` lists the blocks newer tha
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
 from cluster_sim.cluster.writes import write_model
+from cluster_sim.kernel.kept import Kept
 from cluster_sim.kernel.rng import Streams
 from cluster_sim.scenario.placement import VmSpec
 
@@ -40,7 +40,7 @@ STARTS_KEPT = 1  # [P] scenarios whose disks' first state a process keeps for it
 # runs another generation of the same scenario (a pool worker runs two of four) starts its disks
 # from here, with the same numbers, instead of drawing them again (8,000 VMs: about 0.35 s). The
 # working sets and rates are only ever read, so the generations share them.
-_STARTS: OrderedDict[tuple, list[tuple]] = OrderedDict()
+_STARTS: Kept[list[tuple]] = Kept(STARTS_KEPT)
 
 
 class VmDisk:
@@ -102,11 +102,8 @@ class DataPlane:
         starts = _STARTS.get(key)
         if starts is None:
             disks = [VmDisk(v, block_mib, flush[v.name], rng) for v, rng in zip(vms, rngs, strict=True)]
-            _STARTS[key] = [d.start_of() for d in disks]
-            if len(_STARTS) > STARTS_KEPT:
-                _STARTS.popitem(last=False)
+            _STARTS.put(key, [d.start_of() for d in disks])
         else:
-            _STARTS.move_to_end(key)
             disks = [VmDisk(v, block_mib, flush[v.name], rng, start) for v, rng, start in zip(vms, rngs, starts, strict=True)]
         self.disks = {v.name: d for v, d in zip(vms, disks, strict=True)}
         self.version_time: list[float] = [0.0]  # version id -> instant it stands for

@@ -4,9 +4,10 @@ node runs it, which CSV holds its disks)."""
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from cluster_sim.kernel.kept import Kept
 
 if TYPE_CHECKING:
     from cluster_sim.scenario.model import Scenario, Template
@@ -129,7 +130,7 @@ def _ws2016_nodes(sc: Scenario) -> list[int] | None:
 # is validated and again by each generation; the VMs' specifications are frozen, so one placement
 # serves them all (a generation of 8000vm-64node placed its 8,000 VMs in about 0.2 s; the pool's
 # workers, forked after the scenario was validated, find it here).
-_PLACED: OrderedDict[str, tuple[VmSpec, ...]] = OrderedDict()
+_PLACED: Kept[tuple[VmSpec, ...]] = Kept(PLACEMENTS_KEPT)
 
 
 def _placement_key(sc: Scenario) -> str:
@@ -144,11 +145,7 @@ def place_fleet(sc: Scenario) -> list[VmSpec]:
     key = _placement_key(sc)
     placed = _PLACED.get(key)
     if placed is None:
-        placed = _PLACED[key] = tuple(_place_fleet(sc))
-        if len(_PLACED) > PLACEMENTS_KEPT:
-            _PLACED.popitem(last=False)
-    else:
-        _PLACED.move_to_end(key)
+        placed = _PLACED.put(key, tuple(_place_fleet(sc)))
     return list(placed)
 
 
