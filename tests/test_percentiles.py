@@ -52,6 +52,7 @@ def test_numpys_numbers_on_random_values_with_ties_and_integer_or_fractional_wei
     (np.array([1.0, 2.0]), np.array([1.0, float("nan")])),  # NaN
     (np.array([]), np.array([])),  # nothing
 ])
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")  # (numpy's, all zero)
 def test_what_numpy_refuses_is_refused_the_same_way(values, weights):
     with pytest.raises(Exception) as want:  # noqa: PT011 - whatever numpy raises
         _numpy(values, weights, (50,))
