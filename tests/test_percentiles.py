@@ -5,6 +5,7 @@ give numpy's numbers in every case, NaN and ties included, and refuse what numpy
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -46,15 +47,18 @@ def test_numpys_numbers_on_random_values_with_ties_and_integer_or_fractional_wei
             assert _weighted_percentiles(values, weights, qs) == _numpy(values, weights, qs), (case, qs)
 
 
-@pytest.mark.parametrize(("values", "weights"), [
-    (np.array([1.0, 2.0]), np.array([1.0, -1.0])),  # a negative weight
-    (np.array([1.0, 2.0]), np.array([0.0, 0.0])),  # all zero
-    (np.array([1.0, 2.0]), np.array([1.0, float("nan")])),  # NaN
-    (np.array([]), np.array([])),  # nothing
+@pytest.mark.parametrize(("values", "weights", "qs"), [
+    (np.array([1.0, 2.0]), np.array([1.0, -1.0]), (50,)),  # a negative weight
+    (np.array([1.0, 2.0]), np.array([0.0, 0.0]), (50,)),  # all zero
+    (np.array([1.0, 2.0]), np.array([1.0, float("nan")]), (50,)),  # NaN
+    (np.array([]), np.array([]), (50,)),  # nothing
+    (np.array([1.0, 2.0]), np.array([1.0, 1.0]), (50, 101)),  # a q above 100 (a policy may ask any)
+    (np.array([1.0, 2.0]), np.array([1.0, 1.0]), (-1,)),  # below 0
+    (np.array([1.0, 2.0]), np.array([1.0, 1.0]), (float("nan"),)),
 ])
 @pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")  # (numpy's, all zero)
-def test_what_numpy_refuses_is_refused_the_same_way(values, weights):
+def test_what_numpy_refuses_is_refused_the_same_way(values, weights, qs):
     with pytest.raises(Exception) as want:  # noqa: PT011 - whatever numpy raises
-        _numpy(values, weights, (50,))
-    with pytest.raises(want.type):
-        _weighted_percentiles(values, weights, (50,))
+        _numpy(values, weights, qs)
+    with pytest.raises(want.type, match=re.escape(str(want.value)[:20])):
+        _weighted_percentiles(values, weights, qs)

@@ -926,10 +926,10 @@ def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs: tuple[flo
     of 8000vm-64node): the values sorted (the same argsort), the weights' cumulative sum in that
     order divided by its last, leading zeros set to -1, the first index where it reaches q / 100
     (searchsorted, left), at most the last; a NaN among the values (sorted last) makes every
-    percentile NaN. What numpy refuses (no values, negative weights, weights of NaN, infinity or
-    all zero) goes to numpy, which raises as it did. Tested against np.percentile."""
+    percentile NaN. What numpy refuses (no values, a q outside 0-100, negative weights, weights of
+    NaN, infinity or all zero) goes to numpy, which raises as it did. Tested against np.percentile."""
     n = len(values)
-    if n == 0 or (weights < 0).any():
+    if n == 0 or not all(0 <= q <= 100 for q in qs) or (weights < 0).any():
         return tuple(float(x) for x in np.percentile(values, qs, weights=weights, method="inverted_cdf"))
     order = values.argsort()
     v = values[order]
