@@ -87,6 +87,11 @@ cdef class LatencyKernel:
 
     def in_use(self, const long[::1] act, const long[::1] ctrl, const long[::1] h0, const long[::1] h1,
                const long[::1] h2, long[::1] act_b, double[::1] act_lo, double[::1] act_hi):
+        self._hold(act, ctrl, h0, h1, h2, act_b, act_lo, act_hi)
+
+    cdef void _hold(self, const long[::1] act, const long[::1] ctrl, const long[::1] h0, const long[::1] h1,
+                    const long[::1] h2, long[::1] act_b, double[::1] act_lo, double[::1] act_hi) noexcept:
+        # the classes in use and what the loops read of them, held between calls
         self.act = act
         self.ctrl = ctrl
         self.h0 = h0
@@ -129,14 +134,7 @@ cdef class LatencyKernel:
             b_v[i] = self.bin_of[j]
             lo_v[i] = self.below[j]
             hi_v[i] = self.above[j]
-        self.act = act
-        self.ctrl = c_v
-        self.h0 = h0_v
-        self.h1 = h1_v
-        self.h2 = h2_v
-        self.act_b = b_v
-        self.act_lo = lo_v
-        self.act_hi = hi_v
+        self._hold(act, c_v, h0_v, h1_v, h2_v, b_v, lo_v, hi_v)
         return act, (ctrl, h0, h1, h2), b, lo, hi
 
     def latencies(self, const double[::1] load, const double[::1] ops, double[::1] out):
