@@ -453,8 +453,8 @@ class IoModel:
             return [m * (1.0 + arr.row_metadata_overhead)] * len(groups)
         if arr.cow_per_snapshot:
             return [m * (1.0 + 2.0 * sum(cow_share(g.cow_decay_s, a) for a in ages)) for g in groups]
-        if not ages:
-            return [m * (1.0 + 2.0 * 0.0)] * len(groups)
+        if not ages:  # (no live snapshot: no copy-on-write share)
+            return [m] * len(groups)
         youngest = min(ages)
         return [m * (1.0 + 2.0 * cow_share(g.cow_decay_s, youngest)) for g in groups]
 
