@@ -929,19 +929,18 @@ def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, qs: tuple[flo
     percentile NaN. What numpy refuses (no values, a q outside 0-100, negative weights, weights of
     NaN, infinity or all zero) goes to numpy, which raises as it did. Tested against np.percentile."""
     n = len(values)
-    if n == 0 or not all(0 <= q <= 100 for q in qs) or (weights < 0).any():
-        return tuple(float(x) for x in np.percentile(values, qs, weights=weights, method="inverted_cdf"))
-    order = values.argsort()
-    v = values[order]
-    cdf = weights[order].cumsum(dtype=np.float64)
-    total = cdf[-1]
-    if not 0.0 < total < math.inf:  # (numpy raises: weights of NaN or infinity, or all zero)
-        return tuple(float(x) for x in np.percentile(values, qs, weights=weights, method="inverted_cdf"))
-    cdf /= total
-    if cdf[0] == 0:
-        cdf[cdf == 0] = -1
-    if v[-1] != v[-1]:
-        return tuple(float(v[-1]) for _ in qs)
-    idx = np.searchsorted(cdf, np.true_divide(qs, 100), side="left")
-    np.minimum(idx, n - 1, out=idx)
-    return tuple(float(x) for x in v[idx])
+    if n and all(0 <= q <= 100 for q in qs) and not (weights < 0).any():
+        order = values.argsort()
+        v = values[order]
+        cdf = weights[order].cumsum(dtype=np.float64)
+        total = cdf[-1]
+        if 0.0 < total < math.inf:  # (else numpy raises: weights of NaN or infinity, or all zero)
+            cdf /= total
+            if cdf[0] == 0:
+                cdf[cdf == 0] = -1
+            if v[-1] != v[-1]:
+                return tuple(float(v[-1]) for _ in qs)
+            idx = np.searchsorted(cdf, np.true_divide(qs, 100), side="left")
+            np.minimum(idx, n - 1, out=idx)
+            return tuple(float(x) for x in v[idx])
+    return tuple(float(x) for x in np.percentile(values, qs, weights=weights, method="inverted_cdf"))
