@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -142,22 +143,23 @@ def simpy_reference() -> float:
     return min(float(measured([sys.executable, "-c", SIMPY_STEPS])["stdout"].split()[-1]) for _ in range(REPEAT))
 
 
-def headline_command(tmp: Path, *extra: str) -> dict:
+def _best_of(command: Callable[[int], list[str]]) -> dict:
+    """The quickest of REPEAT runs of command(i), each on a quiet machine (`measured`'s numbers)."""
     runs = []
     for i in range(REPEAT):
         wait_for_quiet(30.0, QUIET)
-        out = tmp / f"headline{''.join(extra)}-{i}"
-        runs.append(measured([CLI, "run", str(HEADLINE), "--backend", "local", *extra, "--out", str(out)]))
+        runs.append(measured(command(i)))
     return min(runs, key=lambda r: r["wall_total_s"])
+
+
+def headline_command(tmp: Path, *extra: str) -> dict:
+    return _best_of(lambda i: [CLI, "run", str(HEADLINE), "--backend", "local", *extra,
+                               "--out", str(tmp / f"headline{''.join(extra)}-{i}")])
 
 
 def start_up() -> dict:
     """`cluster-sim --version`: the interpreter and the command line's imports, nothing run."""
-    runs = []
-    for _ in range(REPEAT):
-        wait_for_quiet(30.0, QUIET)
-        runs.append(measured([CLI, "--version"]))
-    return min(runs, key=lambda r: r["wall_total_s"])
+    return _best_of(lambda _i: [CLI, "--version"])
 
 
 def scale_case(path: Path) -> dict:
