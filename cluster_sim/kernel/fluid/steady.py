@@ -35,7 +35,11 @@ from cluster_sim.kernel.compiled import compiled
 
 _TOL = 1e-12  # relative slack of the two checks (sums kept by updates drift by about 1e-16)
 _R, _CAP, _W, _T0, _MOVED, _LINKS = range(6)  # a steady flow's record
-_VECTOR_MOVES = 8  # routes moved together from which array operations are quicker than a loop [P]
+_VECTOR_MOVES = 8  # routes moved together from which numpy's array operations are quicker than a loop [P]
+# the same for the compiled kernel (kernel/fluid/_routes.pyx): from one route on [P] (measured on
+# 800vm-8node ws2012 and ws2012r2, a CSV redirected moves 7 routes: 70 us a batch one step at a time,
+# 5 us in the kernel; numpy's arrays 65 us)
+_VECTOR_MOVES_COMPILED = 1
 
 
 def _getter(keys: list[int]) -> Callable[[list], tuple]:
@@ -76,16 +80,20 @@ class RouteMoves:
         self.expect: list[tuple[int, ...]] | None = None  # (made ready) where each route must be
         self.steps_c: Any = None  # (made ready, and the kernel compiled) its steps for the kernel (_routes.Steps)
 
-    def ready(self, r_hops: list[tuple[int, ...]], module: Any = None, n_links: int = 0) -> None:
+    def ready(self, r_hops: list[tuple[int, ...]], module: Any = None, n_links: int = 0,
+              min_moves: int | None = None) -> None:
         """Made ready; with the compiled module (kernel/fluid/_routes.pyx) its steps are made there,
-        the same, and held for its kernel (`steps_c`)."""
+        the same, and held for its kernel (`steps_c`). min_moves: routes moving from which it goes
+        in arrays (None: _VECTOR_MOVES_COMPILED with the module, else _VECTOR_MOVES)."""
+        if min_moves is None:
+            min_moves = _VECTOR_MOVES if module is None else _VECTOR_MOVES_COMPILED
         moves = self.moves
         routes = [r for r, _ in moves]
         self.where = _getter(routes)  # (the routes' items of a per-route list, in C)
         olds = self.expect = self.where(r_hops)
         if module is not None:
             self.routes, self.news, self.arrays, self.steps_c, self.links_list = module.ready(
-                moves, olds, n_links, _VECTOR_MOVES)
+                moves, olds, n_links, min_moves)
             self.get = None  # (the numpy path's)
             return
         news = [hops for _, hops in moves]
@@ -100,7 +108,7 @@ class RouteMoves:
         n = len(routes)
         # in arrays if no route comes twice and no link is both left and entered (then a link only
         # left loses flows at every step: emptied, if at all, at its last step)
-        self.arrays = (n >= _VECTOR_MOVES and len(set(routes)) == n
+        self.arrays = (n >= min_moves and len(set(routes)) == n
                        and set(chain.from_iterable(olds)).isdisjoint(chain.from_iterable(news)))
         if not self.arrays:
             return
