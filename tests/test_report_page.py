@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib.figure
 import matplotlib.text
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from typer.testing import CliRunner
 
 from cluster_sim.cli import app
@@ -30,7 +31,7 @@ def drawn(folder: Path, monkeypatch) -> matplotlib.figure.Figure:  # type: ignor
     figs = []
 
     def keep(fig, *_a, **_k):  # type: ignore[no-untyped-def]
-        fig.canvas.draw()
+        FigureCanvasAgg(fig).draw()  # (as savefig draws a PNG: the figure is no pyplot figure, its canvas a base one)
         figs.append(fig)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
